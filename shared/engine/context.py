@@ -1,0 +1,81 @@
+"""What the engine needs from its caller, and nothing more.
+
+The engine is pure: it never talks to Redis, S3 or SQL. The worker and the CLI each build
+an ``EngineContext`` that reads inputs, resolves models, receives progress and answers the
+cancel question. Every method module has one entry point taking ``(spec, ctx)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from shared.errors import JobCanceled
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report. ``step`` counts from 1 to ``total`` over the whole job."""
+
+    step: int
+    total: int
+    loss: float | None = None
+    stage: str = ""
+    losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, max(0.0, self.step / self.total))
+
+
+class ProgressCallback(Protocol):
+    def __call__(self, progress: Progress) -> None: ...
+
+
+def _read_file(ref: str) -> bytes:
+    return Path(ref).expanduser().read_bytes()
+
+
+def _model_path(ref: str) -> Path:
+    return Path(ref).expanduser()
+
+
+def _dataset_dir(ref: str) -> Path:
+    return Path(ref).expanduser()
+
+
+@dataclass
+class EngineContext:
+    """Callbacks and choices of one job run.
+
+    - ``read_input(ref) -> bytes``: the bytes of an image reference in the spec.
+    - ``resolve_model(ref) -> Path``: a local checkpoint file for a model id/name/path.
+      Built-in names (``multistyle26``, ``adain-default``) are resolved by the engine itself
+      before this is asked.
+    - ``dataset_dir(ref) -> Path``: a local flat folder of images for a dataset reference.
+    - ``progress(Progress)``: called often; the caller throttles its own writes.
+    - ``is_canceled() -> bool``: checked between steps; the engine then raises ``JobCanceled``.
+    - ``work_dir``: scratch folder of this job (training writes checkpoints here).
+    - ``on_checkpoint(path)``: called after a training checkpoint is written (the worker
+      uploads it so a retried job can resume).
+    - ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``precision``: ``auto`` | ``fp32`` |
+      ``bf16`` | ``fp16``.
+    """
+
+    read_input: Callable[[str], bytes] = _read_file
+    resolve_model: Callable[[str], Path] = _model_path
+    dataset_dir: Callable[[str], Path] = _dataset_dir
+    progress: Callable[[Progress], None] = lambda p: None
+    is_canceled: Callable[[], bool] = lambda: False
+    work_dir: Path = field(default_factory=lambda: Path("."))
+    on_checkpoint: Callable[[Path], None] = lambda p: None
+    device: str = "auto"
+    precision: str = "auto"
+
+    def check_cancel(self) -> None:
+        if self.is_canceled():
+            raise JobCanceled("the job was canceled")
+
+    def report(self, step: int, total: int, loss: float | None = None, stage: str = "", **losses: float) -> None:
+        self.progress(Progress(step=step, total=total, loss=loss, stage=stage, losses=dict(losses)))

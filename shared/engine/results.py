@@ -1,0 +1,28 @@
+"""What the engine's entry points return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass
+class RenderResult:
+    """A stylized image (RGB, the requested size) and numbers worth keeping on the job."""
+
+    image: Image.Image
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """A finished training run: a self-describing checkpoint and its loss history."""
+
+    checkpoint: Path
+    kind: str  # "fast" | "adain-decoder"
+    style_names: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    loss_curve_png: bytes | None = None

@@ -1,0 +1,124 @@
+"""The one error hierarchy of stylefarm.
+
+Every error the engine, the worker or the API raises on purpose is a ``StylefarmError``.
+The API maps them to RFC 9457 problem details in one handler (``api/problems.py``) using
+``status``, ``title`` and ``slug``; the worker retries exactly those marked ``retryable``
+and records every other one on the job as its problem details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StylefarmError(Exception):
+    """Base of every deliberate error. ``detail`` is a sentence a user can act on."""
+
+    status: int = 500
+    title: str = "Internal error"
+    slug: str = "internal"
+    retryable: bool = False
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        """RFC 9457 problem details (without the HTTP layer)."""
+        problem: dict[str, Any] = {
+            "type": f"https://stylefarm.dev/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            problem["instance"] = instance
+        if self.retryable:
+            problem["retryable"] = True
+        problem.update(self.extra)
+        return problem
+
+
+# --- bad input (4xx): the caller must change something -------------------------------
+
+
+class InvalidSpec(StylefarmError):
+    status, title, slug = 422, "Invalid job spec", "invalid-spec"
+
+
+class InvalidImage(StylefarmError):
+    status, title, slug = 422, "Invalid image", "invalid-image"
+
+
+class InvalidMask(InvalidImage):
+    title, slug = "Invalid mask", "invalid-mask"
+
+
+class PayloadTooLarge(StylefarmError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class NotFound(StylefarmError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(StylefarmError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class IdempotencyKeyReused(StylefarmError):
+    status, title, slug = 422, "Idempotency key reused with a different body", "idempotency-key-reused"
+
+
+class InvalidTransition(Conflict):
+    """A job status change that the state machine does not allow (or that lost a race)."""
+
+    title, slug = "Invalid job state transition", "invalid-transition"
+
+
+class ModelUnavailable(StylefarmError):
+    """A model (weights, checkpoint, trained decoder) the job needs is not there."""
+
+    status, title, slug = 422, "Model unavailable", "model-unavailable"
+
+
+class Unauthorized(StylefarmError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+# --- job outcomes ----------------------------------------------------------------------
+
+
+class JobCanceled(StylefarmError):
+    """Raised by the engine when the cancel flag is seen between steps."""
+
+    status, title, slug = 409, "Job canceled", "job-canceled"
+
+
+class EngineError(StylefarmError):
+    status, title, slug = 500, "Stylization failed", "engine-error"
+
+
+class TimeLimitExceeded(StylefarmError):
+    status, title, slug = 500, "Time limit exceeded", "time-limit-exceeded"
+
+
+# --- transient infrastructure (5xx, retryable) --------------------------------------
+
+
+class RetryableError(StylefarmError):
+    status, title, slug = 503, "Service temporarily unavailable", "unavailable"
+    retryable = True
+
+
+class StorageUnavailable(RetryableError):
+    title, slug = "Storage unavailable", "storage-unavailable"
+
+
+class DatabaseUnavailable(RetryableError):
+    title, slug = "Database unavailable", "database-unavailable"
+
+
+class BrokerUnavailable(RetryableError):
+    title, slug = "Queue unavailable", "broker-unavailable"

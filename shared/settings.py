@@ -1,0 +1,101 @@
+"""The one pydantic-settings ``Settings`` of stylefarm (API, worker and CLI read the same).
+
+Every field can be set from the environment with the ``STYLEFARM_`` prefix
+(``STYLEFARM_DATABASE_URL``, ...); ``DATABASE_URL``, ``REDIS_URL`` and the usual
+``AWS_*`` names are accepted too. The embedded defaults (SQLite, local storage, a Redis
+on localhost) run everything on one machine; production points the same code at
+PostgreSQL, a Redis cluster and S3. Secrets have no defaults outside development.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STYLEFARM_", env_file=None, extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Field(Path("./var"), description="where the embedded defaults keep their state")
+
+    # --- database ---
+    database_url: str = Field(
+        "", validation_alias=AliasChoices("STYLEFARM_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL; empty = SQLite under home",
+    )  # fmt: skip
+
+    # --- broker ---
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("STYLEFARM_BROKER_URL", "REDIS_URL")
+    )
+    visibility_timeout_s: int = Field(4 * 3600, description="above the longest job's hard time limit")
+
+    # --- storage ---
+    storage: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = Field(None, description="local storage root; empty = home/storage")
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("STYLEFARM_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+    )
+    s3_bucket: str = "stylefarm"
+    s3_region: str = Field("us-east-1", validation_alias=AliasChoices("STYLEFARM_S3_REGION", "AWS_DEFAULT_REGION"))
+    s3_access_key: str | None = Field(
+        None, validation_alias=AliasChoices("STYLEFARM_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_key: str | None = Field(
+        None, validation_alias=AliasChoices("STYLEFARM_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    presign_expiry_s: int = Field(300, ge=10, le=7 * 24 * 3600)
+
+    # --- API ---
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    default_tenant: str = "default"
+    api_keys: str = Field("", description="comma-separated key=tenant pairs; empty = no auth (development)")
+    public_url: str = Field("", description="base URL for links in responses; empty = from the request")
+
+    # --- worker ---
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    progress_interval_s: float = Field(0.5, gt=0, description="minimum seconds between progress writes")
+    model_cache_dir: Path | None = Field(None, description="empty = home/models")
+    worker_queues: str = "gpu,cpu"
+
+    @model_validator(mode="after")
+    def _secrets_outside_development(self) -> "Settings":
+        if self.env != "development":
+            missing = []
+            if not self.database_url:
+                missing.append("STYLEFARM_DATABASE_URL")
+            if self.storage == "s3" and not (self.s3_access_key and self.s3_secret_key):
+                missing.append("STYLEFARM_S3_ACCESS_KEY/STYLEFARM_S3_SECRET_KEY")
+            if not self.api_keys:
+                missing.append("STYLEFARM_API_KEYS")
+            if missing:
+                raise ValueError(f"production settings need: {', '.join(missing)}")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'stylefarm.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.home / "storage").resolve()
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return (self.model_cache_dir or self.home / "models").resolve()
+
+    def api_key_tenants(self) -> dict[str, str]:
+        pairs = [p.strip() for p in self.api_keys.split(",") if p.strip()]
+        return dict(p.split("=", 1) if "=" in p else (p, self.default_tenant) for p in pairs)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
