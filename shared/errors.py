@@ -43,6 +43,14 @@ class StylefarmError(Exception):
 # --- bad input (4xx): the caller must change something -------------------------------
 
 
+class BadRequest(StylefarmError):
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
+class InvalidCursor(BadRequest):
+    title, slug = "Invalid cursor", "invalid-cursor"
+
+
 class InvalidSpec(StylefarmError):
     status, title, slug = 422, "Invalid job spec", "invalid-spec"
 

@@ -76,8 +76,8 @@ class GatysParams(_OutputSize):
     steps: int = Field(300, ge=1, le=MAX_STEPS, description="optimizer iterations per resolution level")
     learning_rate: float = Field(2.0, gt=0, le=100, description="Adam step size (pixel units, 0-255 scale)")
     content_weight: float = Field(1.0, ge=0)
-    style_weight: float = Field(1e5, ge=0)
-    tv_weight: float = Field(1e-3, ge=0)
+    style_weight: float = Field(50.0, ge=0)
+    tv_weight: float = Field(1.0, ge=0)
     content_layers: tuple[VggLayer, ...] = Field(("relu4_2",), min_length=1)
     style_layers: tuple[VggLayer, ...] = Field(("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), min_length=1)
     init: Literal["content", "noise", "style"] = "content"

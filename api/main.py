@@ -1,0 +1,70 @@
+"""The stylefarm REST API: ``uvicorn api.main:app``.
+
+A thin FastAPI app: routers in ``api/routes``, dependencies in ``api/deps.py``, every
+error as problem+json from ``api/problems.py``. It never imports torch, the engine or
+the worker package: it only writes rows and queue messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
+
+from api.problems import Problem, install_problem_handlers
+from api.routes import health, inputs, jobs, models
+from shared.db import session as db_session
+from shared.settings import Settings, get_settings
+from shared.storage import get_storage
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI with the JobSpec sub-schemas and the Problem schema in components."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in jobs.JOB_SPEC_DEFS.items():
+        components.setdefault(name, definition)
+    components.setdefault("Problem", Problem.model_json_schema())
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    """Build the app for ``settings`` (default: the environment).
+
+    ``migrate`` runs the Alembic migrations at start-up (safe with several replicas).
+    """
+    settings = settings or get_settings()
+    # Every shared.jobs call opens its own session on the default engine: point it here.
+    db_session.configure(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            from shared.db.migrate import upgrade
+
+            await run_in_threadpool(upgrade, settings.resolved_database_url)
+        yield
+
+    app = FastAPI(
+        title="stylefarm",
+        version="0.1.0",
+        description="Neural style transfer render farm: upload inputs, submit jobs, fetch results.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.storage = get_storage(settings)
+    install_problem_handlers(app)
+    for module in (health, inputs, jobs, models):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

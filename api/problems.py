@@ -1,0 +1,130 @@
+"""Every error the API answers is RFC 9457 ``application/problem+json``, built here.
+
+One place maps: ``StylefarmError`` (its status/title/slug/detail and extra members),
+FastAPI's ``RequestValidationError`` (422 with an ``errors`` list), Starlette's
+``HTTPException`` (unknown routes 404, wrong method 405, ...) and anything unexpected
+(500, without leaking internals).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import StylefarmError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://stylefarm.dev/problems/"
+log = logging.getLogger("stylefarm.api")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (extension members such as ``errors`` may follow)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json answers."""
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem+json response from its parts."""
+    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _stylefarm_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StylefarmError)
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="stylefarm"'
+    if exc.retryable:
+        headers["Retry-After"] = "5"
+    body = exc.to_problem(instance=request.url.path)
+    return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers or None)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only plain fields: pydantic's ctx may hold exception objects that are not JSON.
+    errors = [
+        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e['loc'] or 'request'}: {e['msg']}" for e in errors) or "The request is invalid."
+    return problem_response(
+        422, "Invalid request", detail, "validation-error", instance=request.url.path, errors=errors
+    )
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    if status == 404 and detail is None:
+        detail = f"There is no resource at {request.url.path}; see /docs for the API."
+    elif status == 405 and detail is None:
+        allowed = (exc.headers or {}).get("allow") or (exc.headers or {}).get("Allow")
+        detail = f"{request.method} is not allowed on {request.url.path}" + (
+            f"; use {allowed}." if allowed else "."
+        )
+    slug = phrase.lower().replace(" ", "-").replace("'", "")
+    return problem_response(
+        status, phrase, detail or phrase + ".", slug, instance=request.url.path, headers=exc.headers
+    )
+
+
+def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        500,
+        "Internal error",
+        "Something went wrong on our side; the error was logged. Try again later.",
+        "internal",
+        instance=request.url.path,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handlers above on ``app``."""
+    app.add_exception_handler(StylefarmError, _stylefarm_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

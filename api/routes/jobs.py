@@ -1,0 +1,192 @@
+"""``/v1/jobs``: submit, watch, list, cancel jobs and fetch their results."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, StorageDep, TenantDep
+from api.problems import problem_responses
+from api.routes.blobs import serve_blob
+from api.schemas import JobListOut, JobOut, job_out
+from shared import jobs
+from shared.db.models import Job
+from shared.errors import Conflict, InvalidSpec, NotFound
+from shared.jobs import JobStatus
+from shared.settings import Settings
+from shared.specs import METHODS, dataset_refs, image_refs, job_spec_adapter, parse_spec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger("stylefarm.api")
+
+JOB_SPEC_SCHEMA: dict[str, Any] = job_spec_adapter.json_schema(ref_template="#/components/schemas/{model}")
+#: Sub-schemas of JobSpec; ``api.main`` merges them into the OpenAPI components.
+JOB_SPEC_DEFS: dict[str, Any] = JOB_SPEC_SCHEMA.pop("$defs", {})
+
+
+def _base(settings: SettingsDep) -> str:
+    return settings.public_url.rstrip("/")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidSpec(f"The body is not valid JSON ({exc}).") from None
+    if not isinstance(body, dict):
+        raise InvalidSpec("The body must be a JSON object: a job spec with a 'method' field.")
+    return body
+
+
+def _check_refs(tenant: str, spec: Any) -> None:
+    """Every input the spec names must be the tenant's: images as images, datasets as archives."""
+    images, datasets = image_refs(spec), dataset_refs(spec)
+    found = jobs.find_inputs(tenant, images + datasets)
+    problems: list[str] = []
+    missing = [r for r in dict.fromkeys(images + datasets) if r not in found]
+    for ref in missing:
+        problems.append(f"input {ref!r} does not exist; upload it with POST /v1/inputs")
+    for ref in images:
+        if ref in found and found[ref].kind != "image":
+            problems.append(f"input {ref!r} is an archive, but an image is needed here")
+    for ref in datasets:
+        if ref in found and found[ref].kind != "archive":
+            problems.append(f"input {ref!r} is an image, but a dataset (zip/tar archive) is needed here")
+    if problems:
+        raise InvalidSpec("; ".join(problems) + ".", missing_inputs=missing)
+
+
+def _enqueue(job: Job, settings: Settings) -> None:
+    """Hand the committed job to the broker.
+
+    If the broker is down the job is LEFT QUEUED for the reconciler (``worker.reconcile``
+    re-sends queued jobs that have no message in the broker) and the client still gets
+    202: the row is the source of truth, so nothing is lost, and an idempotent retry of
+    the request returns this same job instead of creating a second one. We log it so an
+    operator sees the broker outage; ``/readyz`` reports it too.
+    """
+    import shared.queue as queue  # looked up at call time so tests can monkeypatch it
+
+    try:
+        queue.enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - BrokerUnavailable, or anything kombu/redis raise
+        log.warning("job %s stays queued for the reconciler: enqueue failed: %s", job.id, exc)
+
+
+@router.post(
+    "",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}}
+    | problem_responses(401, 422, 503),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
+    },
+    summary="Submit a job",
+)
+async def submit_job(
+    request: Request,
+    response: Response,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobOut:
+    """Validate the spec and its input references, store the job and queue it.
+
+    With ``Idempotency-Key`` a retried request returns the same job (200) instead of
+    creating another; the same key with a different body is a 422 problem.
+    """
+    body = await _json_body(request)
+    spec = parse_spec(body)
+    await run_in_threadpool(_check_refs, tenant, spec)
+    job, created = await run_in_threadpool(
+        lambda: jobs.create_job(tenant, spec, idempotency_key=idempotency_key or None)
+    )
+    if created:
+        await run_in_threadpool(_enqueue, job, settings)
+    response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Retry-After"] = "1"
+    return job_out(job, _base(settings))
+
+
+@router.get("", response_model=JobListOut, responses=problem_responses(400, 401, 422))
+def list_jobs(
+    tenant: TenantDep,
+    settings: SettingsDep,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    method: Annotated[Literal[METHODS] | None, Query()] = None,  # type: ignore[valid-type]
+    limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobListOut:
+    """The tenant's jobs, newest first, ``limit`` per page."""
+    items, next_cursor = jobs.list_jobs(tenant, status=status_, method=method, limit=limit, cursor=cursor)
+    base = _base(settings)
+    return JobListOut(items=[job_out(j, base) for j in items], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
+def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
+    """Status, progress, timings, error and result summary of a job."""
+    return job_out(jobs.get_job(job_id, tenant), _base(settings))
+
+
+def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:
+    return job_out(jobs.request_cancel(job_id, tenant), _base(settings))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(401, 404, 409),
+)
+def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
+    """A queued job is canceled at once; a running one stops at its next step (watch
+    ``status``); a finished one is a 409 problem."""
+    return _cancel(job_id, tenant, settings)
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(401, 404, 409),
+    summary="Cancel a job (alias of POST /v1/jobs/{job_id}/cancel)",
+)
+def delete_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
+    return _cancel(job_id, tenant, settings)
+
+
+def result_image_key(job: Job) -> str:
+    """Storage key of the image a succeeded job produced: ``result["keys"]["image"]``."""
+    keys = (job.result or {}).get("keys") or {}
+    key = keys.get("image") if isinstance(keys, dict) else None
+    if not key:
+        hint = f"; its model is at /v1/models/{job.model_id}" if job.model_id else ""
+        raise NotFound(f"Job {job.id} produced no result image{hint}.", job_id=job.id)
+    return key
+
+
+@router.get(
+    "/{job_id}/result",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
+    | problem_responses(401, 404, 409),
+)
+async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
+    """The output image: a 307 to a short-lived storage URL, or the PNG bytes with local
+    storage. 409 problem while the job has not succeeded."""
+    job = await run_in_threadpool(jobs.get_job, job_id, tenant)
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(
+            f"Job {job.id} is {job.status}; its result is available once it has succeeded.",
+            job_id=job.id,
+            job_status=job.status,
+        )
+    return await serve_blob(storage, result_image_key(job), settings.presign_expiry_s)

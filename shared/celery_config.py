@@ -1,0 +1,114 @@
+"""The one Celery configuration of stylefarm, shared by the API's client app and the workers.
+
+State lives in SQL, not in Celery: there is no result backend, tasks are sent by name
+(``stylefarm.run_job``) with a single JSON argument, the job id. Delivery is
+at-least-once: ``task_acks_late`` + ``task_reject_on_worker_lost`` put a message back on
+the queue when the worker process running it dies, and ``shared.jobs.claim_job`` makes a
+redelivered message resume (same task id) or do nothing (job already finished).
+
+The Redis visibility timeout (``Settings.visibility_timeout_s``) must stay above the
+longest hard time limit (``TIME_LIMITS``): a message still unacknowledged after it is
+delivered again, to a second worker.
+
+Priorities: ``enqueue_job(..., priority=p)`` takes 0 (normal, the default) to 9 (most
+urgent). Kombu's Redis transport serves *lower* numbers first, so the message priority is
+``9 - p`` mapped onto ``PRIORITY_STEPS``; each step is its own Redis list named
+``<queue>`` (step 0) or ``<queue>:<step>`` (see ``queue_list_names``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from shared.settings import Settings, get_settings
+
+TASK_NAME = "stylefarm.run_job"
+RECONCILE_TASK_NAME = "stylefarm.reconcile"
+QUEUES = ("gpu", "cpu")
+# Kombu priority steps (lower = served first). Normal jobs (priority 0) land on step 9.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEP = ":"
+MAX_PRIORITY = 9
+
+# Per-method (soft, hard) time limits in seconds. The soft limit raises inside the engine
+# (the job fails with a ``time-limit-exceeded`` problem); the hard limit kills the process.
+TIME_LIMITS: dict[str, tuple[int, int]] = {
+    "optimize": (1800, 1900),
+    "masked": (2400, 2500),
+    "fast": (300, 360),
+    "adain": (300, 360),
+    "train-fast": (3 * 3600, 3 * 3600 + 600),
+    "train-adain": (3 * 3600, 3 * 3600 + 600),
+}
+MAX_SOFT_LIMIT = max(s for s, _ in TIME_LIMITS.values())
+MAX_HARD_LIMIT = max(h for _, h in TIME_LIMITS.values())
+
+
+def kombu_priority(priority: int) -> int:
+    """stylefarm priority (0 normal .. 9 urgent) -> kombu Redis priority (0 served first)."""
+    p = max(0, min(MAX_PRIORITY, int(priority)))
+    return MAX_PRIORITY - p
+
+
+def queue_list_names(queue: str) -> list[str]:
+    """The Redis list keys holding waiting messages of ``queue`` (for monitoring/autoscaling)."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def celery_config(settings: Settings | None = None) -> dict[str, Any]:
+    """The Celery settings dict (``app.conf.update(**celery_config())``)."""
+    s = settings or get_settings()
+    exchange = Exchange("stylefarm", type="direct")
+    return {
+        "broker_url": s.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 4,
+        "broker_transport_options": {
+            "visibility_timeout": s.visibility_timeout_s,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": PRIORITY_SEP,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 30,
+            "health_check_interval": 25,
+        },
+        # no result backend: job state lives in SQL
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_store_errors_even_if_ignored": False,
+        # JSON only, on both sides
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        # at-least-once delivery, one job at a time per worker process
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_max_tasks_per_child": None,
+        # pool processes migrate and pick the device on start; on a loaded machine that
+        # takes longer than Celery's default 4 s before it kills them as hung
+        "worker_proc_alive_timeout": 60.0,
+        # queues
+        "task_queues": tuple(
+            Queue(name, exchange, routing_key=name, queue_arguments={"x-max-priority": MAX_PRIORITY})
+            for name in QUEUES
+        ),
+        "task_default_queue": "gpu",
+        "task_default_exchange": "stylefarm",
+        "task_default_routing_key": "gpu",
+        "task_default_priority": kombu_priority(0),
+        "task_create_missing_queues": False,
+        # the widest limits; the task narrows them per method
+        "task_soft_time_limit": MAX_SOFT_LIMIT,
+        "task_time_limit": MAX_HARD_LIMIT,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

@@ -1,0 +1,315 @@
+"""``stylefarm``: the command line of the farm.
+
+- ``stylefarm render <method> CONTENT [options] -o out.png``: one job in this process, no
+  servers; the options are generated from the method's spec model (``shared.cli_options``).
+- ``stylefarm train <fast|adain> [options] -o model.pt``: a training job, checkpoint to ``-o``.
+- ``stylefarm styles``: the built-in styles of the fast model.
+- ``stylefarm up | demo | migrate | worker | api``: the services (imported lazily, so
+  ``render`` works in an install without them).
+
+Exit codes: 0 done, 1 a stylefarm error (message on stderr), 2 invalid input (bad option,
+invalid spec, missing file), 130 canceled with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, get_args
+
+from shared.cli_options import FieldOption, add_spec_arguments, describe_errors, spec_data
+from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError
+from shared.specs import METHODS, SPEC_BY_METHOD, TRAINING_METHODS, parse_spec
+
+PROG = "stylefarm"
+RENDER_METHODS = tuple(m for m in METHODS if m not in TRAINING_METHODS)
+TRAIN_NAMES = {m.removeprefix("train-"): m for m in TRAINING_METHODS}  # fast -> train-fast
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+EXIT_ERROR, EXIT_USAGE, EXIT_CANCELED = 1, 2, 130
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    from shared.settings import Settings, get_settings
+
+    fields = Settings.model_fields
+    try:
+        device, precision = get_settings().device, get_settings().precision
+    except Exception:  # invalid service settings (e.g. production secrets unset) do not block a local render
+        device, precision = fields["device"].default, fields["precision"].default
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default=device,
+                   help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")  # fmt: skip
+    g.add_argument("--precision", choices=get_args(fields["precision"].annotation), default=precision,
+                   help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")  # fmt: skip
+    g.add_argument("--print-spec", action="store_true", help="print the validated JSON spec and exit")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]]]:
+    """The full parser, and the generated field options of every method."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Neural style transfer render farm.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    options: dict[str, list[FieldOption]] = {}
+
+    render = sub.add_parser("render", help="stylize an image in this process (no servers)",
+                            description="Stylize one image in this process with a progress bar.")  # fmt: skip
+    render_sub = render.add_subparsers(dest="method", metavar="METHOD", required=True)
+    for method in RENDER_METHODS:
+        model = SPEC_BY_METHOD[method]
+        doc = (model.__doc__ or "").strip().splitlines()[0]
+        p = render_sub.add_parser(method, help=doc, description=doc)
+        options[method] = add_spec_arguments(p, model)
+        p.add_argument("-o", "--output", type=Path, help="output image (.png, .jpg, .webp...)")
+        _run_options(p)
+
+    train = sub.add_parser("train", help="train a model in this process; checkpoint to -o",
+                           description="Train a fast (multi-style) network or an AdaIN decoder.")  # fmt: skip
+    train_sub = train.add_subparsers(dest="method", metavar="KIND", required=True)
+    for short, method in TRAIN_NAMES.items():
+        model = SPEC_BY_METHOD[method]
+        doc = (model.__doc__ or "").strip().splitlines()[0]
+        p = train_sub.add_parser(short, aliases=[method], help=doc, description=doc)
+        p.set_defaults(method=method)
+        options[method] = add_spec_arguments(p, model)
+        p.add_argument("-o", "--output", type=Path, help="where to write the checkpoint (.pt)")
+        p.add_argument("--work-dir", type=Path,
+                       help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on success)")  # fmt: skip
+        _run_options(p)
+
+    styles = sub.add_parser("styles", help="list the built-in styles of the fast model")
+    styles.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    for name, text in PASSTHROUGH_HELP.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser, options
+
+
+# --- render / train -----------------------------------------------------------------------
+
+
+def _spec_from_args(args: argparse.Namespace, options: list[FieldOption]) -> Any:
+    data = spec_data(args, options)
+    if args.method in TRAINING_METHODS and "name" not in data and args.output is not None:
+        data["name"] = re.sub(r"[^A-Za-z0-9._-]+", "-", args.output.stem) or "model"
+    return parse_spec({"method": args.method, **data})
+
+
+def _invalid_spec(args: argparse.Namespace, exc: InvalidSpec, options: list[FieldOption]) -> int:
+    where = f"{args.command} {args.method.removeprefix('train-') if args.command == 'train' else args.method}"
+    lines = describe_errors(exc.extra.get("errors", []), options, args.method) or [exc.detail]
+    print(f"{PROG} {where}: invalid options:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    print(f"(see '{PROG} {where} --help')", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _format_metrics(metrics: dict[str, Any]) -> str:
+    parts = []
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.4g}")
+        elif isinstance(v, (int, str, bool)):
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
+    from shared.cli_run import check_local_refs, run_local
+
+    try:
+        spec = _spec_from_args(args, options)
+    except InvalidSpec as exc:
+        return _invalid_spec(args, exc, options)
+    if args.print_spec:
+        print(spec.model_dump_json(indent=2))
+        return 0
+    if args.output is None:
+        _err(f"{args.command} {args.method}: -o/--output is required (or use --print-spec)")
+        return EXIT_USAGE
+    training = spec.method in TRAINING_METHODS
+    if not training and args.output.suffix.lower() not in IMAGE_SUFFIXES:
+        _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(IMAGE_SUFFIXES)}")
+        return EXIT_USAGE
+    try:
+        check_local_refs(spec)
+    except InvalidImage as exc:
+        _err(exc.detail)
+        return EXIT_USAGE
+
+    work_dir = None
+    own_work_dir = False
+    if training:
+        work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
+        own_work_dir = args.work_dir is None
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    result = run_local(spec, device=args.device, precision=args.precision, work_dir=work_dir,
+                       progress=not args.quiet)  # fmt: skip
+    seconds = time.perf_counter() - started
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if training:
+        if Path(result.checkpoint).resolve() != args.output.resolve():
+            shutil.copyfile(result.checkpoint, args.output)
+        if own_work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        names = f" styles: {', '.join(result.style_names)}" if result.style_names else ""
+        print(f"wrote {args.output} ({result.kind} checkpoint) in {seconds:.1f}s.{names}", file=sys.stderr)
+    else:
+        result.image.save(args.output)
+        w, h = result.image.size
+        print(f"wrote {args.output} ({w}x{h}) in {seconds:.1f}s  {_format_metrics(result.metrics)}".rstrip(),
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+# --- styles -------------------------------------------------------------------------------
+
+
+def builtin_styles() -> list[tuple[int, str]]:
+    """(index, name) of every style of the built-in fast model."""
+    from shared.engine.fast import load_fast_model
+    from shared.specs import BUILTIN_FAST_MODEL
+
+    return list(enumerate(load_fast_model(BUILTIN_FAST_MODEL).style_names))
+
+
+def _cmd_styles(args: argparse.Namespace) -> int:
+    try:
+        styles = builtin_styles()
+    except ImportError as exc:
+        _err(f"the fast engine is not installed ({exc})")
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps([{"index": i, "name": n} for i, n in styles], indent=2))
+    else:
+        for i, name in styles:
+            print(f"{i:>3}  {name}")
+    return 0
+
+
+# --- services (imported lazily) -----------------------------------------------------------
+
+
+def _need_module(name: str, what: str) -> None:
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise StylefarmError(f"{what}: module {name} is not available in this installation")
+
+
+def _cmd_up(rest: list[str]) -> int:
+    from shared.stack import main as stack_main
+
+    return int(stack_main(rest) or 0)
+
+
+def _cmd_demo(rest: list[str]) -> int:
+    from shared.demo import main as demo_main
+
+    return int(demo_main(rest) or 0)
+
+
+def _cmd_migrate(rest: list[str]) -> int:
+    p = argparse.ArgumentParser(prog=f"{PROG} migrate", description="Migrate the database to the newest schema.")
+    p.add_argument("--url", help="SQLAlchemy URL (default: the configured STYLEFARM_DATABASE_URL)")
+    p.add_argument("--revision", help="target revision (default: head)")
+    args = p.parse_args(rest)
+    from shared.db import migrate
+
+    kwargs = {k: v for k, v in (("url", args.url), ("revision", args.revision)) if v is not None}
+    migrate.upgrade(**kwargs)
+    current = migrate.current_revision(args.url) if hasattr(migrate, "current_revision") else None
+    print(f"database at revision {current}" if current else "database migrated", file=sys.stderr)
+    return 0
+
+
+def _exec_python_module(argv: list[str]) -> int:
+    """Replace this process (signals then go straight to the server)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", *argv])
+    return 0  # pragma: no cover - execv does not return
+
+
+def _cmd_worker(rest: list[str]) -> int:
+    from shared.settings import get_settings
+
+    _need_module("worker.celery_app", "stylefarm worker")
+    queues = get_settings().worker_queues
+    return _exec_python_module(["celery", "-A", "worker.celery_app", "worker", "-Q", queues, "--concurrency", "1", *rest])
+
+
+def _cmd_api(rest: list[str]) -> int:
+    _need_module("api.main", "stylefarm api")
+    return _exec_python_module(["uvicorn", "api.main:app", *rest])
+
+
+PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {
+    "up": _cmd_up,
+    "demo": _cmd_demo,
+    "migrate": _cmd_migrate,
+    "worker": _cmd_worker,
+    "api": _cmd_api,
+}
+PASSTHROUGH_HELP = {
+    "up": "run the whole farm on this machine (Redis, API, workers)",
+    "demo": "submit demo jobs and collect the results",
+    "migrate": "migrate the database to the newest schema",
+    "worker": "run a Celery worker (extra arguments go to celery)",
+    "api": "run the REST API with uvicorn (extra arguments go to uvicorn)",
+}
+
+
+# --- entry point --------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in PASSTHROUGH:
+            return PASSTHROUGH[argv[0]](argv[1:])
+        parser, options = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
+            return int(exc.code or 0)
+        if args.command == "styles":
+            return _cmd_styles(args)
+        return _cmd_run(args, options[args.method])
+    except JobCanceled:
+        _err("canceled")
+        return EXIT_CANCELED
+    except KeyboardInterrupt:
+        _err("aborted")
+        return EXIT_CANCELED
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except InvalidSpec as exc:
+        _err(f"invalid spec: {exc.detail}")
+        return EXIT_USAGE
+    except StylefarmError as exc:
+        _err(f"{exc.title.lower()}: {exc.detail}" if exc.title else exc.detail)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

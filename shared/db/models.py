@@ -1,0 +1,167 @@
+"""SQLAlchemy 2.0 typed ORM models: ``jobs``, ``inputs`` and ``models``.
+
+Every row carries a ``tenant`` so multi-tenancy needs no schema change. Timestamps are
+stored in UTC and always come back timezone-aware (SQLite forgets the zone, so a small
+type decorator puts it back). The initial Alembic revision mirrors this file by hand;
+``tests/db/test_migrations.py`` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+TENANT_LEN = 64
+ID_LEN = 32
+
+
+def new_id() -> str:
+    """A fresh row id: uuid4 as 32 lowercase hex characters."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the only kind of datetime we store)."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A ``TIMESTAMP WITH TIME ZONE`` that always binds UTC and always returns aware UTC.
+
+    PostgreSQL keeps the zone itself; SQLite stores naive text, so values are normalized
+    to UTC before binding (keeps string comparison order = time order) and tagged UTC on
+    the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; JSON columns map to ``dict``/``list`` values."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class Model(Base):
+    """A trained network: a fast (conditional instance norm) model or an AdaIN decoder."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        UniqueConstraint("tenant", "name", name="uq_models_tenant_name"),
+        # NULL tenants are distinct in a unique constraint, so global names need their own index.
+        Index(
+            "uq_models_global_name",
+            "name",
+            unique=True,
+            sqlite_where=text("tenant IS NULL"),
+            postgresql_where=text("tenant IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
+    tenant: Mapped[str | None] = mapped_column(String(TENANT_LEN), nullable=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(32))
+    style_names: Mapped[list[Any]] = mapped_column(default=list)
+    preprocessing: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    checksum: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    thumbnails: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by_job: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Input(Base):
+    """An uploaded file (image or dataset archive), stored once per tenant by content hash."""
+
+    __tablename__ = "inputs"
+    __table_args__ = (UniqueConstraint("tenant", "sha256", name="uq_inputs_tenant_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LEN))
+    sha256: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # "image" | "archive"
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """One stylization or training job. Its ``status`` is written only by ``shared.jobs``."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+        Index("ix_jobs_tenant_status_created", "tenant", "status", "created_at"),
+        # list_jobs pages on (created_at, id) within a tenant.
+        Index("ix_jobs_tenant_created_id", "tenant", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LEN))
+    method: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stage: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    model_id: Mapped[str | None] = mapped_column(
+        String(ID_LEN), ForeignKey("models.id", name="fk_jobs_model_id", ondelete="SET NULL"), nullable=True
+    )
+    parent_id: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Also the heartbeat: every progress write bumps it, so a stale running job is visible.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

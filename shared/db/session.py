@@ -1,0 +1,168 @@
+"""Engines and sessions, from ``Settings.resolved_database_url``.
+
+* SQLite (the embedded default): WAL journal, a busy timeout so concurrent writers wait
+  instead of failing, foreign keys on, and ``check_same_thread=False`` because Celery
+  and the API hand connections between threads.
+* PostgreSQL through psycopg 3: ``postgresql://`` and ``postgres://`` URLs are rewritten
+  to ``postgresql+psycopg://`` so operators can paste a plain libpq URL.
+
+Connection-level failures surface as ``shared.errors.DatabaseUnavailable`` (retryable),
+so the worker retries them and the API answers 503 instead of 500.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from shared.errors import DatabaseUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+PG_CONNECT_TIMEOUT_S = 5
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+_default_url: str | None = None
+
+
+def normalize_url(url: str) -> str:
+    """Rewrite libpq-style PostgreSQL URLs to the psycopg 3 dialect; leave others alone."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(normalize_url(url)).get_backend_name() == "sqlite"
+
+
+def configure(url: str | None) -> None:
+    """Set the process-wide default database URL (``None`` = from ``get_settings()``).
+
+    ``create_app(settings)`` and the worker call this so that every ``shared.jobs``
+    function, which opens its own short session, talks to the configured database.
+    """
+    global _default_url
+    _default_url = normalize_url(url) if url else None
+
+
+def default_url() -> str:
+    """The URL ``get_engine()`` uses when none is given."""
+    if _default_url:
+        return _default_url
+    from shared.settings import get_settings
+
+    return normalize_url(get_settings().resolved_database_url)
+
+
+def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        kwargs: dict[str, Any] = {
+            "connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        }
+        if parsed.database in (None, "", ":memory:"):
+            # One shared connection, otherwise every checkout would see a new empty database.
+            kwargs["poolclass"] = StaticPool
+        else:
+            from pathlib import Path
+
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **kwargs)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,  # drop connections a restarted PostgreSQL has closed
+            connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+        )
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The (cached, one per URL) engine for ``url`` or for the default URL."""
+    key = normalize_url(url) if url else default_url()
+    engine = _engines.get(key)
+    if engine is None:
+        with _lock:
+            engine = _engines.get(key)
+            if engine is None:
+                engine = _engines[key] = _create_engine(key)
+                _sessionmakers[key] = sessionmaker(engine, expire_on_commit=False)
+    return engine
+
+
+def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    """The (cached) sessionmaker bound to ``get_engine(url)``."""
+    key = normalize_url(url) if url else default_url()
+    get_engine(key)
+    return _sessionmakers[key]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection and forget the engines (tests, forked workers)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _sessionmakers.clear()
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True for errors that mean "the database cannot be reached right now"."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Re-raise connection-level SQLAlchemy errors as ``DatabaseUnavailable``."""
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as exc:
+        if is_unavailable_error(exc):
+            raise DatabaseUnavailable(
+                f"The database is unavailable ({type(exc.orig or exc).__name__}); try again shortly."
+            ) from exc
+        raise
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A short transaction: commit on success, roll back on error, always close.
+
+    Connection failures become ``DatabaseUnavailable``; other errors pass through.
+    """
+    with translate_db_errors():
+        session = get_sessionmaker(url)()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()

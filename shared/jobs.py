@@ -1,0 +1,622 @@
+"""The ONE module that writes job status (plus the small ``inputs`` and ``models`` helpers).
+
+Job life cycle::
+
+                 request_cancel
+        +------------------------------------------+
+        |                                          v
+    +--------+  claim_job   +---------+  succeed_job   +-----------+
+    | queued | -----------> | running | -------------> | succeeded |
+    +--------+              +---------+                +-----------+
+        ^   |                 |  |  |    fail_job      +-----------+
+        |   |                 |  |  +----------------> |  failed   |
+        |   |  fail_job       |  |                     +-----------+
+        |   +-----------------|--|-------------------> (queued -> failed: only with
+        |                     |  |                      attempts == 0, i.e. a job that
+        |                     |  |                      never ran is given up on)
+        |   requeue_job       |  |  mark_canceled      +-----------+
+        +---------------------+  +-------------------> | canceled  |
+                              |                        +-----------+
+                              | claim_job, same Celery task id
+                              +--> running  (take-over after the worker died;
+                                             Celery redelivered the same task)
+
+    succeeded, failed, canceled are final: nothing leaves them.
+    request_cancel on a running job only sets ``cancel_requested``; the worker sees it
+    via ``record_progress`` / ``is_cancel_requested`` and calls ``mark_canceled``.
+
+Every transition is ONE conditional ``UPDATE jobs SET ... WHERE id = :id AND status IN
+(:allowed)`` whose rowcount decides who won. Two workers racing to claim or to finish
+the same job therefore can never both succeed: the loser gets ``None`` from
+``claim_job`` or ``InvalidTransition`` (409) from the finishing functions.
+
+Each function opens its own short session (``session_scope``), so workers can call them
+from progress callbacks on any thread. Returned ORM objects are detached snapshots.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.db.models import Input, Job, Model, new_id, utcnow
+from shared.db.session import session_scope
+from shared.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    InvalidTransition,
+    NotFound,
+)
+from shared.specs import QUEUE_BY_METHOD, parse_spec
+from shared.tenants import check_tenant
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+#: Allowed transitions, source -> targets (running -> running is the task take-over).
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED}
+    ),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+MODEL_KINDS = ("fast", "adain-decoder")
+MAX_LIST_LIMIT = 200
+
+
+def can_transition(source: str, target: str) -> bool:
+    """Whether the state machine allows ``source -> target``."""
+    return JobStatus(target) in TRANSITIONS[JobStatus(source)]
+
+
+def _sources(target: JobStatus) -> list[str]:
+    return [s.value for s, targets in TRANSITIONS.items() if target in targets and s != target]
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def request_hash_of(body: Mapping[str, Any]) -> str:
+    """sha256 of a JSON body in canonical form (sorted keys, no whitespace)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _spec_dict(spec: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    """A validated spec as stored JSON; defaults are filled in, so a job never changes
+    meaning when a default in ``shared.specs`` changes later."""
+    model = spec if isinstance(spec, BaseModel) else parse_spec(dict(spec))
+    return model.model_dump(mode="json")
+
+
+def _load(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise NotFound(f"No job with id {job_id!r}.", job_id=job_id)
+    return job
+
+
+def _transition(
+    job_id: str,
+    target: JobStatus,
+    values: dict[str, Any],
+    *,
+    allowed_from: Sequence[str] | None = None,
+    task_id: str | None = None,
+    status_clause: ColumnElement[bool] | None = None,
+) -> Job:
+    """Apply ``target`` with one conditional UPDATE; raise ``InvalidTransition`` if the job
+    was not in an allowed source status (or, with ``task_id``, is held by another task).
+
+    ``status_clause`` replaces the plain ``status IN (allowed_from)`` condition when a
+    transition needs more than the status (e.g. queued -> failed only before any attempt).
+    """
+    sources = list(allowed_from) if allowed_from is not None else _sources(target)
+    now = utcnow()
+    conditions = [Job.id == job_id, status_clause if status_clause is not None else Job.status.in_(sources)]
+    if task_id is not None:
+        conditions.append(Job.task_id == task_id)
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(*conditions)
+            .values(status=target.value, updated_at=now, **values)
+            .execution_options(synchronize_session=False)
+        )
+        job = _load(session, job_id)
+        if result.rowcount != 1:
+            held = " (held by another task)" if task_id is not None and job.task_id != task_id else ""
+            raise InvalidTransition(
+                f"Job {job_id} is {job.status}{held}; it cannot become {target.value}.",
+                job_id=job_id,
+                job_status=job.status,
+            )
+        return job
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+
+def create_job(
+    tenant: str,
+    spec: BaseModel | Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    priority: int = 0,
+    queue: str | None = None,
+    parent_id: str | None = None,
+) -> tuple[Job, bool]:
+    """Insert a queued job; returns ``(job, created)``.
+
+    With an ``idempotency_key``: if the tenant already has a job under that key with the
+    same ``request_hash`` (default: hash of the normalized spec), that job is returned with
+    ``created=False``; with a different hash ``IdempotencyKeyReused`` (422) is raised.
+    """
+    check_tenant(tenant)
+    spec_json = _spec_dict(spec)
+    method = spec_json["method"]
+    request_hash = request_hash or request_hash_of(spec_json)
+
+    def existing(session: Session) -> Job | None:
+        if idempotency_key is None:
+            return None
+        job = session.scalars(
+            select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
+        ).one_or_none()
+        if job is not None and job.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {idempotency_key!r} was already used for a different request "
+                f"(job {job.id}); use a new key for a new job.",
+                job_id=job.id,
+            )
+        return job
+
+    with session_scope() as session:
+        found = existing(session)
+        if found is not None:
+            return found, False
+    now = utcnow()
+    job = Job(
+        id=new_id(),
+        tenant=tenant,
+        method=method,
+        spec=spec_json,
+        status=JobStatus.QUEUED.value,
+        queue=queue or QUEUE_BY_METHOD[method],
+        priority=priority,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        progress=0.0,
+        step=0,
+        total=0,
+        stage="",
+        attempts=0,
+        cancel_requested=False,
+        parent_id=parent_id,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session_scope() as session:
+            session.add(job)
+        return job, True
+    except IntegrityError:
+        # Lost a race with an identical retry: the unique (tenant, idempotency_key) decides.
+        if idempotency_key is None:
+            raise
+        with session_scope() as session:
+            found = existing(session)
+            if found is None:
+                raise
+            return found, False
+
+
+def get_job(job_id: str, tenant: str | None = None) -> Job:
+    """The job, or ``NotFound``; with ``tenant`` another tenant's job is also NotFound."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            raise NotFound(f"No job with id {job_id!r}.", job_id=job_id)
+        return job
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of ``encode_cursor``; raises ``InvalidCursor`` (400) on anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        when = datetime.fromisoformat(created)
+        if not isinstance(job_id, str) or when.tzinfo is None:
+            raise ValueError("bad cursor fields")
+        return when, job_id
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidCursor(
+            "The cursor is not one this API returned; pass next_cursor from the previous page unchanged."
+        ) from None
+
+
+def list_jobs(
+    tenant: str,
+    status: str | None = None,
+    method: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """The tenant's jobs, newest first, ``limit`` at a time; returns ``(jobs, next_cursor)``.
+
+    Pages are keyed on ``(created_at, id)`` so inserts never shift or repeat items.
+    ``next_cursor`` is ``None`` on the last page.
+    """
+    limit = max(1, min(int(limit), MAX_LIST_LIMIT))
+    query = select(Job).where(Job.tenant == tenant)
+    if status is not None:
+        query = query.where(Job.status == JobStatus(status).value)
+    if method is not None:
+        query = query.where(Job.method == method)
+    if cursor:
+        created_at, job_id = decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with session_scope() as session:
+        jobs = list(session.scalars(query))
+    next_cursor = None
+    if len(jobs) > limit:
+        jobs = jobs[:limit]
+        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
+    return jobs, next_cursor
+
+
+def claim_job(job_id: str, *, task_id: str, worker: str) -> Job | None:
+    """queued -> running (attempts + 1), or running -> running when the job is already held
+    by this same Celery ``task_id`` (redelivery after its worker died).
+
+    Returns the running job, or ``None`` when it is canceled, finished, missing or held by
+    another task; the caller then simply drops the message.
+    """
+    now = utcnow()
+    with session_scope() as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(
+                    Job.status == JobStatus.QUEUED.value,
+                    and_(Job.status == JobStatus.RUNNING.value, Job.task_id == task_id),
+                ),
+            )
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=Job.attempts + 1,
+                task_id=task_id,
+                worker=worker,
+                started_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return None
+        return _load(session, job_id)
+
+
+def record_progress(
+    job_id: str, *, step: int, total: int, loss: float | None = None, stage: str = ""
+) -> bool:
+    """Store progress of a running job and bump its heartbeat (``updated_at``).
+
+    Returns True when the worker should stop: cancel was requested, or the job is no
+    longer running (finished or taken away), so its work would be thrown away anyway.
+    """
+    fraction = min(1.0, max(0.0, step / total)) if total > 0 else 0.0
+    if loss is not None and not math.isfinite(loss):
+        loss = None  # NaN/inf are not JSON; the API would choke on them
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+            .values(step=step, total=total, progress=fraction, loss=loss, stage=stage[:64], updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
+    if row is None:
+        return True
+    return bool(row.cancel_requested) or row.status != JobStatus.RUNNING.value
+
+
+def is_cancel_requested(job_id: str) -> bool:
+    """True when a cancel was requested (or the job is already canceled / gone)."""
+    with session_scope() as session:
+        row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
+    if row is None:
+        return True
+    return bool(row.cancel_requested) or row.status == JobStatus.CANCELED.value
+
+
+def succeed_job(
+    job_id: str, result: dict[str, Any], model_id: str | None = None, *, task_id: str | None = None
+) -> Job:
+    """running -> succeeded with ``result`` = ``{"keys": {name: storage key, ...}, "width",
+    "height", "metrics"}`` (``keys["image"]`` is what ``GET /v1/jobs/{id}/result`` serves)
+    and, for training jobs, the registered ``model_id``."""
+    now = utcnow()
+    return _transition(
+        job_id,
+        JobStatus.SUCCEEDED,
+        {"result": result, "model_id": model_id, "error": None, "progress": 1.0, "stage": "done", "finished_at": now},
+        task_id=task_id,
+    )
+
+
+def fail_job(job_id: str, problem: dict[str, Any], *, task_id: str | None = None) -> Job:
+    """running -> failed with ``problem`` (RFC 9457 dict, e.g. ``err.to_problem()``).
+
+    Also queued -> failed, but only for a job that never ran (``attempts == 0``), e.g. one
+    that cannot be started at all. A requeued job waiting for its retry cannot be failed
+    by a stale worker that lost it.
+    """
+    return _transition(
+        job_id,
+        JobStatus.FAILED,
+        {"error": problem, "finished_at": utcnow()},
+        task_id=task_id,
+        status_clause=or_(
+            Job.status == JobStatus.RUNNING.value,
+            and_(Job.status == JobStatus.QUEUED.value, Job.attempts == 0),
+        ),
+    )
+
+
+def mark_canceled(job_id: str, *, task_id: str | None = None) -> Job:
+    """running -> canceled, by the worker after it saw ``cancel_requested``."""
+    return _transition(
+        job_id,
+        JobStatus.CANCELED,
+        {"finished_at": utcnow(), "stage": "canceled"},
+        allowed_from=[JobStatus.RUNNING.value],
+        task_id=task_id,
+    )
+
+
+def requeue_job(job_id: str, problem: dict[str, Any] | None = None, *, task_id: str | None = None) -> Job:
+    """running -> queued for a retry; ``problem`` records why the last attempt stopped.
+
+    The worker slot is cleared; ``task_id`` stays (Celery retries reuse the task id).
+    """
+    return _transition(
+        job_id,
+        JobStatus.QUEUED,
+        {"error": problem, "worker": None, "stage": "requeued"},
+        allowed_from=[JobStatus.RUNNING.value],
+        task_id=task_id,
+    )
+
+
+def request_cancel(job_id: str, tenant: str | None) -> Job:
+    """Cancel on behalf of a user: queued -> canceled at once; running -> cancel_requested;
+    already canceled -> returned as is; succeeded/failed -> ``InvalidTransition`` (409)."""
+    for _ in range(3):  # the status may change between our two conditional UPDATEs
+        job = get_job(job_id, tenant)
+        now = utcnow()
+        with session_scope() as session:
+            canceled = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.CANCELED.value,
+                    cancel_requested=True,
+                    finished_at=now,
+                    updated_at=now,
+                    stage="canceled",
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if canceled.rowcount == 0:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                    .values(cancel_requested=True, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            job = _load(session, job_id)
+        if job.status == JobStatus.CANCELED.value or (
+            job.status == JobStatus.RUNNING.value and job.cancel_requested
+        ):
+            return job
+        if job.status in (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value):
+            raise InvalidTransition(
+                f"Job {job_id} already {job.status}; a finished job cannot be canceled.",
+                job_id=job_id,
+                job_status=job.status,
+            )
+    raise InvalidTransition(f"Job {job_id} changed status while canceling; try again.", job_id=job_id)
+
+
+# --- inputs ----------------------------------------------------------------------------
+
+
+def add_input(
+    tenant: str,
+    *,
+    sha256: str,
+    key: str,
+    size: int,
+    content_type: str,
+    kind: str,
+    width: int | None = None,
+    height: int | None = None,
+) -> tuple[Input, bool]:
+    """Record an uploaded file once per (tenant, sha256); returns ``(input, created)``."""
+    check_tenant(tenant)
+    if kind not in ("image", "archive"):
+        raise ValueError(f"input kind must be 'image' or 'archive', not {kind!r}")
+    row = Input(
+        tenant=tenant,
+        sha256=sha256,
+        key=key,
+        size=size,
+        content_type=content_type,
+        kind=kind,
+        width=width,
+        height=height,
+        created_at=utcnow(),
+    )
+    try:
+        with session_scope() as session:
+            existing = session.scalars(
+                select(Input).where(Input.tenant == tenant, Input.sha256 == sha256)
+            ).one_or_none()
+            if existing is not None:
+                return existing, False
+            session.add(row)
+        return row, True
+    except IntegrityError:
+        return get_input(sha256, tenant), False  # a concurrent upload of the same bytes won
+
+
+def get_input(sha256: str, tenant: str) -> Input:
+    """The tenant's input with this id (sha256 hex), or ``NotFound``."""
+    with session_scope() as session:
+        row = session.scalars(select(Input).where(Input.tenant == tenant, Input.sha256 == sha256)).one_or_none()
+    if row is None:
+        raise NotFound(f"No input with id {sha256!r}; upload it with POST /v1/inputs first.", input_id=sha256)
+    return row
+
+
+def find_inputs(tenant: str, sha256s: Iterable[str]) -> dict[str, Input]:
+    """The tenant's inputs among ``sha256s`` (one query), keyed by sha256."""
+    wanted = list(dict.fromkeys(sha256s))
+    if not wanted:
+        return {}
+    with session_scope() as session:
+        rows = session.scalars(select(Input).where(Input.tenant == tenant, Input.sha256.in_(wanted)))
+        return {r.sha256: r for r in rows}
+
+
+# --- models ----------------------------------------------------------------------------
+
+
+def _model_by_name(session: Session, name: str, tenant: str | None) -> Model | None:
+    tenant_clause = Model.tenant.is_(None) if tenant is None else Model.tenant == tenant
+    return session.scalars(select(Model).where(Model.name == name, tenant_clause)).one_or_none()
+
+
+def register_model(
+    *,
+    name: str,
+    kind: str,
+    checksum: str,
+    storage_key: str,
+    tenant: str | None = None,
+    style_names: Sequence[str] = (),
+    preprocessing: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    size_bytes: int = 0,
+    thumbnails: Mapping[int | str, str] | None = None,
+    created_by_job: str | None = None,
+    model_id: str | None = None,
+    replace: bool = False,
+) -> Model:
+    """Add a model (``tenant=None`` = global, visible to every tenant).
+
+    Idempotent for start-up hooks: registering the same (tenant, name) with the same
+    ``checksum`` returns the existing row. A different checksum raises ``Conflict``
+    unless ``replace=True``, which updates the row in place (same id).
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind must be one of {MODEL_KINDS}, not {kind!r}")
+    if tenant is not None:
+        check_tenant(tenant)
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "checksum": checksum,
+        "storage_key": storage_key,
+        "style_names": list(style_names),
+        "preprocessing": dict(preprocessing or {}),
+        "config": dict(config or {}),
+        "size_bytes": size_bytes,
+        # JSON object keys are strings; style indices are normalized to "0", "1", ...
+        "thumbnails": {str(k): v for k, v in (thumbnails or {}).items()},
+        "created_by_job": created_by_job,
+    }
+
+    def reuse(session: Session, existing: Model) -> Model:
+        if existing.checksum == checksum and not replace:
+            return existing
+        if not replace:
+            raise Conflict(
+                f"A model named {name!r} already exists with different weights; pick another name.",
+                model_id=existing.id,
+            )
+        for attr, value in fields.items():
+            setattr(existing, attr, value)
+        session.flush()
+        return existing
+
+    try:
+        with session_scope() as session:
+            existing = _model_by_name(session, name, tenant)
+            if existing is not None:
+                return reuse(session, existing)
+            model = Model(id=model_id or new_id(), tenant=tenant, name=name, created_at=utcnow(), **fields)
+            session.add(model)
+        return model
+    except IntegrityError:
+        with session_scope() as session:  # a concurrent registration of the same name won
+            existing = _model_by_name(session, name, tenant)
+            if existing is None:
+                raise
+            return reuse(session, existing)
+
+
+def list_models(tenant: str) -> list[Model]:
+    """The global models and the tenant's own, by name (the tenant's first on a tie)."""
+    with session_scope() as session:
+        rows = list(session.scalars(select(Model).where(or_(Model.tenant.is_(None), Model.tenant == tenant))))
+    return sorted(rows, key=lambda m: (m.name, m.tenant is None, m.created_at))
+
+
+def get_model(id_or_name: str, tenant: str) -> Model:
+    """A model visible to ``tenant`` by id or by name (the tenant's own name shadows a
+    global one), or ``NotFound``."""
+    with session_scope() as session:
+        model = session.get(Model, id_or_name)
+        if model is not None and model.tenant not in (None, tenant):
+            model = None
+        if model is None:
+            model = _model_by_name(session, id_or_name, tenant) or _model_by_name(session, id_or_name, None)
+    if model is None:
+        raise NotFound(f"No model {id_or_name!r}; GET /v1/models lists the available ones.", model_id=id_or_name)
+    return model

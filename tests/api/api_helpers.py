@@ -1,0 +1,82 @@
+"""Helpers shared by the API tests (payloads and problem+json assertions)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from shared.db import session as db_session
+from shared.settings import Settings
+
+MAX_UPLOAD = 300_000
+MAX_PIXELS = 1_000_000
+
+
+@dataclass
+class EnqueueRecorder:
+    """Stands in for ``shared.queue.enqueue_job``; ``fail`` simulates a broker outage."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    fail: bool = False
+
+    def __call__(self, job_id: str, queue: str, priority: int = 0, **kwargs: Any) -> str:
+        if self.fail:
+            from shared.errors import BrokerUnavailable
+
+            raise BrokerUnavailable("the job queue is unreachable (test)")
+        self.calls.append({"job_id": job_id, "queue": queue, "priority": priority, **kwargs})
+        return f"task-{len(self.calls)}"
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [c["job_id"] for c in self.calls]
+
+
+def make_client(settings: Settings) -> Iterator[TestClient]:
+    from api.main import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client
+    db_session.configure(None)
+    db_session.dispose_engines()
+
+
+def png_bytes(width: int = 16, height: int = 12, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def zip_bytes(names: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in names.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def upload(client: TestClient, data: bytes, name: str = "x.png", **kwargs: Any) -> Any:
+    return client.post("/v1/inputs", files={"file": (name, data, "application/octet-stream")}, **kwargs)
+
+
+def upload_id(client: TestClient, data: bytes | None = None, **kwargs: Any) -> str:
+    response = upload(client, data if data is not None else png_bytes(), **kwargs)
+    assert response.status_code in (200, 201), response.text
+    return response.json()["id"]
+
+
+def assert_problem(response: Any, status: int, slug: str | None = None) -> dict[str, Any]:
+    """The response is RFC 9457 problem+json with ``status`` (and type slug)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"].startswith("https://")
+    if slug is not None:
+        assert body["type"].endswith("/" + slug), body
+    return body

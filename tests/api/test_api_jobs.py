@@ -1,0 +1,201 @@
+"""POST/GET /v1/jobs, cancel and result: validation, idempotency, paging, problems."""
+
+from __future__ import annotations
+
+from api_helpers import EnqueueRecorder, assert_problem, png_bytes, upload_id, zip_bytes
+from fastapi.testclient import TestClient
+
+from shared import jobs
+from shared.settings import Settings
+from shared.storage import get_storage, result_key
+
+
+def fast_spec(client: TestClient, **extra: object) -> dict:
+    return {"method": "fast", "content": upload_id(client), **extra}
+
+
+def submit(client: TestClient, spec: dict, key: str | None = None):
+    headers = {"Idempotency-Key": key} if key else {}
+    return client.post("/v1/jobs", json=spec, headers=headers)
+
+
+def test_given_valid_spec_when_submitted_expect_202_queued_and_enqueued(
+    client: TestClient, enqueued: EnqueueRecorder
+) -> None:
+    response = submit(client, fast_spec(client, style=3))
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert response.headers["retry-after"] == "1"
+    assert job["status"] == "queued" and job["method"] == "fast" and job["spec"]["style"] == 3
+    assert job["spec"]["model"] == "multistyle26"  # default filled in from shared.specs
+    assert enqueued.calls == [{"job_id": job["id"], "queue": "gpu", "priority": 0, "method": "fast",
+                               "settings": enqueued.calls[0]["settings"]}]  # fmt: skip
+
+
+def test_given_job_when_read_expect_progress_timings_links(client: TestClient) -> None:
+    job_id = submit(client, fast_spec(client)).json()["id"]
+    body = client.get(f"/v1/jobs/{job_id}").json()
+    assert body["progress"] == {"fraction": 0.0, "step": 0, "total": 0, "loss": None, "stage": ""}
+    assert body["timings"]["created_at"] and body["timings"]["started_at"] is None
+    assert body["timings"]["queue_seconds"] >= 0 and body["timings"]["run_seconds"] is None
+    assert body["links"] == {"self": f"/v1/jobs/{job_id}", "cancel": f"/v1/jobs/{job_id}/cancel"}
+    assert body["error"] is None and body["result"] is None
+
+
+def test_given_worker_progress_expect_it_in_job_view(client: TestClient) -> None:
+    job_id = submit(client, fast_spec(client)).json()["id"]
+    jobs.claim_job(job_id, task_id="t", worker="w")
+    jobs.record_progress(job_id, step=3, total=4, loss=0.5, stage="render")
+    body = client.get(f"/v1/jobs/{job_id}").json()
+    assert body["status"] == "running" and body["progress"]["fraction"] == 0.75 and body["attempts"] == 1
+    assert body["timings"]["run_seconds"] is not None
+
+
+def test_given_unknown_input_ref_expect_422_naming_it(client: TestClient, enqueued: EnqueueRecorder) -> None:
+    missing = "f" * 64
+    body = assert_problem(submit(client, {"method": "fast", "content": missing}), 422, "invalid-spec")
+    assert missing in body["detail"] and body["missing_inputs"] == [missing]
+    assert enqueued.calls == []
+
+
+def test_given_invalid_spec_expect_422_problem_with_errors(client: TestClient) -> None:
+    body = assert_problem(submit(client, {"method": "fast", "content": "x", "size": 1}), 422, "invalid-spec")
+    assert "size" in body["detail"] and body["errors"]
+
+
+def test_given_unknown_method_expect_422(client: TestClient) -> None:
+    assert_problem(submit(client, {"method": "paint", "content": "x"}), 422, "invalid-spec")
+
+
+def test_given_non_json_body_expect_422(client: TestClient) -> None:
+    response = client.post("/v1/jobs", content=b"{nope", headers={"content-type": "application/json"})
+    assert "JSON" in assert_problem(response, 422, "invalid-spec")["detail"]
+
+
+def test_given_image_as_dataset_expect_422(client: TestClient) -> None:
+    image = upload_id(client)
+    spec = {"method": "train-fast", "name": "mine", "styles": [image], "dataset": image}
+    assert "archive" in assert_problem(submit(client, spec), 422, "invalid-spec")["detail"]
+
+
+def test_given_archive_dataset_expect_training_job_accepted(client: TestClient) -> None:
+    style = upload_id(client)
+    dataset = upload_id(client, zip_bytes({"a.png": png_bytes(), "b.png": png_bytes(color=(1, 2, 3))}))
+    spec = {"method": "train-fast", "name": "mine", "styles": [style], "dataset": dataset, "steps": 10}
+    response = submit(client, spec)
+    assert response.status_code == 202, response.text
+
+
+# --- idempotency -----------------------------------------------------------------------
+
+
+def test_given_same_key_and_body_expect_same_job_enqueued_once(client: TestClient, enqueued: EnqueueRecorder) -> None:
+    spec = fast_spec(client)
+    first = submit(client, spec, key="abc")
+    again = submit(client, spec, key="abc")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.json()["id"] == again.json()["id"] == again.headers["location"].rsplit("/", 1)[1]
+    assert enqueued.job_ids == [first.json()["id"]]
+
+
+def test_given_same_key_other_body_expect_422(client: TestClient, enqueued: EnqueueRecorder) -> None:
+    spec = fast_spec(client)
+    submit(client, spec, key="abc")
+    assert_problem(submit(client, {**spec, "style": 2}, key="abc"), 422, "idempotency-key-reused")
+    assert len(enqueued.calls) == 1
+
+
+def test_given_broker_down_expect_202_and_job_left_queued(client: TestClient, enqueued: EnqueueRecorder) -> None:
+    enqueued.fail = True
+    response = submit(client, fast_spec(client))
+    assert response.status_code == 202
+    assert jobs.get_job(response.json()["id"]).status == "queued"  # the reconciler sends it later
+
+
+# --- listing ---------------------------------------------------------------------------
+
+
+def test_given_jobs_when_listed_in_pages_expect_all_newest_first(client: TestClient) -> None:
+    spec = fast_spec(client)
+    ids = [submit(client, {**spec, "style": i}).json()["id"] for i in range(5)]
+    seen, cursor = [], None
+    for _ in range(5):
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+
+
+def test_given_status_filter_expect_only_matching(client: TestClient) -> None:
+    spec = fast_spec(client)
+    a = submit(client, spec).json()["id"]
+    b = submit(client, {**spec, "style": 1}).json()["id"]
+    client.post(f"/v1/jobs/{a}/cancel")
+    assert [j["id"] for j in client.get("/v1/jobs?status=canceled").json()["items"]] == [a]
+    assert [j["id"] for j in client.get("/v1/jobs?status=queued&method=fast").json()["items"]] == [b]
+
+
+def test_given_bad_list_params_expect_problems(client: TestClient) -> None:
+    body = assert_problem(client.get("/v1/jobs?status=sleeping"), 422, "validation-error")
+    assert body["errors"][0]["loc"] == "query.status"
+    assert_problem(client.get("/v1/jobs?limit=0"), 422, "validation-error")
+    assert_problem(client.get("/v1/jobs?cursor=garbage"), 400, "invalid-cursor")
+
+
+# --- cancel ----------------------------------------------------------------------------
+
+
+def test_given_queued_job_when_canceled_expect_202_canceled(client: TestClient) -> None:
+    job_id = submit(client, fast_spec(client)).json()["id"]
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 202 and response.json()["status"] == "canceled"
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+
+
+def test_given_running_job_when_deleted_expect_cancel_requested(client: TestClient) -> None:
+    job_id = submit(client, fast_spec(client)).json()["id"]
+    jobs.claim_job(job_id, task_id="t", worker="w")
+    body = client.delete(f"/v1/jobs/{job_id}").json()
+    assert body["status"] == "running" and body["cancel_requested"] is True
+
+
+def test_given_finished_job_when_canceled_expect_409(client: TestClient) -> None:
+    job_id = submit(client, fast_spec(client)).json()["id"]
+    jobs.claim_job(job_id, task_id="t", worker="w")
+    jobs.fail_job(job_id, {"type": "x", "title": "x", "status": 500, "detail": "x"})
+    assert_problem(client.post(f"/v1/jobs/{job_id}/cancel"), 409, "invalid-transition")
+
+
+def test_given_unknown_job_expect_404_everywhere(client: TestClient) -> None:
+    for method, path in [("GET", ""), ("POST", "/cancel"), ("DELETE", ""), ("GET", "/result")]:
+        assert_problem(client.request(method, f"/v1/jobs/{'0' * 32}{path}"), 404, "not-found")
+
+
+# --- result ----------------------------------------------------------------------------
+
+
+def test_given_queued_job_when_result_requested_expect_409(client: TestClient) -> None:
+    job_id = submit(client, fast_spec(client)).json()["id"]
+    body = assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 409, "conflict")
+    assert "queued" in body["detail"]
+
+
+def test_given_succeeded_job_expect_result_png_and_summary(client: TestClient, settings: Settings) -> None:
+    job_id = submit(client, fast_spec(client)).json()["id"]
+    jobs.claim_job(job_id, task_id="t", worker="w")
+    key = result_key("default", job_id, "result.png")
+    png = png_bytes(20, 10)
+    get_storage(settings).put_bytes(key, png, "image/png")
+    jobs.succeed_job(job_id, {"keys": {"image": key}, "width": 20, "height": 10, "metrics": {"ms": 5}})
+
+    body = client.get(f"/v1/jobs/{job_id}").json()
+    assert body["status"] == "succeeded" and body["progress"]["fraction"] == 1.0
+    assert body["result"] == {"width": 20, "height": 10, "metrics": {"ms": 5}}
+    assert body["links"]["result"] == f"/v1/jobs/{job_id}/result"
+    response = client.get(body["links"]["result"])
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.content == png

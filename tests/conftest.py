@@ -1,0 +1,128 @@
+"""Session fixtures that start real servers (see ``tests/harness.py``) and stop them by pid.
+
+* ``STYLEFARM_HOME`` points at a fresh temp dir for the whole session (set before any
+  test imports ``shared.settings``), removed at the end.
+* ``redis_server`` -> ``RedisServer`` (``.url``, ``.process``)
+* ``postgres_server`` -> ``PostgresServer`` (``.url(db)``, ``.create_database(name)``);
+  skips with a reason when no PostgreSQL binaries are installed.
+* ``s3_server`` -> ``S3Server`` (moto; ``.endpoint``, ``.bucket``, ``.client()``, ``.keys()``)
+* ``farm`` -> ``Farm``: API + 2 Celery prefork workers, parametrized over the backends
+  ``postgres-s3`` (PostgreSQL + moto S3) and ``sqlite-local`` (SQLite + local storage).
+* When tests that use ``postgres_database`` (tests/db) are collected and
+  ``STYLEFARM_TEST_POSTGRES_URL`` is unset, the harness's PostgreSQL is started and that
+  variable set to it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="stylefarm-test-home-"))
+os.environ["STYLEFARM_HOME"] = str(_SESSION_HOME)
+
+from harness import (  # noqa: E402  (after STYLEFARM_HOME is set; tests/ is on sys.path)
+    Farm,
+    PostgresServer,
+    RedisServer,
+    S3Server,
+    StackError,
+    Unavailable,
+    start_farm,
+)
+
+POSTGRES_ENV = "STYLEFARM_TEST_POSTGRES_URL"
+BACKENDS = ["sqlite-local", "postgres-s3"]
+_needs_postgres = {"value": False}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "postgres_database" in names or "db_url" in names:
+            _needs_postgres["value"] = True
+        if "farm" in names and "e2e" not in item.keywords:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def redis_server(servers_dir: Path) -> Iterator[RedisServer]:
+    server = RedisServer.start(servers_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer.start()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(servers_dir: Path) -> Iterator[S3Server]:
+    try:
+        server = S3Server.start(servers_dir)
+    except Unavailable as exc:
+        pytest.skip(f"S3 (moto) not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_postgres_env(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give tests/db a PostgreSQL server when they are collected and none is configured."""
+    if os.environ.get(POSTGRES_ENV) or not _needs_postgres["value"]:
+        yield
+        return
+    try:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+    except pytest.skip.Exception:
+        yield  # their fixture then skips with its own reason
+        return
+    os.environ[POSTGRES_ENV] = server.url("postgres")
+    try:
+        yield
+    finally:
+        os.environ.pop(POSTGRES_ENV, None)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def farm(request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+    backend: str = request.param
+    postgres = s3 = None
+    if backend == "postgres-s3":
+        postgres = request.getfixturevalue("postgres_server")
+        s3 = request.getfixturevalue("s3_server")
+    home = tmp_path_factory.mktemp(f"farm-{backend}")
+    try:
+        f = start_farm(backend, home=home, redis=redis_server, postgres=postgres, s3=s3, workers=2)
+    except StackError as exc:
+        pytest.fail(f"could not start the {backend} farm: {exc}")
+    try:
+        yield f
+    finally:
+        f.close()

@@ -1,0 +1,57 @@
+"""Fixtures for the database tests: a migrated scratch database per test.
+
+``db_url`` runs every test on a SQLite file database and, when
+``STYLEFARM_TEST_POSTGRES_URL`` names a PostgreSQL server (the harness sets it, or set
+it by hand), again on a fresh database there.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from shared.db import session as db_session
+from shared.db.migrate import upgrade
+
+POSTGRES_ENV = "STYLEFARM_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """An empty scratch database on the ``STYLEFARM_TEST_POSTGRES_URL`` server (skipped
+    without one), dropped afterwards."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    base_url = make_url(db_session.normalize_url(base))
+    name = f"sf_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        db_session.dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database, set as the process default for ``shared.jobs``."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'stylefarm.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+    upgrade(url)
+    db_session.configure(url)
+    yield url
+    db_session.configure(None)
+    db_session.dispose_engines()

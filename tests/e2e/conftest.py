@@ -1,0 +1,34 @@
+"""Images for the end-to-end tests, made from pictures scikit-image ships."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from harness import png_bytes
+from PIL import Image
+
+
+def _photo(name: str, size: tuple[int, int]) -> bytes:
+    from skimage import data
+
+    img = Image.fromarray(getattr(data, name)()).convert("RGB")
+    return png_bytes(img.resize(size, Image.BILINEAR))
+
+
+@pytest.fixture(scope="session")
+def content_png() -> bytes:
+    """128x96 (4:3) content image."""
+    return _photo("astronaut", (128, 96))
+
+
+@pytest.fixture(scope="session")
+def style_png() -> bytes:
+    return _photo("coffee", (96, 64))
+
+
+@pytest.fixture(scope="session")
+def square_mask_png() -> bytes:
+    """A 64x64 mask: wrong aspect for the 4:3 content image."""
+    m = np.zeros((64, 64), np.uint8)
+    m[:, :32] = 255
+    return png_bytes(m)

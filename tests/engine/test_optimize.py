@@ -1,0 +1,144 @@
+"""Gatys optimization (``shared.engine.optimize``): losses fall, seeds, cancel, levels, colour, cache.
+
+Tiny images (48x40 content, 40 px output) and a handful of iterations keep each test fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shared.engine import color, optimize
+from shared.engine.images import decode_image, fit_size, resize, to_tensor
+from shared.engine.style_cache import style_cache
+from shared.errors import InvalidMask, JobCanceled
+from shared.specs import OptimizeSpec
+
+SIZE = 40
+# Plumbing tests use the first three VGG blocks: blocks 4-5 hold most of the weights, and at
+# 40 px their fixed per-call cost dominates. Tests of the defaults pass ``layers=None``.
+SHALLOW = {"style_layers": ("relu1_1", "relu2_1", "relu3_1"), "content_layers": ("relu3_1",)}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _spec(layers: dict | None = SHALLOW, **kw) -> OptimizeSpec:
+    base = {"content": "content", "styles": [{"image": "style_a"}], "size": SIZE, "steps": 8, **(layers or {})}
+    base.update(kw)
+    return OptimizeSpec(**base)
+
+
+def _pixels(result) -> np.ndarray:
+    return np.asarray(result.image)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_each_optimizer_lowers_the_loss(engine_ctx, optimizer: str) -> None:
+    # given a content and a style
+    ctx = engine_ctx()
+    # when optimized for a few iterations
+    result = optimize.run(_spec(None, optimizer=optimizer, steps=8), ctx)
+    # expect one report per iteration, a falling loss, and an image of the asked size
+    reports = ctx.reports
+    assert [r.step for r in reports] == list(range(1, 9))
+    assert all(r.total == 8 and r.stage == "level 1" for r in reports)
+    assert set(reports[0].losses) == {"content", "style", "tv"}
+    assert reports[-1].loss < 0.8 * reports[0].loss
+    assert result.image.mode == "RGB" and result.image.size == fit_size(48, 40, SIZE)
+    m = result.metrics
+    assert m["iterations"] == 8 and m["optimizer"] == optimizer and m["seconds"] > 0
+    assert m["style_loss"] < reports[0].losses["style"]
+    assert {"content_loss", "style_loss", "tv_loss", "loss"} <= set(m)
+
+
+def test_same_seed_gives_the_same_pixels_and_noise_init_depends_on_it(engine_ctx) -> None:
+    # given noise init runs with seeds 1, 1 and 2
+    a = optimize.run(_spec(init="noise", seed=1, steps=2), engine_ctx())
+    b = optimize.run(_spec(init="noise", seed=1, steps=2), engine_ctx())
+    c = optimize.run(_spec(init="noise", seed=2, steps=2), engine_ctx())
+    # expect identical pixels for the same seed and different ones for another
+    assert np.array_equal(_pixels(a), _pixels(b))
+    assert not np.array_equal(_pixels(a), _pixels(c))
+
+
+def test_cancel_stops_between_iterations(engine_ctx) -> None:
+    # given a long job whose cancel flag goes up after 2 reports
+    ctx = engine_ctx(cancel_after=2)
+    # when run, expect JobCanceled right away, not after 500 iterations
+    with pytest.raises(JobCanceled):
+        optimize.run(_spec(steps=500), ctx)
+    assert len(ctx.reports) == 2
+
+
+def test_levels_run_coarse_to_fine(engine_ctx) -> None:
+    ctx = engine_ctx()
+    result = optimize.run(_spec(size=64, levels=2, steps=2), ctx)
+    stages = [r.stage for r in ctx.reports]
+    assert stages == ["level 1/2"] * 2 + ["level 2/2"] * 2
+    assert [r.total for r in ctx.reports] == [4] * 4
+    assert result.metrics["levels"] == [list(fit_size(48, 40, 32)), list(fit_size(48, 40, 64))]
+    assert result.image.size == fit_size(48, 40, 64)
+
+
+def test_luminance_preservation_keeps_the_content_chroma(engine_ctx, memory_refs) -> None:
+    # when only the luminance is stylized
+    result = optimize.run(_spec(preserve_color="luminance", steps=4), engine_ctx())
+    # expect the content's chroma (I, Q of YIQ) back in the output, and a changed luma
+    content = to_tensor(resize(decode_image(memory_refs["content"]), result.image.size))
+    out = to_tensor(result.image)
+    yiq_c, yiq_o = color.rgb_to_yiq(content), color.rgb_to_yiq(out)
+    assert (yiq_c[:, 1:] - yiq_o[:, 1:]).abs().mean() < 0.02
+    assert (yiq_c[:, :1] - yiq_o[:, :1]).abs().mean() > 0.005
+
+
+def test_histogram_preservation_maps_the_style_colours_onto_the_content() -> None:
+    # given a reddish style and a bluish content
+    gen = torch.Generator().manual_seed(0)
+    style = torch.rand(1, 3, 16, 16, generator=gen) * torch.tensor([0.9, 0.2, 0.1]).view(1, 3, 1, 1)
+    content = torch.rand(1, 3, 16, 16, generator=gen) * torch.tensor([0.1, 0.3, 0.8]).view(1, 3, 1, 1)
+    # when matched, expect the content's channel means
+    matched = color.match_color(style, content)
+    assert torch.allclose(matched.mean(dim=(2, 3)), content.mean(dim=(2, 3)), atol=0.03)
+
+
+def test_histogram_mode_runs_and_lowers_the_loss(engine_ctx) -> None:
+    ctx = engine_ctx()
+    optimize.run(_spec(preserve_color="histogram", steps=4), ctx)
+    assert ctx.reports[-1].loss < ctx.reports[0].loss
+
+
+def test_second_job_with_the_same_style_reuses_its_targets(engine_ctx) -> None:
+    # given a job has computed the targets of style_a at this size
+    optimize.run(_spec(steps=1, style_scale=0.9), engine_ctx())
+    misses = style_cache().stats().misses
+    # when a second job uses the same style at the same size
+    result = optimize.run(_spec(steps=1, style_scale=0.9, init="noise"), engine_ctx())
+    # expect a cache hit and no new computation
+    assert result.metrics["style_cache_hits"] == 1
+    assert style_cache().stats().misses == misses
+
+
+def test_several_styles_with_masks_and_style_init(engine_ctx, memory_refs, make_mask_png) -> None:
+    # given two weighted styles, one taken from the left half of its painting only
+    memory_refs["half_style"] = make_mask_png(40, 40, (0, 0, 0.5, 1))
+    styles = [{"image": "style_a", "weight": 1.0}, {"image": "style_b", "weight": 3.0, "mask": "half_style"}]
+    ctx = engine_ctx()
+    result = optimize.run(_spec(styles=styles, init="style", steps=4), ctx)
+    assert result.metrics["styles"] == 2
+    assert ctx.reports[-1].loss < ctx.reports[0].loss
+
+
+def test_an_empty_style_mask_is_refused(engine_ctx, memory_refs, make_mask_png) -> None:
+    memory_refs["black"] = make_mask_png(40, 40, (0, 0, 0, 0))
+    with pytest.raises(InvalidMask, match="empty"):
+        optimize.run(_spec(styles=[{"image": "style_a", "mask": "black"}]), engine_ctx())
+
+
+def test_precision_follows_the_context(engine_ctx) -> None:
+    from shared.engine.device import inference_dtype
+
+    forced = optimize.run(_spec(steps=1), engine_ctx(precision="fp32"))
+    auto = optimize.run(_spec(steps=1), engine_ctx())
+    assert forced.metrics["precision"] == "float32"
+    assert auto.metrics["precision"] == str(inference_dtype(torch.device("cpu"))).replace("torch.", "")

@@ -1,0 +1,104 @@
+"""The queue client and the process management, against a real Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+from harness import RedisServer
+
+from shared.celery_config import TASK_NAME, celery_config, kombu_priority, queue_list_names
+from shared.errors import BrokerUnavailable
+from shared.settings import Settings
+from shared.stack import ManagedProcess, Stack, free_port
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, url: str) -> Settings:
+    monkeypatch.setenv("STYLEFARM_BROKER_URL", url)
+    return Settings()
+
+
+def test_config_is_json_only_late_ack_no_backend() -> None:
+    conf = celery_config(Settings())
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1 and conf["result_backend"] is None
+    assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
+    assert {q.name for q in conf["task_queues"]} == {"gpu", "cpu"}
+
+
+def test_enqueue_unreachable_broker_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.queue import enqueue_job
+
+    s = _settings(monkeypatch, f"redis://127.0.0.1:{free_port()}/0")
+    t0 = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as info:
+        enqueue_job("job-1", "gpu", settings=s)
+    assert info.value.retryable
+    assert time.monotonic() - t0 < 10
+
+
+def test_enqueue_sends_task_by_name_with_job_id(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) -> None:
+    import redis
+
+    from shared.queue import enqueue_job, queue_lengths
+
+    # database 7: the session's farms consume database 0 and would take these messages
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    s = _settings(monkeypatch, url)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    task_id = enqueue_job("job-42", "cpu", priority=0, settings=s)
+    urgent_id = enqueue_job("job-43", "cpu", priority=9, settings=s)
+    assert queue_lengths(s)["cpu"] == 2
+    normal_list, urgent_list = f"cpu:{kombu_priority(0)}", "cpu"
+    assert normal_list in queue_list_names("cpu") and urgent_list in queue_list_names("cpu")
+    msg = json.loads(client.lpop(normal_list))
+    assert msg["headers"]["task"] == TASK_NAME and msg["headers"]["id"] == task_id
+    assert msg["content-type"] == "application/json"
+    assert json.loads(base64.b64decode(msg["body"]))[0] == ["job-42"]
+    urgent = json.loads(client.lpop(urgent_list))
+    assert urgent["headers"]["id"] == urgent_id
+    client.flushdb()
+
+
+def test_managed_process_stop_kills_its_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    # The leader ignores SIGTERM and has a background child: stop() must still leave nothing.
+    script = f"trap '' TERM; sleep 300 & echo $! > {pidfile}; wait"
+    proc = ManagedProcess("sleepy", ["bash", "-c", script], log_path=tmp_path / "p.log",
+                          ready=pidfile.exists, stop_timeout=1)  # fmt: skip
+    with Stack() as stack:
+        stack.start(proc)
+        child = int(pidfile.read_text())
+        assert proc.alive()
+    assert not proc.alive()
+    assert _gone(child), f"background child {child} survived stop()"
+
+
+def _gone(pid: int, timeout: float = 5.0) -> bool:
+    """No such process, or only a zombie waiting for init to reap it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_wait_ready_reports_early_exit_with_log(tmp_path: Path) -> None:
+    from shared.stack import StackError
+
+    proc = ManagedProcess("broken", ["bash", "-c", "echo boom-happened; exit 3"], log_path=tmp_path / "b.log",
+                          ready=lambda: False)  # fmt: skip
+    with pytest.raises(StackError, match="boom-happened"):
+        proc.start().wait_ready(10)
+    proc.stop()
+    assert proc.returncode() == 3

@@ -1,0 +1,72 @@
+"""The worker's Celery app: ``celery -A worker.celery_app worker -Q gpu,cpu --concurrency 1 --pool prefork``.
+
+The configuration is the same dict the API's client app uses (``shared.celery_config``).
+Start-up, in each pool process (``worker_process_init``): forget SQL connections
+inherited from the parent, run the migrations (a no-op when at head; safe when several
+workers start at once), pick the device. Models load lazily on the first job of each
+method and stay cached in the process.
+
+Beat (optional): ``celery -A worker.celery_app beat`` runs the reconciler every minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery, signals
+
+from shared.celery_config import RECONCILE_TASK_NAME, celery_config
+from shared.settings import get_settings
+
+log = logging.getLogger("stylefarm.worker")
+
+app = Celery("stylefarm")
+app.conf.update(**celery_config(get_settings()))
+app.conf.imports = ("worker.tasks", "worker.reconcile")
+app.conf.beat_schedule = {
+    "reconcile-stuck-jobs": {
+        "task": RECONCILE_TASK_NAME,
+        "schedule": float(os.environ.get("STYLEFARM_RECONCILE_INTERVAL_S", "60")),
+        "options": {"queue": "cpu", "expires": 120},
+    }
+}
+
+
+@signals.worker_init.connect
+def _on_worker_init(**_kwargs) -> None:
+    """Main worker process: migrate once before forking, so a broken database stops the
+    worker at start with a clear error instead of failing every job."""
+    from shared.db.migrate import upgrade
+    from shared.db.session import dispose_engines
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    dispose_engines()  # no connections inherited by the pool children
+    # Import torch and the engine once here: forked pool processes then start in
+    # milliseconds (a respawned process must report up within worker_proc_alive_timeout).
+    # Nothing touches CUDA before the fork; the device is picked in each child.
+    import shared.engine  # noqa: F401
+    import torch  # noqa: F401
+
+
+@signals.worker_process_init.connect
+def _on_worker_process_init(**_kwargs) -> None:
+    from shared.db.migrate import upgrade
+    from shared.db.session import dispose_engines
+
+    from worker import runtime
+
+    dispose_engines()
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    runtime.init_process(settings.device)
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel=None, **_kwargs) -> None:
+    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel or "INFO").upper())
+    logging.basicConfig(
+        level=level if isinstance(level, int) else logging.INFO,
+        format="%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s",
+    )
