@@ -49,6 +49,14 @@ def _on_worker_init(**_kwargs) -> None:
     import shared.engine  # noqa: F401
     import torch  # noqa: F401
 
+    # Built-in models (and their style thumbnails) are registered by the first worker that
+    # starts; later starts find them in the table and return at once. CPU only: no CUDA
+    # context may exist before the pool forks.
+    from worker.bootstrap import register_builtin_models
+
+    register_builtin_models()
+    dispose_engines()
+
 
 @signals.worker_process_init.connect
 def _on_worker_process_init(**_kwargs) -> None:

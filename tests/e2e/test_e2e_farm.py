@@ -49,7 +49,8 @@ def result_keys(farm: Farm, job_id: str) -> list[str]:
 
 def test_optimize_progress_rises_and_result_downloads(farm: Farm, content_png: bytes, style_png: bytes) -> None:
     content, style = farm.upload(content_png, "content.png"), farm.upload(style_png, "style.png")
-    job = farm.create(optimize_spec(content, style, steps=20))
+    # long enough (a few seconds) that several throttled progress writes land while it runs
+    job = farm.create(optimize_spec(content, style, steps=200))
     assert job["status"] == "queued"
 
     seen: list[dict] = []
@@ -130,7 +131,7 @@ def test_two_workers_share_a_batch_each_job_runs_once(farm: Farm, content_png: b
 
 def test_worker_killed_mid_job_is_redelivered(farm: Farm, content_png: bytes, style_png: bytes) -> None:
     content, style = farm.upload(content_png), farm.upload(style_png)
-    job = farm.create(optimize_spec(content, style, steps=12))
+    job = farm.create(optimize_spec(content, style, steps=300))  # seconds, so the kill lands mid-job
     running = farm.wait(job["id"], until=lambda j: j["status"] == "running" and j["progress"]["step"] >= 2, timeout=180)
     row = farm.db_rows([job["id"]])[job["id"]]
     victim = next(w for w in farm.workers if row["worker"].startswith(w.name + "@"))
@@ -221,3 +222,30 @@ def test_train_adain_registers_a_model_that_renders(farm: Farm, content_png: byt
     out = farm.wait(render["id"], timeout=180)
     assert out["status"] == "succeeded", out["error"]
     assert Image.open(io.BytesIO(farm.result_png(render["id"]))).size == (64, 48)
+
+
+def test_builtin_model_is_registered_with_style_thumbnails(farm: Farm, content_png: bytes) -> None:
+    """Given a fresh farm, when a worker has started, then GET /v1/models lists the 26-style
+    network with a name and a PNG thumbnail per style, and a fast job can pick it by id."""
+    deadline = time.monotonic() + 120
+    while True:
+        listed = farm.client.get("/v1/models")
+        assert listed.status_code == 200, listed.text
+        body = listed.json()
+        items = body["items"] if isinstance(body, dict) else body
+        builtin = [m for m in items if m["name"] == "multistyle26"]
+        if builtin or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert builtin, "the worker did not register multistyle26"
+    model = farm.client.get(f"/v1/models/{builtin[0]['id']}").json()
+    assert model["kind"] == "fast" and len(model["style_names"]) == 26
+    thumb = farm.client.get(f"/v1/models/{model['id']}/thumbnails/7", follow_redirects=True)
+    assert thumb.status_code == 200, thumb.text
+    assert Image.open(io.BytesIO(thumb.content)).format == "PNG"
+    assert farm.client.get(f"/v1/models/{model['id']}/thumbnails/26").status_code == 404
+
+    content = farm.upload(content_png)
+    job = farm.create({"method": "fast", "content": content, "size": 64, "model": model["id"], "mix": {"7": 1, "19": 1}})
+    done = farm.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded", done["error"]
