@@ -114,7 +114,7 @@ def demo_jobs(ids: dict[str, str], size: int, steps: int) -> list[tuple[str, dic
                 {"style": {"image": ids["flower"]}, "mask": ids["mask-right"]},
             ],
         }),  # fmt: skip
-        ("fast-style", {"method": "fast", "content": ids["china"], "size": max(size, 256), "style": 3}),
+        ("fast-style", {"method": "fast", "content": ids["china"], "size": max(size, 256), "style": 19}),
         ("fast-mix", {"method": "fast", "content": ids["astronaut"], "size": max(size, 256), "mix": {"0": 0.5, "7": 0.5}}),
         ("adain", {"method": "adain", "content": ids["chelsea"], "styles": [{"image": ids["coffee"]}],
                    "size": max(size, 256), "style_size": 256}),  # fmt: skip

@@ -151,3 +151,8 @@ def register_builtin_models() -> None:
             register()
         except Exception:  # noqa: BLE001 - a worker must still serve jobs without thumbnails
             log.exception("could not register built-in model (%s)", register.__name__)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [bootstrap] %(name)s: %(message)s")
+    register_builtin_models()

@@ -50,12 +50,13 @@ def _on_worker_init(**_kwargs) -> None:
     import torch  # noqa: F401
 
     # Built-in models (and their style thumbnails) are registered by the first worker that
-    # starts; later starts find them in the table and return at once. CPU only: no CUDA
-    # context may exist before the pool forks.
-    from worker.bootstrap import register_builtin_models
+    # starts; later starts find them in the table and return at once. It runs in a child
+    # process: rendering here would start torch's OpenMP thread pool in the parent, and
+    # pool processes forked from it would then hang on their first parallel operation.
+    import subprocess
+    import sys
 
-    register_builtin_models()
-    dispose_engines()
+    subprocess.run([sys.executable, "-m", "worker.bootstrap"], check=False, timeout=600)
 
 
 @signals.worker_process_init.connect
