@@ -249,3 +249,32 @@ def test_builtin_model_is_registered_with_style_thumbnails(farm: Farm, content_p
     job = farm.create({"method": "fast", "content": content, "size": 64, "model": model["id"], "mix": {"7": 1, "19": 1}})
     done = farm.wait(job["id"], timeout=120)
     assert done["status"] == "succeeded", done["error"]
+
+
+@pytest.mark.parametrize("method", ["train-adain", "train-fast"])
+def test_training_killed_mid_run_resumes_from_its_checkpoint(farm: Farm, method: str, style_png: bytes) -> None:
+    """Given a training job that has uploaded a checkpoint, when its pool process is
+    SIGKILLed, then the redelivered job resumes from that checkpoint (not from step 0),
+    finishes, and registers a model."""
+    contents = farm.upload(_zip_of_crops("astronaut", 6), "contents.zip")
+    name = f"e2e-resume-{method}-{farm.backend}"
+    common = {"name": name, "steps": 60, "batch_size": 2, "checkpoint_every": 5}
+    if method == "train-adain":
+        styles = farm.upload(_zip_of_crops("coffee", 6), "styles.zip")
+        spec = {"method": method, "content_dataset": contents, "style_dataset": styles, "image_size": 32, **common}
+    else:
+        spec = {"method": method, "dataset": contents, "styles": [farm.upload(style_png)], "image_size": 32,
+                "style_size": 32, **common}  # fmt: skip
+    job = farm.create(spec)
+    farm.wait(job["id"], until=lambda j: j["status"] == "running" and j["progress"]["step"] >= 12, timeout=300)
+    assert f"tenants/default/jobs/{job['id']}/checkpoint.pt" in result_keys(farm, job["id"])
+    row = farm.db_rows([job["id"]])[job["id"]]
+    victim = next(w for w in farm.workers if row["worker"].startswith(w.name + "@"))
+    for pid in child_pids(victim.pid):
+        os.kill(pid, signal.SIGKILL)
+
+    done = farm.wait(job["id"], timeout=400)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] >= 2
+    assert (done["result"]["metrics"].get("resumed_from") or 0) >= 5
+    assert done["model_id"]
