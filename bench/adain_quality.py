@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder (outside the repo) to keep/reuse Gatys renders: they do not depend on the decoder")
     ap.add_argument("--gatys-only", action="store_true", help="only render (and cache) the Gatys pairs, then stop")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="where the AdaIN and Gatys renders run (the loss evaluation stays on the CPU)")
     ap.add_argument("--out-json", type=Path, default=Path("/tmp/adain_quality.json"))
     ap.add_argument("--sheet", type=Path, default=Path("/tmp/adain_sheet.png"))
     ap.add_argument("--cell", type=int, default=192)
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"style {s!r} not found in {args.style_dir}")
         style_bytes[s] = path.read_bytes()
     refs = {f"photo:{k}": v for k, v in photos.items()} | {f"style:{k}": v for k, v in style_bytes.items()}
-    ctx = EngineContext(read_input=lambda ref: refs[ref], resolve_model=lambda ref: Path(ref), device="cpu")
+    ctx = EngineContext(read_input=lambda ref: refs[ref], resolve_model=lambda ref: Path(ref), device=args.device)
     ev = Evaluator()
     result: dict = {"decoder": args.decoder, "size": args.size, "reconstruction": {}, "stylization": {}, "gatys": {}}
     try:

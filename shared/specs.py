@@ -282,6 +282,18 @@ def image_refs(spec: _Spec) -> list[str]:
     return refs
 
 
+def model_refs(spec: _Spec) -> list[tuple[str, str, list[int]]]:
+    """``(model id or name, kind it must be, style indices it must have)`` for every model a
+    spec names: the network of a ``fast`` / ``adain`` job, the decoder a training fine-tunes."""
+    if isinstance(spec, FastSpec):
+        return [(spec.model, "fast", sorted(spec.style_weights()))]
+    if isinstance(spec, AdainSpec):
+        return [(spec.model, "adain-decoder", [])]
+    if isinstance(spec, TrainAdainSpec) and spec.init_from:
+        return [(spec.init_from, "adain-decoder", [])]
+    return []
+
+
 def dataset_refs(spec: _Spec) -> list[str]:
     """The dataset references of a training spec (archives or storage prefixes)."""
     if isinstance(spec, TrainFastSpec):

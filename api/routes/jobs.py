@@ -15,10 +15,19 @@ from api.routes.blobs import serve_blob
 from api.schemas import JobListOut, JobOut, job_out
 from shared import jobs
 from shared.db.models import Job
-from shared.errors import Conflict, InvalidSpec, NotFound
+from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
 from shared.jobs import JobStatus
 from shared.settings import Settings
-from shared.specs import METHODS, dataset_refs, image_refs, job_spec_adapter, parse_spec
+from shared.specs import (
+    BUILTIN_FAST_MODEL,
+    DEFAULT_ADAIN_MODEL,
+    METHODS,
+    dataset_refs,
+    image_refs,
+    job_spec_adapter,
+    model_refs,
+    parse_spec,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -59,6 +68,34 @@ def _check_refs(tenant: str, spec: Any) -> None:
             problems.append(f"input {ref!r} is an image, but a dataset (zip/tar archive) is needed here")
     if problems:
         raise InvalidSpec("; ".join(problems) + ".", missing_inputs=missing)
+
+
+#: Registered by the first worker that starts (``worker.bootstrap``): a job may name them
+#: before that has happened, and waits in the queue for that worker.
+BUILTIN_MODELS = frozenset({BUILTIN_FAST_MODEL, DEFAULT_ADAIN_MODEL})
+
+
+def _check_models(tenant: str, spec: Any) -> None:
+    """Every model the spec names must exist for the tenant, be of the right kind and have
+    the style indices asked for, so a bad reference is refused now rather than failing later
+    on a worker."""
+    problems: list[str] = []
+    for ref, kind, styles in model_refs(spec):
+        try:
+            model = jobs.get_model(ref, tenant)
+        except NotFound:
+            if ref not in BUILTIN_MODELS:
+                problems.append(f"model {ref!r} does not exist; GET /v1/models lists the available ones")
+            continue
+        if model.kind != kind:
+            problems.append(f"model {ref!r} is a {model.kind!r} model, but this job needs a {kind!r} model")
+            continue
+        n = len(model.style_names or [])
+        bad = [i for i in styles if i >= n]
+        if n and bad:
+            problems.append(f"model {ref!r} has {n} styles (0..{n - 1}); style {bad[0]} does not exist")
+    if problems:
+        raise ModelUnavailable("; ".join(problems) + ".")
 
 
 def _enqueue(job: Job, settings: Settings) -> None:
@@ -104,6 +141,7 @@ async def submit_job(
     body = await _json_body(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec)
+    await run_in_threadpool(_check_models, tenant, spec)
     job, created = await run_in_threadpool(
         lambda: jobs.create_job(tenant, spec, idempotency_key=idempotency_key or None)
     )

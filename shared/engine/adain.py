@@ -30,10 +30,10 @@ clamped when an image is written). The VGG preprocessing the decoder was trained
 is stored in every decoder checkpoint and used again at inference.
 
 Entry point: ``run(spec: AdainSpec, ctx) -> RenderResult``. The built-in model name
-``adain-default`` is the decoder installed at ``shared/engine/weights/adain_decoder.pt``
-(none is shipped yet: the CPU-trained candidate in ``deploy/train/`` is below the quality
-bar); when that file is missing the job is refused with ``ModelUnavailable`` - an untrained
-decoder is never run.
+``adain-default`` is the decoder shipped at ``shared/engine/weights/adain_decoder.pt``
+(trained here with ``shared.engine.train_adain``; its model card is ``ADAIN_DECODER.md``
+beside it); when that file is missing the job is refused with ``ModelUnavailable`` - an
+untrained decoder is never run.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from shared.engine.device import autocast, inference_dtype, pick_device, seed_ev
 from shared.engine.images import decode_image, resize_max_side, to_tensor
 from shared.engine.losses import content_loss, gram_matrix, style_loss, total_variation
 from shared.engine.results import TrainResult
-from shared.engine.train_adain import RESIZE_FACTOR, ImageFolder, loss_curve_png
+from shared.engine.train_adain import RESIZE_FACTOR, ImageFolder, loss_curve_png, to_unit
 from shared.engine.transformer import CINTransformer, TransformerConfig
 from shared.engine.vgg import VGG19Features, load_vgg19
 from shared.errors import EngineError
@@ -197,7 +197,7 @@ def run(spec: TrainFastSpec, ctx: EngineContext) -> TrainResult:
     while step < spec.steps:
         ctx.check_cancel()
         style_index = step % len(spec.styles)
-        content = contents.batch(spec.batch_size, spec.image_size, gen).to(device)  # (B, 3, S, S)
+        content = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
         loss_c, loss_s, loss_tv = perceptual_losses(spec, net, vgg, content, style_index, targets[style_index], device, dtype)
         loss = loss_c + loss_s + loss_tv
         if not torch.isfinite(loss):

@@ -59,6 +59,43 @@ def test_given_unknown_input_ref_expect_422_naming_it(client: TestClient, enqueu
     assert enqueued.calls == []
 
 
+def _register(name: str, kind: str, n_styles: int = 0) -> None:
+    jobs.register_model(name=name, kind=kind, checksum="c" * 64, storage_key=f"global/models/{name}/model.pt",
+                        style_names=[f"s{i}" for i in range(n_styles)], model_id=name)  # fmt: skip
+
+
+def test_given_bad_model_references_expect_422_and_nothing_queued(client: TestClient, enqueued: EnqueueRecorder) -> None:
+    # given a registered 2-style fast model and a registered AdaIN decoder
+    _register("two-styles", "fast", n_styles=2)
+    _register("my-decoder", "adain-decoder")
+    content, style = upload_id(client), upload_id(client, png_bytes(color=(9, 9, 9)))
+    cases = [
+        ({"method": "fast", "content": content, "model": "nope"}, "'nope' does not exist"),
+        ({"method": "fast", "content": content, "model": "my-decoder"}, "needs a 'fast' model"),
+        ({"method": "fast", "content": content, "model": "two-styles", "mix": {"0": 1, "5": 1}}, "style 5 does not exist"),
+        ({"method": "adain", "content": content, "styles": [{"image": style}], "model": "two-styles"},
+         "needs a 'adain-decoder' model"),
+    ]  # fmt: skip
+    for spec, message in cases:
+        # when a job names a missing model, one of the wrong kind, or a style it does not have
+        body = assert_problem(submit(client, spec), 422, "model-unavailable")
+        # then the problem says which, and nothing is queued
+        assert message in body["detail"], body
+    assert enqueued.calls == []
+    # and the same jobs with good references are accepted
+    assert submit(client, {"method": "fast", "content": content, "model": "two-styles", "style": 1}).status_code == 202
+    good = {"method": "adain", "content": content, "styles": [{"image": style}], "model": "my-decoder"}
+    assert submit(client, good).status_code == 202
+
+
+def test_given_builtin_models_not_registered_yet_expect_jobs_accepted(client: TestClient) -> None:
+    # given a farm whose first worker has not registered the built-in models yet
+    content, style = upload_id(client), upload_id(client, png_bytes(color=(9, 9, 9)))
+    # when jobs name them (explicitly or by default) then they are queued for that worker
+    assert submit(client, fast_spec(client, model="multistyle26", style=25)).status_code == 202
+    assert submit(client, {"method": "adain", "content": content, "styles": [{"image": style}]}).status_code == 202
+
+
 def test_given_invalid_spec_expect_422_problem_with_errors(client: TestClient) -> None:
     body = assert_problem(submit(client, {"method": "fast", "content": "x", "size": 1}), 422, "invalid-spec")
     assert "size" in body["detail"] and body["errors"]

@@ -87,14 +87,18 @@ def test_cancel_running_job_stops_quickly(farm: Farm, content_png: bytes, style_
     assert farm.wait(nxt["id"], timeout=120)["status"] == "succeeded"
 
 
-def test_failing_job_records_problem_details(farm: Farm, content_png: bytes) -> None:
-    content = farm.upload(content_png)
-    job = farm.create({"method": "fast", "content": content, "size": 64, "style": 999})
+def test_failing_job_records_problem_details(
+    farm: Farm, content_png: bytes, style_png: bytes, square_mask_png: bytes
+) -> None:
+    """Given a job the API accepts but the engine refuses (a 1:1 mask for a 4:3 photo, found
+    only when the worker decodes the images), then the job fails with problem details."""
+    content, style, mask = farm.upload(content_png), farm.upload(style_png), farm.upload(square_mask_png)
+    job = farm.create({"method": "adain", "content": content, "styles": [{"image": style}], "masks": [mask], "size": 64})
     done = farm.wait(job["id"], timeout=120)
     assert done["status"] == "failed"
     problem = done["error"]
-    assert problem["type"].endswith("/invalid-spec"), problem
-    assert problem["status"] == 422 and "out of range" in problem["detail"]
+    assert problem["type"].endswith("/invalid-mask"), problem
+    assert problem["status"] == 422 and "aspect ratio" in problem["detail"]
     assert "Traceback" not in json.dumps(problem)
     r = farm.client.get(f"/v1/jobs/{job['id']}/result")
     assert r.status_code == 409
@@ -252,10 +256,12 @@ def test_builtin_model_is_registered_with_style_thumbnails(farm: Farm, content_p
 
 
 @pytest.mark.parametrize("method", ["train-adain", "train-fast"])
-def test_training_killed_mid_run_resumes_from_its_checkpoint(farm: Farm, method: str, style_png: bytes) -> None:
+def test_training_killed_mid_run_resumes_from_its_checkpoint(
+    farm: Farm, method: str, style_png: bytes, content_png: bytes
+) -> None:
     """Given a training job that has uploaded a checkpoint, when its pool process is
     SIGKILLed, then the redelivered job resumes from that checkpoint (not from step 0),
-    finishes, and registers a model."""
+    finishes, and registers a model that a ``fast`` / ``adain`` job then renders with."""
     contents = farm.upload(_zip_of_crops("astronaut", 6), "contents.zip")
     name = f"e2e-resume-{method}-{farm.backend}"
     common = {"name": name, "steps": 60, "batch_size": 2, "checkpoint_every": 5}
@@ -278,3 +284,16 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(farm: Farm, method:
     assert done["attempts"] >= 2
     assert (done["result"]["metrics"].get("resumed_from") or 0) >= 5
     assert done["model_id"]
+
+    # when a render job names the model the training registered
+    content = farm.upload(content_png)
+    if method == "train-adain":
+        render = {"method": "adain", "content": content, "styles": [{"image": farm.upload(style_png)}], "size": 64,
+                  "style_size": 64, "model": done["model_id"]}  # fmt: skip
+    else:
+        render = {"method": "fast", "content": content, "size": 64, "model": done["model_id"], "style": 0}
+    out = farm.wait(farm.create(render)["id"], timeout=180)
+    # then it renders with it
+    assert out["status"] == "succeeded", out["error"]
+    assert out["result"]["metrics"]["model"] in (done["model_id"], name)
+    assert Image.open(io.BytesIO(farm.result_png(out["id"]))).size == (64, 48)

@@ -145,3 +145,32 @@ def test_cli_trains_and_resumes(tiny_datasets, tmp_path, capsys):
     assert [json.loads(x)["step"] for x in (tmp_path / "losses.jsonl").read_text().splitlines()] == [1, 2]
     assert (tmp_path / "loss_curve.png").is_file()
     assert Path(summary["checkpoint"]) == tmp_path / "adain-decoder.pt"
+
+
+def test_max_seconds_stops_cleanly_with_a_checkpoint_and_the_next_run_resumes(tiny_datasets, tmp_path):
+    # given a time budget that runs out after the first step (a clock that jumps 10 s per call)
+    import time as time_mod
+
+    real = time_mod.perf_counter
+    calls = {"n": 0}
+
+    def clock() -> float:
+        calls["n"] += 1
+        return real() + 10.0 * calls["n"]
+
+    spec = _spec(tiny_datasets, steps=50, checkpoint_every=25)
+    ctx = EngineContext(work_dir=tmp_path)
+    # when training with max_seconds=15
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_adain.time, "perf_counter", clock)
+        first = train_adain.run(spec, ctx, max_seconds=15.0)
+    # then it stopped early, between checkpoints, and still left a resumable checkpoint
+    stopped_at = first.metrics["steps"]
+    assert 1 <= stopped_at < 25
+    assert load_checkpoint(tmp_path / "checkpoint.pt", kind="adain-decoder")["training"]["step"] == stopped_at
+    # when the same run goes on without a budget
+    second = train_adain.run(spec, ctx)
+    # then it resumes where the budget stopped it and finishes every step, logging each once
+    assert second.metrics["resumed_from"] == stopped_at and second.metrics["steps"] == 50
+    steps = [json.loads(x)["step"] for x in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 51))
