@@ -18,9 +18,10 @@ from pathlib import PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import InvalidImage
+from shared.specs import IMAGE_SUFFIXES as DATASET_IMAGE_SUFFIXES
 
 ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(sorted(DATASET_IMAGE_SUFFIXES))  # what counts as an image inside an archive
 MAX_ARCHIVE_MEMBERS = 200_000
 
 

@@ -12,6 +12,7 @@ its ``EngineContext`` for the bytes.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -176,7 +177,9 @@ class TrainFastSpec(_Spec):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
     styles: list[ImageRef] = Field(min_length=1, max_length=64)
     style_names: list[str] | None = None
-    dataset: ImageRef = Field(description="content dataset: a flat folder of images (archive input id or prefix)")
+    dataset: ImageRef = Field(
+        description="content dataset, a flat folder of images: an uploaded archive's input id, or 'prefix:NAME'"
+    )
     steps: int = Field(40_000, ge=1, le=MAX_TRAIN_STEPS)
     batch_size: int = Field(4, ge=1, le=64)
     image_size: int = Field(256, ge=MIN_SIDE, le=1024)
@@ -202,8 +205,8 @@ class TrainAdainSpec(_Spec):
 
     method: Literal["train-adain"] = "train-adain"
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
-    content_dataset: ImageRef
-    style_dataset: ImageRef
+    content_dataset: ImageRef = Field(description="flat folder of images: an archive's input id, or 'prefix:NAME'")
+    style_dataset: ImageRef = Field(description="flat folder of images: an archive's input id, or 'prefix:NAME'")
     steps: int = Field(160_000, ge=1, le=MAX_TRAIN_STEPS)
     batch_size: int = Field(8, ge=1, le=64)
     image_size: int = Field(256, ge=MIN_SIDE, le=1024, description="random crop size")
@@ -292,6 +295,31 @@ def model_refs(spec: _Spec) -> list[tuple[str, str, list[int]]]:
     if isinstance(spec, TrainAdainSpec) and spec.init_from:
         return [(spec.init_from, "adain-decoder", [])]
     return []
+
+
+#: A dataset named by storage prefix instead of an uploaded archive: ``prefix:NAME`` is every
+#: image object directly under ``tenants/<tenant>/datasets/NAME/`` (put there with any S3
+#: tool: ``aws s3 sync photos/ s3://BUCKET/tenants/TENANT/datasets/NAME/``).
+DATASET_PREFIX = "prefix:"
+#: The files of a dataset (archive member or storage object) that count as images.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+_DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+
+
+def dataset_prefix_name(ref: str) -> str | None:
+    """``NAME`` of a ``prefix:NAME`` dataset reference, None for an archive input id;
+    ``InvalidSpec`` for a malformed name (segments of ``[A-Za-z0-9._-]``, none starting with a dot)."""
+    if not ref.startswith(DATASET_PREFIX):
+        return None
+    name = ref[len(DATASET_PREFIX) :].strip("/")
+    if len(name) > 200 or not _DATASET_NAME_RE.match(name):
+        from shared.errors import InvalidSpec
+
+        raise InvalidSpec(
+            f"dataset {ref!r}: a storage prefix dataset is 'prefix:NAME', NAME made of '/'-separated "
+            "segments of letters, digits, '.', '_' and '-' (no segment starting with '.')"
+        )
+    return name
 
 
 def dataset_refs(spec: _Spec) -> list[str]:

@@ -76,6 +76,11 @@ def model_key(tenant: str | None, model_id: str, name: str = "model.pt") -> str:
     return f"{owner}/models/{_check_name(model_id)}/{_check_name(name)}"
 
 
+def dataset_prefix(tenant: str, name: str) -> str:
+    """Where a tenant's ``prefix:NAME`` dataset lives: every object directly under it."""
+    return f"tenants/{check_tenant(tenant)}/datasets/{check_key(name.strip('/'))}/"
+
+
 def thumbnail_key(tenant: str | None, model_id: str, style: int) -> str:
     """Preview image of one style of a model."""
     return model_key(tenant, model_id, f"thumbnails/{int(style)}.png")
@@ -92,7 +97,7 @@ class Storage(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def list(self, prefix: str = "") -> list[str]: ...
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]: ...
     def presigned_url(self, key: str, expires_s: int) -> str | None: ...
     def download_to(self, key: str, path: str | Path) -> Path: ...
     def upload_file(self, path: str | Path, key: str, content_type: str = "application/octet-stream") -> None: ...
@@ -150,15 +155,20 @@ class LocalStorage:
         except FileNotFoundError:
             pass
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        # Walk only the folder the prefix names (its part up to the last '/').
+        start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         keys = []
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
+        for dirpath, dirs, files in os.walk(start):
+            dirs.sort()
+            for name in sorted(files):
                 if name.startswith(_TMP_PREFIX):
                     continue
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
+                    if limit is not None and len(keys) >= limit:
+                        return sorted(keys)
         return sorted(keys)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
@@ -299,13 +309,17 @@ class S3Storage:
         with self._errors():
             self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
         self._ensure_bucket()
         keys: list[str] = []
+        paging = {"MaxItems": limit} if limit is not None else {}
         with self._errors():
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig=paging
+            )
+            for page in pages:
                 keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return sorted(keys)
+        return sorted(keys[:limit] if limit is not None else keys)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         self._ensure_bucket()

@@ -33,12 +33,12 @@ from shared import jobs
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
 from shared.settings import Settings
-from shared.storage import checkpoint_key
+from shared.specs import IMAGE_SUFFIXES, dataset_prefix_name
+from shared.storage import checkpoint_key, dataset_prefix
 
 log = logging.getLogger("stylefarm.worker")
 
 CANCEL_POLL_S = 1.0
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
 @dataclass
@@ -75,13 +75,16 @@ class JobRuntime:
 
     # --- datasets ---
     def dataset_dir(self, ref: str) -> Path:
+        root = (self.settings.home / "datasets").resolve()
+        name = dataset_prefix_name(ref)
+        if name is not None:
+            return sync_prefix_cached(self.storage, dataset_prefix(self.tenant, name), root)
         try:
             row = jobs.get_input(ref, self.tenant)
         except NotFound:
             raise InvalidSpec(
                 f"dataset {ref!r}: no uploaded archive with this id; upload a zip or tar of images with POST /v1/inputs"
             ) from None
-        root = (self.settings.home / "datasets").resolve()
         return extract_archive_cached(self.storage, row.key, row.sha256, root)
 
     # --- progress / cancel / limits ---
@@ -186,6 +189,38 @@ def cached_download(storage: Any, key: str, checksum: str, cache_dir: Path, suff
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def sync_prefix_cached(storage: Any, prefix: str, root: Path) -> Path:
+    """Download the image objects directly under ``prefix`` into ``root/prefix-<hash>`` once.
+
+    The folder is keyed by a hash of the prefix and the sorted list of keys: objects are
+    taken as immutable, so a dataset that gains or loses files gets a new folder, while a
+    file changed in place under the same key is not noticed (put a new version under a new
+    name).
+    """
+    keys = [k for k in storage.list(prefix) if "/" not in k[len(prefix) :]]
+    keys = [k for k in keys if Path(k).suffix.lower() in IMAGE_SUFFIXES and not Path(k).name.startswith(".")]
+    if not keys:
+        raise InvalidSpec(f"dataset prefix {prefix}: no images directly under it ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    digest = hashlib.sha256("\n".join([prefix, *keys]).encode()).hexdigest()
+    final = root / f"prefix-{digest}"
+    if final.is_dir():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=root, prefix=".sync-"))
+    try:
+        for n, key in enumerate(keys, 1):
+            storage.download_to(key, work / f"{n:06d}{Path(key).suffix.lower()}")
+        try:
+            os.replace(work, final)
+        except OSError:
+            if not final.is_dir():  # another process won the race: use theirs
+                raise
+        log.info("dataset %s synced: %d images", prefix, len(keys))
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _safe_members_zip(zf: zipfile.ZipFile, dest: Path) -> None:

@@ -18,10 +18,13 @@ from shared.db.models import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
 from shared.jobs import JobStatus
 from shared.settings import Settings
+from shared.storage import dataset_prefix
 from shared.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
+    IMAGE_SUFFIXES,
     METHODS,
+    dataset_prefix_name,
     dataset_refs,
     image_refs,
     job_spec_adapter,
@@ -52,11 +55,20 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _check_refs(tenant: str, spec: Any) -> None:
-    """Every input the spec names must be the tenant's: images as images, datasets as archives."""
-    images, datasets = image_refs(spec), dataset_refs(spec)
-    found = jobs.find_inputs(tenant, images + datasets)
+def _check_refs(tenant: str, spec: Any, storage: Any) -> None:
+    """Every input the spec names must be the tenant's: images as images, datasets as
+    archives or as a storage prefix holding at least one image."""
+    images, datasets = image_refs(spec), []
     problems: list[str] = []
+    for ref in dataset_refs(spec):
+        name = dataset_prefix_name(ref)  # InvalidSpec when malformed
+        if name is None:
+            datasets.append(ref)
+            continue
+        prefix = dataset_prefix(tenant, name)
+        if not any(_is_flat_image(key, prefix) for key in storage.list(prefix, limit=1000)):
+            problems.append(f"dataset {ref!r}: no images directly under {prefix} in storage")
+    found = jobs.find_inputs(tenant, images + datasets)
     missing = [r for r in dict.fromkeys(images + datasets) if r not in found]
     for ref in missing:
         problems.append(f"input {ref!r} does not exist; upload it with POST /v1/inputs")
@@ -73,6 +85,11 @@ def _check_refs(tenant: str, spec: Any) -> None:
 #: Registered by the first worker that starts (``worker.bootstrap``): a job may name them
 #: before that has happened, and waits in the queue for that worker.
 BUILTIN_MODELS = frozenset({BUILTIN_FAST_MODEL, DEFAULT_ADAIN_MODEL})
+
+
+def _is_flat_image(key: str, prefix: str) -> bool:
+    rest = key[len(prefix) :]
+    return "/" not in rest and not rest.startswith(".") and f".{rest.rpartition('.')[2].lower()}" in IMAGE_SUFFIXES
 
 
 def _check_models(tenant: str, spec: Any) -> None:
@@ -131,6 +148,7 @@ async def submit_job(
     response: Response,
     tenant: TenantDep,
     settings: SettingsDep,
+    storage: StorageDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     """Validate the spec and its input references, store the job and queue it.
@@ -140,7 +158,7 @@ async def submit_job(
     """
     body = await _json_body(request)
     spec = parse_spec(body)
-    await run_in_threadpool(_check_refs, tenant, spec)
+    await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(_check_models, tenant, spec)
     job, created = await run_in_threadpool(
         lambda: jobs.create_job(tenant, spec, idempotency_key=idempotency_key or None)

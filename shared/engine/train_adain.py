@@ -70,10 +70,9 @@ from shared.engine.images import decode_image
 from shared.engine.results import TrainResult
 from shared.engine.vgg import VGG19Features, load_vgg19
 from shared.errors import EngineError, InvalidImage, InvalidSpec
-from shared.specs import DEFAULT_ADAIN_MODEL, TrainAdainSpec
+from shared.specs import DEFAULT_ADAIN_MODEL, IMAGE_SUFFIXES, TrainAdainSpec
 
 RESIZE_FACTOR = 1.15  # shorter side resized to this x image_size before the random crop
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 DEFAULT_CACHE_BYTES = 2 << 30  # per dataset
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "losses.jsonl"

@@ -88,6 +88,28 @@ def test_given_bad_model_references_expect_422_and_nothing_queued(client: TestCl
     assert submit(client, good).status_code == 202
 
 
+def test_given_storage_prefix_dataset_expect_accepted_only_with_images(
+    client: TestClient, settings: Settings, enqueued: EnqueueRecorder
+) -> None:
+    # given a tenant's dataset prefix with two images (and a sub-folder and a text file, which don't count)
+    storage = get_storage(settings)
+    for name in ("a.png", "b.jpg", "notes.txt", "sub/c.png"):
+        storage.put_bytes(f"tenants/default/datasets/photos/{name}", png_bytes())
+    storage.put_bytes("tenants/default/datasets/docs/readme.txt", b"no images here")
+    style = upload_id(client)
+    spec = {"method": "train-fast", "name": "m", "styles": [style], "steps": 1}
+    # when a training job names it, then it is queued
+    assert submit(client, {**spec, "dataset": "prefix:photos"}).status_code == 202
+    # when the prefix holds no images directly, or the name is malformed, then 422 and nothing more is queued
+    queued = len(enqueued.calls)
+    for ref, message in [("prefix:docs", "no images directly under tenants/default/datasets/docs/"),
+                         ("prefix:empty", "no images directly under"),
+                         ("prefix:../other", "storage prefix dataset is 'prefix:NAME'")]:  # fmt: skip
+        body = assert_problem(submit(client, {**spec, "dataset": ref}), 422, "invalid-spec")
+        assert message in body["detail"], body
+    assert len(enqueued.calls) == queued
+
+
 def test_given_builtin_models_not_registered_yet_expect_jobs_accepted(client: TestClient) -> None:
     # given a farm whose first worker has not registered the built-in models yet
     content, style = upload_id(client), upload_id(client, png_bytes(color=(9, 9, 9)))

@@ -14,6 +14,7 @@ from shared.storage import (
     S3Storage,
     Storage,
     checkpoint_key,
+    dataset_prefix,
     get_storage,
     input_key,
     model_key,
@@ -41,6 +42,9 @@ def test_keys_are_deterministic_and_tenant_scoped() -> None:
     assert model_key(None, "m1") == "global/models/m1/model.pt"
     assert model_key("acme", "m1", "decoder.pt") == "tenants/acme/models/m1/decoder.pt"
     assert thumbnail_key(None, "m1", 3) == "global/models/m1/thumbnails/3.png"
+    assert dataset_prefix("acme", "photos/2026") == "tenants/acme/datasets/photos/2026/"
+    with pytest.raises(ValueError):
+        dataset_prefix("acme", "../other-tenant")
 
 
 @pytest.mark.parametrize("tenant", ["", "..", "a/b", ".hidden", "x" * 65])
@@ -119,3 +123,12 @@ def test_get_storage_picks_backend_from_settings(tmp_path: Path) -> None:
     assert isinstance(local, LocalStorage) and local.root == (tmp_path / "storage").resolve()
     s3 = get_storage(Settings(home=tmp_path, storage="s3", s3_access_key="a", s3_secret_key="b"))
     assert isinstance(s3, S3Storage)
+
+
+def test_given_many_keys_when_listing_with_a_limit_expect_at_most_that_many(storage: Storage) -> None:
+    for i in range(5):
+        storage.put_bytes(f"tenants/a/d/{i}.png", b"x")
+    storage.put_bytes("tenants/a/dx.png", b"x")  # shares the string prefix "tenants/a/d", not the folder
+    assert storage.list("tenants/a/d/", limit=2) == ["tenants/a/d/0.png", "tenants/a/d/1.png"]
+    assert len(storage.list("tenants/a/d/")) == 5
+    assert storage.list("tenants/a/d") == [*(f"tenants/a/d/{i}.png" for i in range(5)), "tenants/a/dx.png"]

@@ -180,22 +180,30 @@ def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png
     assert job.id not in json.loads(out2.stdout.strip().splitlines()[-1])["reenqueued"]
 
 
-def _zip_of_crops(photo: str, n: int, size: int = 72) -> bytes:
-    """A zip archive (one sub-folder, as people upload them) of ``n`` crops of a sample photo."""
-    import zipfile
-
+def _crops(photo: str, n: int, size: int = 72) -> list[bytes]:
+    """``n`` PNG crops of a scikit-image sample photo."""
     import numpy as np
     from harness import png_bytes
     from skimage import data
 
     img = getattr(data, photo)()
     rng = np.random.default_rng(len(photo))
+    out = []
+    for _ in range(n):
+        y = int(rng.integers(0, img.shape[0] - size))
+        x = int(rng.integers(0, img.shape[1] - size))
+        out.append(png_bytes(img[y : y + size, x : x + size]))
+    return out
+
+
+def _zip_of_crops(photo: str, n: int, size: int = 72) -> bytes:
+    """A zip archive (one sub-folder, as people upload them) of ``n`` crops of a sample photo."""
+    import zipfile
+
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for i in range(n):
-            y = int(rng.integers(0, img.shape[0] - size))
-            x = int(rng.integers(0, img.shape[1] - size))
-            zf.writestr(f"{photo}/{i:03d}.png", png_bytes(img[y : y + size, x : x + size]))
+        for i, crop in enumerate(_crops(photo, n, size)):
+            zf.writestr(f"{photo}/{i:03d}.png", crop)
     return buf.getvalue()
 
 
@@ -226,6 +234,32 @@ def test_train_adain_registers_a_model_that_renders(farm: Farm, content_png: byt
     out = farm.wait(render["id"], timeout=180)
     assert out["status"] == "succeeded", out["error"]
     assert Image.open(io.BytesIO(farm.result_png(render["id"]))).size == (64, 48)
+
+
+def put_object(farm: Farm, key: str, data: bytes) -> None:
+    """Write an object straight into the farm's storage, as an operator's S3 tool would."""
+    if farm.s3 is not None:
+        farm.s3.client().put_object(Bucket=farm.s3.bucket, Key=key, Body=data)
+        return
+    path = farm.home / "storage" / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_train_fast_reads_a_dataset_from_a_storage_prefix(farm: Farm, style_png: bytes) -> None:
+    """Given images put under the tenant's datasets/NAME/ prefix (no upload), when a train-fast
+    job names ``prefix:NAME``, then the worker downloads them and the job trains and registers."""
+    name = f"e2e-prefix-{farm.backend}"
+    for i, crop in enumerate(_crops("chelsea", 4)):
+        put_object(farm, f"tenants/default/datasets/{name}/{i}.png", crop)
+    job = farm.create({"method": "train-fast", "name": name, "dataset": f"prefix:{name}", "styles": [farm.upload(style_png)],
+                       "steps": 3, "batch_size": 2, "image_size": 32, "style_size": 32})  # fmt: skip
+    done = farm.wait(job["id"], timeout=300)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["model_id"]
+    refused = farm.submit({"method": "train-fast", "name": name, "dataset": "prefix:nothing-here",
+                           "styles": [farm.upload(style_png)], "steps": 3})  # fmt: skip
+    assert refused.status_code == 422 and "no images directly under" in refused.json()["detail"]
 
 
 def test_builtin_model_is_registered_with_style_thumbnails(farm: Farm, content_png: bytes) -> None:
