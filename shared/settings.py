@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     progress_interval_s: float = Field(0.5, gt=0, description="minimum seconds between progress writes")
+    checkpoint_upload_interval_s: float = Field(
+        120.0, ge=0, description="minimum seconds between training-checkpoint uploads (the first is uploaded at once)"
+    )
     model_cache_dir: Path | None = Field(None, description="empty = home/models")
     worker_queues: str = "gpu,cpu"
 

@@ -55,6 +55,7 @@ class JobRuntime:
     last_progress_write: float = 0.0
     last_cancel_check: float = 0.0
     last_progress: Progress | None = None
+    last_checkpoint_upload: float | None = None  # monotonic
     inputs: dict[str, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,9 +128,17 @@ class JobRuntime:
 
     # --- checkpoints ---
     def on_checkpoint(self, path: Path) -> None:
+        """Upload the engine's checkpoint: the first at once, then at most once per
+        ``checkpoint_upload_interval_s`` (a fast GPU checkpoints every few seconds; a retried
+        job then loses at most that interval of work)."""
+        now = time.monotonic()
+        interval = self.settings.checkpoint_upload_interval_s
+        if self.last_checkpoint_upload is not None and now - self.last_checkpoint_upload < interval:
+            return
         key = checkpoint_key(self.tenant, self.job_id)
         try:
             self.storage.upload_file(path, key)
+            self.last_checkpoint_upload = now
             log.info("job %s: checkpoint %s uploaded to %s", self.job_id, Path(path).name, key)
         except Exception as exc:  # the next checkpoint will try again
             log.warning("job %s: checkpoint upload failed: %s", self.job_id, exc)
