@@ -322,6 +322,17 @@ def dataset_prefix_name(ref: str) -> str | None:
     return name
 
 
+def prefix_dataset_images(keys: list[str], prefix: str) -> list[str]:
+    """The keys of a ``prefix:NAME`` dataset's images: objects directly under ``prefix`` (not in
+    sub-folders), with an image suffix, not hidden; sorted."""
+    out = []
+    for key in keys:
+        rest = key[len(prefix) :] if key.startswith(prefix) else "/"
+        if "/" not in rest and not rest.startswith(".") and f".{rest.rpartition('.')[2].lower()}" in IMAGE_SUFFIXES:
+            out.append(key)
+    return sorted(out)
+
+
 def dataset_refs(spec: _Spec) -> list[str]:
     """The dataset references of a training spec (archives or storage prefixes)."""
     if isinstance(spec, TrainFastSpec):

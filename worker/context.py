@@ -33,7 +33,7 @@ from shared import jobs
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
 from shared.settings import Settings
-from shared.specs import IMAGE_SUFFIXES, dataset_prefix_name
+from shared.specs import IMAGE_SUFFIXES, dataset_prefix_name, prefix_dataset_images
 from shared.storage import checkpoint_key, dataset_prefix
 
 log = logging.getLogger("stylefarm.worker")
@@ -208,8 +208,7 @@ def sync_prefix_cached(storage: Any, prefix: str, root: Path) -> Path:
     file changed in place under the same key is not noticed (put a new version under a new
     name).
     """
-    keys = [k for k in storage.list(prefix) if "/" not in k[len(prefix) :]]
-    keys = [k for k in keys if Path(k).suffix.lower() in IMAGE_SUFFIXES and not Path(k).name.startswith(".")]
+    keys = prefix_dataset_images(storage.list(prefix), prefix)
     if not keys:
         raise InvalidSpec(f"dataset prefix {prefix}: no images directly under it ({', '.join(sorted(IMAGE_SUFFIXES))})")
     digest = hashlib.sha256("\n".join([prefix, *keys]).encode()).hexdigest()

@@ -22,7 +22,6 @@ from shared.storage import dataset_prefix
 from shared.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
-    IMAGE_SUFFIXES,
     METHODS,
     dataset_prefix_name,
     dataset_refs,
@@ -30,6 +29,7 @@ from shared.specs import (
     job_spec_adapter,
     model_refs,
     parse_spec,
+    prefix_dataset_images,
 )
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -66,7 +66,7 @@ def _check_refs(tenant: str, spec: Any, storage: Any) -> None:
             datasets.append(ref)
             continue
         prefix = dataset_prefix(tenant, name)
-        if not any(_is_flat_image(key, prefix) for key in storage.list(prefix, limit=1000)):
+        if not prefix_dataset_images(storage.list(prefix, limit=1000), prefix):
             problems.append(f"dataset {ref!r}: no images directly under {prefix} in storage")
     found = jobs.find_inputs(tenant, images + datasets)
     missing = [r for r in dict.fromkeys(images + datasets) if r not in found]
@@ -85,11 +85,6 @@ def _check_refs(tenant: str, spec: Any, storage: Any) -> None:
 #: Registered by the first worker that starts (``worker.bootstrap``): a job may name them
 #: before that has happened, and waits in the queue for that worker.
 BUILTIN_MODELS = frozenset({BUILTIN_FAST_MODEL, DEFAULT_ADAIN_MODEL})
-
-
-def _is_flat_image(key: str, prefix: str) -> bool:
-    rest = key[len(prefix) :]
-    return "/" not in rest and not rest.startswith(".") and f".{rest.rpartition('.')[2].lower()}" in IMAGE_SUFFIXES
 
 
 def _check_models(tenant: str, spec: Any) -> None:
