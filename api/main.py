@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     ``migrate`` runs the Alembic migrations at start-up (safe with several replicas).
     """
     settings = settings or get_settings()
-    # Every shared.jobs call opens its own session on the default engine: point it here.
+    # Every shared.jobs.store call opens its own session on the default engine: point it here.
     db_session.configure(settings.resolved_database_url)
 
     @asynccontextmanager

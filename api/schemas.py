@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.db.models import Input, Job, Model, utcnow
+from shared.db.orm import Input, Job, ModelRow, utcnow
 
 
 class ProgressOut(BaseModel):
@@ -141,7 +141,7 @@ def input_out(row: Input) -> InputOut:
     )
 
 
-def model_out(model: Model, base: str = "") -> ModelOut:
+def model_out(model: ModelRow, base: str = "") -> ModelOut:
     self_link = f"{base}/v1/models/{model.id}"
     thumbs = {k: f"{self_link}/thumbnails/{k}" for k in sorted(model.thumbnails or {}, key=lambda s: int(s))}
     return ModelOut(

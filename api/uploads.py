@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import InvalidImage
-from shared.specs import IMAGE_SUFFIXES as DATASET_IMAGE_SUFFIXES
+from shared.jobs.specs import IMAGE_SUFFIXES as DATASET_IMAGE_SUFFIXES
 
 ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 IMAGE_SUFFIXES = tuple(sorted(DATASET_IMAGE_SUFFIXES))  # what counts as an image inside an archive

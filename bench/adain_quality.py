@@ -42,12 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from shared.engine import adain, optimize  # noqa: E402
+from shared.engine.methods import adain
+
+from shared.engine.methods import optimize  # noqa: E402
 from shared.engine.context import EngineContext  # noqa: E402
 from shared.engine.images import decode_image, fit_size, resize, to_tensor  # noqa: E402
 from shared.engine.losses import content_loss, gram_matrix, style_loss  # noqa: E402
-from shared.engine.vgg import load_vgg19  # noqa: E402
-from shared.specs import AdainSpec, OptimizeSpec, StyleRef  # noqa: E402
+from shared.engine.nets.vgg import load_vgg19  # noqa: E402
+from shared.jobs.specs import AdainSpec, OptimizeSpec, StyleRef  # noqa: E402
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"

@@ -65,14 +65,14 @@ def make_inputs(folder: Path) -> dict[str, str]:
 
 def ensure_decoder(folder: Path) -> tuple[str, str]:
     """(checkpoint path, note): the shipped AdaIN decoder, else a random one for timing only."""
-    from shared.engine import adain
+    from shared.engine.methods import adain
 
     if Path(adain.DEFAULT_DECODER_PATH).is_file():
         return str(adain.DEFAULT_DECODER_PATH), "shipped decoder"
     import torch
 
     from shared.engine.checkpoint import save_checkpoint
-    from shared.engine.vgg import load_vgg19
+    from shared.engine.nets.vgg import load_vgg19
 
     torch.manual_seed(0)
     dec = adain.Decoder()
@@ -102,7 +102,7 @@ def _peak_rss_mb() -> float:
 
 
 def _gatys_spec(method: str, job: dict):
-    from shared.specs import MaskedSpec, OptimizeSpec
+    from shared.jobs.specs import MaskedSpec, OptimizeSpec
 
     common = {"content": job["content"], "size": job["size"], "steps": job["iters"], "optimizer": "lbfgs"}
     if method == "optimize":
@@ -163,10 +163,10 @@ def _child_fast(job: dict) -> tuple[dict, Any]:
     from bench import reference
     from shared.engine import EngineContext, run_job
     from shared.engine.images import to_tensor
-    from shared.specs import FastSpec
+    from shared.jobs.specs import FastSpec
 
     if job["variant"] == "ref":
-        from shared.engine.onnx_import import load_onnx_transformer
+        from shared.engine.nets.onnx_import import load_onnx_transformer
 
         net = load_onnx_transformer()  # fresh fp32 NCHW copy of the built-in model
         content = Image.open(job["content"]).convert("RGB")
@@ -176,7 +176,7 @@ def _child_fast(job: dict) -> tuple[dict, Any]:
         import onnxruntime as ort
 
         from shared.engine.images import crop_to, fit_size, pad_to_multiple, resize
-        from shared.engine.onnx_import import builtin_onnx_path
+        from shared.engine.nets.onnx_import import builtin_onnx_path
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -212,11 +212,11 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
     from bench import reference
     from shared.engine import EngineContext, run_job
     from shared.engine.images import to_tensor
-    from shared.specs import AdainSpec
+    from shared.jobs.specs import AdainSpec
 
     spec = AdainSpec(content=job["content"], styles=[{"image": job["style"]}], size=job["size"], model=job["decoder"])
     if job["variant"] == "ref":
-        from shared.engine.adain import decoder_from_checkpoint
+        from shared.engine.methods.adain import decoder_from_checkpoint
         from shared.engine.checkpoint import load_checkpoint
 
         decoder = decoder_from_checkpoint(load_checkpoint(job["decoder"], kind="adain-decoder"), "bench")

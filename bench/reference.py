@@ -17,7 +17,7 @@ from PIL import Image
 
 from shared.engine.images import crop_to, fit_size, mask_tensor, pad_to_multiple, resize, to_tensor
 from shared.engine.losses import content_loss, gram_matrix, mean_std, resize_mask, style_loss, total_variation
-from shared.engine.vgg import LAYER_NAMES, VGG19Features
+from shared.engine.nets.vgg import LAYER_NAMES, VGG19Features
 
 
 def _t(img: Image.Image) -> torch.Tensor:

@@ -3,4 +3,4 @@
 set -euo pipefail
 # shellcheck source=deploy/_bootstrap.sh
 . "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
-exec python -c 'import sys; from shared.demo import main; sys.exit(main(sys.argv[1:]))' "$@"
+exec python -c 'import sys; from shared.cli.demo import main; sys.exit(main(sys.argv[1:]))' "$@"

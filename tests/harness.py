@@ -4,7 +4,7 @@ Everything here is a real process: Redis (the ``redis-server`` on PATH or the re
 wheel's binary), PostgreSQL (``initdb`` into a temp dir, ``postgres -k <socket dir>``),
 moto's S3 server, the API (uvicorn) and Celery prefork workers. No Celery eager mode, no
 mocks. Each server is a ``shared.stack.ManagedProcess`` in its own process group; stop()
-kills the group, and an ``atexit`` hook in ``shared.stack`` is the backstop.
+kills the group, and an ``atexit`` hook in ``shared.cli.stack`` is the backstop.
 
 ``Farm`` bundles API + workers for one backend (PostgreSQL + S3, or SQLite + local
 storage) and offers the small HTTP helpers the end-to-end tests use.
@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import httpx
 
-from shared.stack import (
+from shared.cli.stack import (
     ManagedProcess,
     Stack,
     StackError,
@@ -293,7 +293,7 @@ class Farm:
         """Raw job rows (worker, attempts, task_id...) read straight from SQL."""
         from sqlalchemy import create_engine, select
 
-        from shared.db.models import Job
+        from shared.db.orm import Job
         from shared.db.session import normalize_url
 
         engine = create_engine(normalize_url(self.db_url))

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared import cli
-from shared.cli_options import (
+from shared.cli import main as cli
+from shared.cli.options import (
     parse_mix_token,
     parse_region_token,
     parse_style_token,
     spec_options,
 )
-from shared.specs import SPEC_BY_METHOD, TRAINING_METHODS
+from shared.jobs.specs import SPEC_BY_METHOD, TRAINING_METHODS
 
 
 @pytest.fixture
@@ -244,7 +244,7 @@ def test_worker_command_execs_celery_with_the_configured_queues(monkeypatch) -> 
 
 # --- real renders -----------------------------------------------------------------------
 
-needs_fast = pytest.mark.skipif(importlib.util.find_spec("shared.engine.fast") is None, reason="no fast engine")
+needs_fast = pytest.mark.skipif(importlib.util.find_spec("shared.engine.methods.fast") is None, reason="no fast engine")
 
 
 @needs_fast
@@ -274,7 +274,7 @@ def test_out_of_range_style_index_is_an_error(images, capsys) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("shared.engine.train_fast") is None, reason="no fast trainer")
+@pytest.mark.skipif(importlib.util.find_spec("shared.engine.training.train_fast") is None, reason="no fast trainer")
 def test_tiny_real_train_fast_writes_a_usable_checkpoint(images, tmp_path, capsys) -> None:
     data = tmp_path / "dataset"
     data.mkdir()

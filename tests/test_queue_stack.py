@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from harness import RedisServer
 
-from shared.celery_config import TASK_NAME, celery_config, kombu_priority, queue_list_names
+from shared.broker.celery_config import TASK_NAME, celery_config, kombu_priority, queue_list_names
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
-from shared.stack import ManagedProcess, Stack, free_port
+from shared.cli.stack import ManagedProcess, Stack, free_port
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, url: str) -> Settings:
@@ -31,7 +31,7 @@ def test_config_is_json_only_late_ack_no_backend() -> None:
 
 
 def test_enqueue_unreachable_broker_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.queue import enqueue_job
+    from shared.broker.client import enqueue_job
 
     s = _settings(monkeypatch, f"redis://127.0.0.1:{free_port()}/0")
     t0 = time.monotonic()
@@ -44,7 +44,7 @@ def test_enqueue_unreachable_broker_fails_fast(monkeypatch: pytest.MonkeyPatch) 
 def test_enqueue_sends_task_by_name_with_job_id(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) -> None:
     import redis
 
-    from shared.queue import enqueue_job, queue_lengths
+    from shared.broker.client import enqueue_job, queue_lengths
 
     # database 7: the session's farms consume database 0 and would take these messages
     url = redis_server.url.rsplit("/", 1)[0] + "/7"
@@ -94,7 +94,7 @@ def _gone(pid: int, timeout: float = 5.0) -> bool:
 
 
 def test_wait_ready_reports_early_exit_with_log(tmp_path: Path) -> None:
-    from shared.stack import StackError
+    from shared.cli.stack import StackError
 
     proc = ManagedProcess("broken", ["bash", "-c", "echo boom-happened; exit 3"], log_path=tmp_path / "b.log",
                           ready=lambda: False)  # fmt: skip

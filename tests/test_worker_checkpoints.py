@@ -1,4 +1,4 @@
-"""worker.context: training checkpoints are uploaded at once, then at most once per interval."""
+"""worker.job_runtime: training checkpoints are uploaded at once, then at most once per interval."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from shared.settings import Settings
 from shared.storage import LocalStorage, checkpoint_key
-from worker.context import JobRuntime
+from worker.job_runtime import JobRuntime
 
 
 def _runtime(tmp_path: Path, interval: float) -> tuple[JobRuntime, LocalStorage]:

@@ -47,7 +47,7 @@ def render_thumbnails(net) -> dict[int, bytes]:
     """One PNG per style of a ``CINTransformer``, all from the same content image."""
     import torch
 
-    from shared.engine.fast import stylize_tensor
+    from shared.engine.methods.fast import stylize_tensor
     from shared.engine.images import encode_png, to_image, to_tensor
 
     content = to_tensor(thumbnail_content())  # (1, 3, H, W)
@@ -63,15 +63,15 @@ def render_thumbnails(net) -> dict[int, bytes]:
 
 def register_builtin_fast_model() -> str:
     """Make sure ``multistyle26`` is registered with its thumbnails; returns its id."""
-    from shared import jobs
-    from shared.engine.onnx_import import BUILTIN_PREPROCESSING, BUILTIN_STYLE_NAMES, load_onnx_transformer
+    from shared.jobs import model_registry
+    from shared.engine.nets.onnx_import import BUILTIN_PREPROCESSING, BUILTIN_STYLE_NAMES, load_onnx_transformer
     from shared.engine.checkpoint import save_checkpoint
     from shared.errors import NotFound
-    from shared.specs import BUILTIN_FAST_MODEL
+    from shared.jobs.specs import BUILTIN_FAST_MODEL
     from shared.storage import get_storage, model_key, thumbnail_key
 
     try:
-        existing = jobs.get_model(BUILTIN_FAST_MODEL, tenant="")
+        existing = model_registry.get_model(BUILTIN_FAST_MODEL, tenant="")
         if existing.thumbnails:
             return existing.id
     except NotFound:
@@ -98,7 +98,7 @@ def register_builtin_fast_model() -> str:
         tkey = thumbnail_key(None, BUILTIN_FAST_MODEL, index)
         storage.put_bytes(tkey, png, "image/png")
         thumbnails[index] = tkey
-    model = jobs.register_model(
+    model = model_registry.register_model(
         name=BUILTIN_FAST_MODEL,
         kind="fast",
         checksum=checksum,
@@ -117,10 +117,10 @@ def register_builtin_fast_model() -> str:
 
 def register_default_adain_decoder() -> str | None:
     """Register the shipped AdaIN decoder when one is installed; None otherwise."""
-    from shared import jobs
-    from shared.engine import adain
+    from shared.jobs import model_registry
+    from shared.engine.methods import adain
     from shared.engine.checkpoint import load_checkpoint
-    from shared.specs import DEFAULT_ADAIN_MODEL
+    from shared.jobs.specs import DEFAULT_ADAIN_MODEL
     from shared.storage import get_storage, model_key
 
     path = Path(adain.DEFAULT_DECODER_PATH)
@@ -130,7 +130,7 @@ def register_default_adain_decoder() -> str | None:
     payload = load_checkpoint(path, kind="adain-decoder")
     key = model_key(None, DEFAULT_ADAIN_MODEL)
     get_storage().upload_file(path, key)
-    model = jobs.register_model(
+    model = model_registry.register_model(
         name=DEFAULT_ADAIN_MODEL,
         kind="adain-decoder",
         checksum=_sha256(path),

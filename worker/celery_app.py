@@ -1,6 +1,6 @@
 """The worker's Celery app: ``celery -A worker.celery_app worker -Q gpu,cpu --concurrency 1 --pool prefork``.
 
-The configuration is the same dict the API's client app uses (``shared.celery_config``).
+The configuration is the same dict the API's client app uses (``shared.broker.celery_config``).
 Start-up, in each pool process (``worker_process_init``): forget SQL connections
 inherited from the parent, run the migrations (a no-op when at head; safe when several
 workers start at once), pick the device. Models load lazily on the first job of each
@@ -16,7 +16,7 @@ import os
 
 from celery import Celery, signals
 
-from shared.celery_config import RECONCILE_TASK_NAME, celery_config
+from shared.broker.celery_config import RECONCILE_TASK_NAME, celery_config
 from shared.settings import get_settings
 
 log = logging.getLogger("stylefarm.worker")
@@ -64,12 +64,12 @@ def _on_worker_process_init(**_kwargs) -> None:
     from shared.db.migrate import upgrade
     from shared.db.session import dispose_engines
 
-    from worker import runtime
+    from worker import process_state
 
     dispose_engines()
     settings = get_settings()
     upgrade(settings.resolved_database_url)
-    runtime.init_process(settings.device)
+    process_state.init_process(settings.device)
 
 
 @signals.setup_logging.connect

@@ -26,12 +26,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from shared import jobs
-from shared.celery_config import QUEUES, RECONCILE_TASK_NAME, TIME_LIMITS, queue_list_names
-from shared.db.models import Job, utcnow
+from shared.jobs import store
+from shared.broker.celery_config import QUEUES, RECONCILE_TASK_NAME, TIME_LIMITS, queue_list_names
+from shared.db.orm import Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import EngineError, InvalidTransition, StylefarmError
-from shared.queue import client_app, enqueue_job
+from shared.broker.client import client_app, enqueue_job
 from shared.settings import Settings, get_settings
 from worker.celery_app import app
 
@@ -134,7 +134,7 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
                     f"the worker running this job stopped responding ({silent:.0f}s without a heartbeat); retried",
                     retryable_by_reconciler=True,
                 ).to_problem()
-                jobs.requeue_job(row.id, problem)
+                store.requeue_job(row.id, problem)
                 enqueue_job(row.id, row.queue, row.priority, method=row.method, settings=settings)
                 report.requeued.append(row.id)
                 log.warning("job %s: heartbeat stale for %.0fs; requeued", row.id, silent)
@@ -143,7 +143,7 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
                     f"the worker running this job stopped responding ({silent:.0f}s without a heartbeat) "
                     f"and the job already ran {row.attempts} times; giving up",
                 ).to_problem(instance=f"/v1/jobs/{row.id}")
-                jobs.fail_job(row.id, problem)
+                store.fail_job(row.id, problem)
                 report.failed.append(row.id)
                 log.error("job %s: heartbeat stale for %.0fs after %d attempts; failed", row.id, silent, row.attempts)
         except InvalidTransition:

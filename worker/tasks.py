@@ -1,7 +1,7 @@
 """The one task: ``stylefarm.run_job(job_id)``.
 
 Thin on purpose: claim the job (conditional UPDATE), build an ``EngineContext``
-(``worker.context``), call ``shared.engine.run_job``, store the outcome, and map every
+(``worker.job_runtime``), call ``shared.engine.run_job``, store the outcome, and map every
 error to one of: succeeded / failed (problem details) / canceled / requeued + retried.
 
 Outcomes:
@@ -36,8 +36,10 @@ from typing import Any, Iterator
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from shared import jobs
-from shared.celery_config import TASK_NAME, TIME_LIMITS
+from shared.jobs import store
+
+from shared.jobs import model_registry
+from shared.broker.celery_config import TASK_NAME, TIME_LIMITS
 from shared.errors import (
     Conflict,
     EngineError,
@@ -48,11 +50,11 @@ from shared.errors import (
     TimeLimitExceeded,
 )
 from shared.settings import get_settings
-from shared.specs import TRAINING_METHODS, parse_spec
+from shared.jobs.specs import TRAINING_METHODS, parse_spec
 from shared.storage import get_storage, model_key, result_key
-from worker import runtime
+from worker import process_state
 from worker.celery_app import app
-from worker.context import JobRuntime
+from worker.job_runtime import JobRuntime
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -147,7 +149,7 @@ def store_train_result(rt: JobRuntime, spec, result, job_id: str) -> tuple[dict[
         payload = load_checkpoint(ckpt)
         config = _jsonable(payload.get("config") or {})
         preprocessing = _jsonable(payload.get("preprocessing") or {})
-    model = jobs.register_model(
+    model = model_registry.register_model(
         name=spec.name,
         kind=result.kind,
         checksum=checksum,
@@ -181,7 +183,7 @@ def _owned_by(tenant: str, name: str, job_id: str) -> bool:
     """True when ``name`` is free or already registered by this job (a retried job may
     replace its own model, never another job's)."""
     try:
-        existing = jobs.get_model(name, tenant)
+        existing = model_registry.get_model(name, tenant)
     except NotFound:
         return False
     return existing.tenant == tenant and existing.created_by_job == job_id
@@ -190,7 +192,7 @@ def _owned_by(tenant: str, name: str, job_id: str) -> bool:
 def check_model_name_free(tenant: str, name: str, job_id: str) -> None:
     """Fail a training job at its start, not after hours, when its model name is taken."""
     try:
-        existing = jobs.get_model(name, tenant)
+        existing = model_registry.get_model(name, tenant)
     except NotFound:
         return
     if existing.tenant == tenant and existing.created_by_job != job_id:
@@ -214,10 +216,10 @@ def _finish(fn, *args, **kwargs) -> None:
           ignore_result=True)  # fmt: skip
 def run_job(self: Task, job_id: str) -> str:
     jlog = JobLog(log, {"job_id": job_id})
-    worker_name = self.request.hostname or runtime.worker_name()
+    worker_name = self.request.hostname or process_state.worker_name()
     task_id = self.request.id
     try:
-        job = jobs.claim_job(job_id, task_id=task_id, worker=worker_name)
+        job = store.claim_job(job_id, task_id=task_id, worker=worker_name)
     except StylefarmError as exc:
         if exc.retryable and self.request.retries < MAX_RETRIES:
             jlog.warning("claim failed (%s); retrying", exc)
@@ -241,8 +243,8 @@ def run_job(self: Task, job_id: str) -> str:
             if job.method in TRAINING_METHODS:
                 check_model_name_free(job.tenant, spec.name, job_id)
                 rt.restore_checkpoint(work_dir)
-            runtime.warm_up(job.method)
-            ctx = rt.context(work_dir, runtime.device(), settings.precision)
+            process_state.warm_up(job.method)
+            ctx = rt.context(work_dir, process_state.device(), settings.precision)
             from shared.engine import run_job as engine_run_job
 
             result = engine_run_job(spec, ctx)
@@ -252,39 +254,39 @@ def run_job(self: Task, job_id: str) -> str:
                 result_dict, model_id = store_render_result(rt, result), None
         result_dict["seconds"] = round(time.monotonic() - started, 3)
         result_dict["worker"] = worker_name
-        _finish(jobs.succeed_job, job_id, result_dict, model_id, task_id=task_id)
+        _finish(store.succeed_job, job_id, result_dict, model_id, task_id=task_id)
         jlog.info("succeeded in %.1fs", time.monotonic() - started)
         return "succeeded"
     except Retry:
         raise
     except JobCanceled:
         jlog.info("canceled after %.1fs", time.monotonic() - started)
-        _finish(jobs.mark_canceled, job_id, task_id=task_id)
+        _finish(store.mark_canceled, job_id, task_id=task_id)
         return "canceled"
     except SoftTimeLimitExceeded:
         err = TimeLimitExceeded("the job ran longer than its time limit and was stopped", limit_s=soft_s)
         jlog.warning("%s", err)
-        _finish(jobs.fail_job, job_id, _problem(err, job_id), task_id=task_id)
+        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"
     except StylefarmError as err:
         if err.retryable:
             problem = _problem(err, job_id)
             if self.request.retries >= MAX_RETRIES:
                 jlog.error("giving up after %d retries: %s", self.request.retries, err)
-                _finish(jobs.fail_job, job_id, problem, task_id=task_id)
+                _finish(store.fail_job, job_id, problem, task_id=task_id)
                 return "failed"
             delay = backoff_s(self.request.retries)
             jlog.warning("transient error (%s); requeued, retry %d in %ds", err, self.request.retries + 1, delay)
             try:
-                jobs.requeue_job(job_id, problem, task_id=task_id)
+                store.requeue_job(job_id, problem, task_id=task_id)
             except Exception as exc:  # DB down too: the retry message still comes back
                 jlog.warning("requeue failed: %s", exc)
             raise self.retry(countdown=delay, max_retries=MAX_RETRIES)
         jlog.info("failed: %s (%s)", err.detail, err.slug)
-        _finish(jobs.fail_job, job_id, _problem(err, job_id), task_id=task_id)
+        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"
     except Exception as exc:  # a bug or an unexpected library error: fail, never leak a traceback
         jlog.exception("unexpected error")
         err = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
-        _finish(jobs.fail_job, job_id, _problem(err, job_id), task_id=task_id)
+        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"

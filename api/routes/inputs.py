@@ -11,7 +11,8 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
-from shared import jobs
+from shared.jobs import store
+from shared.jobs import inputs
 from shared.errors import PayloadTooLarge
 from shared.storage import input_key
 
@@ -61,7 +62,7 @@ async def upload_input(
     data = await _read_capped(file, limit)
     sha256 = hashlib.sha256(data).hexdigest()
 
-    existing = jobs.find_inputs(tenant, [sha256]).get(sha256)
+    existing = inputs.find_inputs(tenant, [sha256]).get(sha256)
     if existing is not None:
         response.status_code = status.HTTP_200_OK
         return input_out(existing)
@@ -71,7 +72,7 @@ async def upload_input(
     # Bytes first, row second: a row never points at a missing object (an orphan object
     # after a crash is harmless, the next identical upload overwrites it).
     await run_in_threadpool(storage.put_bytes, key, data, info.content_type)
-    row, created = jobs.add_input(
+    row, created = inputs.add_input(
         tenant,
         sha256=sha256,
         key=key,
@@ -88,4 +89,4 @@ async def upload_input(
 @router.get("/{input_id}", response_model=InputOut, responses=problem_responses(401, 404))
 def read_input(input_id: str, tenant: TenantDep) -> InputOut:
     """Metadata of an uploaded input."""
-    return input_out(jobs.get_input(input_id, tenant))
+    return input_out(inputs.get_input(input_id, tenant))

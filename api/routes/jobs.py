@@ -13,13 +13,15 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.routes.blobs import serve_blob
 from api.schemas import JobListOut, JobOut, job_out
-from shared import jobs
-from shared.db.models import Job
+from shared.jobs import store
+from shared.jobs import inputs
+from shared.jobs import model_registry
+from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
-from shared.jobs import JobStatus
+from shared.jobs.store import JobStatus
 from shared.settings import Settings
 from shared.storage import dataset_prefix
-from shared.specs import (
+from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
     METHODS,
@@ -68,7 +70,7 @@ def _check_refs(tenant: str, spec: Any, storage: Any) -> None:
         prefix = dataset_prefix(tenant, name)
         if not prefix_dataset_images(storage.list(prefix, limit=1000), prefix):
             problems.append(f"dataset {ref!r}: no images directly under {prefix} in storage")
-    found = jobs.find_inputs(tenant, images + datasets)
+    found = inputs.find_inputs(tenant, images + datasets)
     missing = [r for r in dict.fromkeys(images + datasets) if r not in found]
     for ref in missing:
         problems.append(f"input {ref!r} does not exist; upload it with POST /v1/inputs")
@@ -94,7 +96,7 @@ def _check_models(tenant: str, spec: Any) -> None:
     problems: list[str] = []
     for ref, kind, styles in model_refs(spec):
         try:
-            model = jobs.get_model(ref, tenant)
+            model = model_registry.get_model(ref, tenant)
         except NotFound:
             if ref not in BUILTIN_MODELS:
                 problems.append(f"model {ref!r} does not exist; GET /v1/models lists the available ones")
@@ -119,7 +121,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
     the request returns this same job instead of creating a second one. We log it so an
     operator sees the broker outage; ``/readyz`` reports it too.
     """
-    import shared.queue as queue  # looked up at call time so tests can monkeypatch it
+    import shared.broker.client as queue  # looked up at call time so tests can monkeypatch it
 
     try:
         queue.enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
@@ -156,7 +158,7 @@ async def submit_job(
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(_check_models, tenant, spec)
     job, created = await run_in_threadpool(
-        lambda: jobs.create_job(tenant, spec, idempotency_key=idempotency_key or None)
+        lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None)
     )
     if created:
         await run_in_threadpool(_enqueue, job, settings)
@@ -172,11 +174,11 @@ def list_jobs(
     settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     method: Annotated[Literal[METHODS] | None, Query()] = None,  # type: ignore[valid-type]
-    limit: Annotated[int, Query(ge=1, le=jobs.MAX_LIST_LIMIT)] = 50,
+    limit: Annotated[int, Query(ge=1, le=store.MAX_LIST_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobListOut:
     """The tenant's jobs, newest first, ``limit`` per page."""
-    items, next_cursor = jobs.list_jobs(tenant, status=status_, method=method, limit=limit, cursor=cursor)
+    items, next_cursor = store.list_jobs(tenant, status=status_, method=method, limit=limit, cursor=cursor)
     base = _base(settings)
     return JobListOut(items=[job_out(j, base) for j in items], next_cursor=next_cursor)
 
@@ -184,11 +186,11 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
 def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     """Status, progress, timings, error and result summary of a job."""
-    return job_out(jobs.get_job(job_id, tenant), _base(settings))
+    return job_out(store.get_job(job_id, tenant), _base(settings))
 
 
 def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:
-    return job_out(jobs.request_cancel(job_id, tenant), _base(settings))
+    return job_out(store.request_cancel(job_id, tenant), _base(settings))
 
 
 @router.post(
@@ -233,7 +235,7 @@ def result_image_key(job: Job) -> str:
 async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """The output image: a 307 to a short-lived storage URL, or the PNG bytes with local
     storage. 409 problem while the job has not succeeded."""
-    job = await run_in_threadpool(jobs.get_job, job_id, tenant)
+    job = await run_in_threadpool(store.get_job, job_id, tenant)
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(
             f"Job {job.id} is {job.status}; its result is available once it has succeeded.",

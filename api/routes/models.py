@@ -9,7 +9,8 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.routes.blobs import serve_blob
 from api.schemas import ModelListOut, ModelOut, model_out
-from shared import jobs
+from shared.jobs import store
+from shared.jobs import model_registry
 from shared.errors import NotFound
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -20,13 +21,13 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 def list_models(tenant: TenantDep, settings: SettingsDep) -> ModelListOut:
     """Global (built-in) models and the tenant's own trained ones."""
     base = settings.public_url.rstrip("/")
-    return ModelListOut(items=[model_out(m, base) for m in jobs.list_models(tenant)])
+    return ModelListOut(items=[model_out(m, base) for m in model_registry.list_models(tenant)])
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=problem_responses(401, 404))
 def read_model(model_id: str, tenant: TenantDep, settings: SettingsDep) -> ModelOut:
     """A model by id or by name."""
-    return model_out(jobs.get_model(model_id, tenant), settings.public_url.rstrip("/"))
+    return model_out(model_registry.get_model(model_id, tenant), settings.public_url.rstrip("/"))
 
 
 @router.get(
@@ -39,7 +40,7 @@ async def read_thumbnail(
     model_id: str, style: int, tenant: TenantDep, settings: SettingsDep, storage: StorageDep
 ) -> Response:
     """Preview of one style of the model: a redirect to storage, or the PNG itself."""
-    model = await run_in_threadpool(jobs.get_model, model_id, tenant)
+    model = await run_in_threadpool(model_registry.get_model, model_id, tenant)
     key = (model.thumbnails or {}).get(str(style))
     if not key:
         raise NotFound(f"Model {model.name!r} has no thumbnail for style {style}.", model_id=model.id, style=style)

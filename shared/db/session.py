@@ -49,7 +49,7 @@ def is_sqlite(url: str) -> bool:
 def configure(url: str | None) -> None:
     """Set the process-wide default database URL (``None`` = from ``get_settings()``).
 
-    ``create_app(settings)`` and the worker call this so that every ``shared.jobs``
+    ``create_app(settings)`` and the worker call this so that every ``shared.jobs.store``
     function, which opens its own short session, talks to the configured database.
     """
     global _default_url

@@ -12,12 +12,12 @@ from typing import Any
 from shared.engine.context import EngineContext, Progress
 
 _MODULES = {
-    "optimize": "shared.engine.optimize",
-    "masked": "shared.engine.masked",
-    "fast": "shared.engine.fast",
-    "adain": "shared.engine.adain",
-    "train-fast": "shared.engine.train_fast",
-    "train-adain": "shared.engine.train_adain",
+    "optimize": "shared.engine.methods.optimize",
+    "masked": "shared.engine.methods.masked",
+    "fast": "shared.engine.methods.fast",
+    "adain": "shared.engine.methods.adain",
+    "train-fast": "shared.engine.training.train_fast",
+    "train-adain": "shared.engine.training.train_adain",
 }
 
 

@@ -25,10 +25,10 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> EnqueueRecorder:
-    import shared.queue
+    import shared.broker.client
 
     recorder = EnqueueRecorder()
-    monkeypatch.setattr(shared.queue, "enqueue_job", recorder)
+    monkeypatch.setattr(shared.broker.client, "enqueue_job", recorder)
     return recorder
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from api_helpers import EnqueueRecorder, assert_problem, png_bytes, upload_id, zip_bytes
 from fastapi.testclient import TestClient
 
-from shared import jobs
+from shared.jobs import store
+
+from shared.jobs import model_registry
 from shared.settings import Settings
 from shared.storage import get_storage, result_key
 
@@ -28,7 +30,7 @@ def test_given_valid_spec_when_submitted_expect_202_queued_and_enqueued(
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert response.headers["retry-after"] == "1"
     assert job["status"] == "queued" and job["method"] == "fast" and job["spec"]["style"] == 3
-    assert job["spec"]["model"] == "multistyle26"  # default filled in from shared.specs
+    assert job["spec"]["model"] == "multistyle26"  # default filled in from shared.jobs.specs
     assert enqueued.calls == [{"job_id": job["id"], "queue": "gpu", "priority": 0, "method": "fast",
                                "settings": enqueued.calls[0]["settings"]}]  # fmt: skip
 
@@ -45,8 +47,8 @@ def test_given_job_when_read_expect_progress_timings_links(client: TestClient) -
 
 def test_given_worker_progress_expect_it_in_job_view(client: TestClient) -> None:
     job_id = submit(client, fast_spec(client)).json()["id"]
-    jobs.claim_job(job_id, task_id="t", worker="w")
-    jobs.record_progress(job_id, step=3, total=4, loss=0.5, stage="render")
+    store.claim_job(job_id, task_id="t", worker="w")
+    store.record_progress(job_id, step=3, total=4, loss=0.5, stage="render")
     body = client.get(f"/v1/jobs/{job_id}").json()
     assert body["status"] == "running" and body["progress"]["fraction"] == 0.75 and body["attempts"] == 1
     assert body["timings"]["run_seconds"] is not None
@@ -60,7 +62,7 @@ def test_given_unknown_input_ref_expect_422_naming_it(client: TestClient, enqueu
 
 
 def _register(name: str, kind: str, n_styles: int = 0) -> None:
-    jobs.register_model(name=name, kind=kind, checksum="c" * 64, storage_key=f"global/models/{name}/model.pt",
+    model_registry.register_model(name=name, kind=kind, checksum="c" * 64, storage_key=f"global/models/{name}/model.pt",
                         style_names=[f"s{i}" for i in range(n_styles)], model_id=name)  # fmt: skip
 
 
@@ -169,7 +171,7 @@ def test_given_broker_down_expect_202_and_job_left_queued(client: TestClient, en
     enqueued.fail = True
     response = submit(client, fast_spec(client))
     assert response.status_code == 202
-    assert jobs.get_job(response.json()["id"]).status == "queued"  # the reconciler sends it later
+    assert store.get_job(response.json()["id"]).status == "queued"  # the reconciler sends it later
 
 
 # --- listing ---------------------------------------------------------------------------
@@ -217,15 +219,15 @@ def test_given_queued_job_when_canceled_expect_202_canceled(client: TestClient) 
 
 def test_given_running_job_when_deleted_expect_cancel_requested(client: TestClient) -> None:
     job_id = submit(client, fast_spec(client)).json()["id"]
-    jobs.claim_job(job_id, task_id="t", worker="w")
+    store.claim_job(job_id, task_id="t", worker="w")
     body = client.delete(f"/v1/jobs/{job_id}").json()
     assert body["status"] == "running" and body["cancel_requested"] is True
 
 
 def test_given_finished_job_when_canceled_expect_409(client: TestClient) -> None:
     job_id = submit(client, fast_spec(client)).json()["id"]
-    jobs.claim_job(job_id, task_id="t", worker="w")
-    jobs.fail_job(job_id, {"type": "x", "title": "x", "status": 500, "detail": "x"})
+    store.claim_job(job_id, task_id="t", worker="w")
+    store.fail_job(job_id, {"type": "x", "title": "x", "status": 500, "detail": "x"})
     assert_problem(client.post(f"/v1/jobs/{job_id}/cancel"), 409, "invalid-transition")
 
 
@@ -245,11 +247,11 @@ def test_given_queued_job_when_result_requested_expect_409(client: TestClient) -
 
 def test_given_succeeded_job_expect_result_png_and_summary(client: TestClient, settings: Settings) -> None:
     job_id = submit(client, fast_spec(client)).json()["id"]
-    jobs.claim_job(job_id, task_id="t", worker="w")
+    store.claim_job(job_id, task_id="t", worker="w")
     key = result_key("default", job_id, "result.png")
     png = png_bytes(20, 10)
     get_storage(settings).put_bytes(key, png, "image/png")
-    jobs.succeed_job(job_id, {"keys": {"image": key}, "width": 20, "height": 10, "metrics": {"ms": 5}})
+    store.succeed_job(job_id, {"keys": {"image": key}, "width": 20, "height": 10, "metrics": {"ms": 5}})
 
     body = client.get(f"/v1/jobs/{job_id}").json()
     assert body["status"] == "succeeded" and body["progress"]["fraction"] == 1.0

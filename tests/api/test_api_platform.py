@@ -12,7 +12,9 @@ import pytest
 from api_helpers import assert_problem, make_client, png_bytes, upload_id
 from fastapi.testclient import TestClient
 
-from shared import jobs
+from shared.jobs import store
+
+from shared.jobs import model_registry
 from shared.settings import Settings
 from shared.storage import get_storage, thumbnail_key
 
@@ -62,7 +64,7 @@ def test_given_keys_of_two_tenants_expect_isolation(keyed_client: TestClient) ->
     b = {"X-API-Key": "key-b"}
     content = upload_id(keyed_client, png_bytes(), headers=a)
     job_id = keyed_client.post("/v1/jobs", json={"method": "fast", "content": content}, headers=a).json()["id"]
-    assert jobs.get_job(job_id).tenant == "acme"
+    assert store.get_job(job_id).tenant == "acme"
     assert keyed_client.get(f"/v1/jobs/{job_id}", headers=a).status_code == 200
     assert_problem(keyed_client.get(f"/v1/jobs/{job_id}", headers=b), 404)
     assert keyed_client.get("/v1/jobs", headers=b).json()["items"] == []
@@ -84,7 +86,7 @@ def test_given_no_models_expect_empty_list(client: TestClient) -> None:
 def test_given_registered_model_expect_listing_lookup_and_thumbnail(client: TestClient, settings: Settings) -> None:
     key = thumbnail_key(None, "multistyle26", 0)
     get_storage(settings).put_bytes(key, png_bytes(), "image/png")
-    jobs.register_model(
+    model_registry.register_model(
         name="multistyle26", kind="fast", checksum="c" * 64, storage_key="global/models/multistyle26/model.pt",
         style_names=[f"s{i}" for i in range(26)], thumbnails={0: key}, model_id="multistyle26",
     )  # fmt: skip

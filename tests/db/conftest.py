@@ -45,7 +45,7 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database, set as the process default for ``shared.jobs``."""
+    """A fresh, migrated database, set as the process default for ``shared.jobs.store``."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'stylefarm.db'}"
     else:

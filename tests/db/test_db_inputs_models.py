@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from shared import jobs
+from shared.jobs import store
+
+from shared.jobs import inputs
+
+from shared.jobs import model_registry
 from shared.errors import Conflict, NotFound
 
 SHA = "cd" * 32
 
 
 def add(tenant: str = "t1", sha: str = SHA) -> tuple:
-    return jobs.add_input(
+    return inputs.add_input(
         tenant, sha256=sha, key=f"tenants/{tenant}/inputs/{sha}", size=10, content_type="image/png",
         kind="image", width=4, height=3,
     )  # fmt: skip
@@ -21,20 +25,20 @@ def test_given_same_bytes_twice_expect_one_row(db_url: str) -> None:
     first, created = add()
     again, created_again = add()
     assert created and not created_again and again.id == first.id
-    assert jobs.get_input(SHA, "t1").width == 4
+    assert inputs.get_input(SHA, "t1").width == 4
 
 
 def test_given_other_tenant_expect_separate_rows_and_isolation(db_url: str) -> None:
     add("t1")
     with pytest.raises(NotFound):
-        jobs.get_input(SHA, "t2")
+        inputs.get_input(SHA, "t2")
     _, created = add("t2")
     assert created
-    assert set(jobs.find_inputs("t1", [SHA, "ee" * 32])) == {SHA}
+    assert set(inputs.find_inputs("t1", [SHA, "ee" * 32])) == {SHA}
 
 
 def register(name: str = "mosaic", tenant: str | None = None, checksum: str = "c1", **kw: object):
-    return jobs.register_model(
+    return model_registry.register_model(
         name=name, kind="fast", checksum=checksum, storage_key=f"models/{name}", tenant=tenant,
         style_names=["a", "b"], thumbnails={0: "thumb/0.png"}, **kw,
     )  # fmt: skip
@@ -51,26 +55,26 @@ def test_given_same_name_other_weights_expect_conflict_unless_replace(db_url: st
     with pytest.raises(Conflict):
         register(checksum="c2")
     b = register(checksum="c2", replace=True)
-    assert b.id == a.id and jobs.get_model(a.id, "t1").checksum == "c2"
+    assert b.id == a.id and model_registry.get_model(a.id, "t1").checksum == "c2"
 
 
 def test_given_global_and_tenant_models_expect_visibility_rules(db_url: str) -> None:
     glob = register("shared")
     mine = register("mine", tenant="t1")
     register("theirs", tenant="t2")
-    assert [m.name for m in jobs.list_models("t1")] == ["mine", "shared"]
-    assert jobs.get_model("mine", "t1").id == mine.id
-    assert jobs.get_model(glob.id, "t1").id == glob.id
+    assert [m.name for m in model_registry.list_models("t1")] == ["mine", "shared"]
+    assert model_registry.get_model("mine", "t1").id == mine.id
+    assert model_registry.get_model(glob.id, "t1").id == glob.id
     with pytest.raises(NotFound):
-        jobs.get_model("theirs", "t1")
+        model_registry.get_model("theirs", "t1")
     shadow = register("shared", tenant="t1")
-    assert jobs.get_model("shared", "t1").id == shadow.id  # own name shadows the global one
-    assert jobs.get_model("shared", "t2").id == glob.id
+    assert model_registry.get_model("shared", "t1").id == shadow.id  # own name shadows the global one
+    assert model_registry.get_model("shared", "t2").id == glob.id
 
 
 def test_given_training_job_when_succeeded_with_model_expect_link(db_url: str) -> None:
-    job, _ = jobs.create_job("t1", {"method": "fast", "content": SHA})
-    jobs.claim_job(job.id, task_id="t", worker="w")
+    job, _ = store.create_job("t1", {"method": "fast", "content": SHA})
+    store.claim_job(job.id, task_id="t", worker="w")
     model = register("trained", tenant="t1", created_by_job=job.id)
-    done = jobs.succeed_job(job.id, {"keys": {}, "metrics": {}}, model_id=model.id)
+    done = store.succeed_job(job.id, {"keys": {}, "metrics": {}}, model_id=model.id)
     assert done.model_id == model.id

@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 
 from shared.db import session as db_session
 from shared.db.migrate import current_revision, downgrade, head_revision, upgrade
-from shared.db.models import Base
+from shared.db.orm import Base
 from shared.errors import DatabaseUnavailable
 
 

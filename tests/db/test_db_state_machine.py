@@ -1,4 +1,4 @@
-"""The job state machine in shared.jobs: every allowed and forbidden transition, races."""
+"""The job state machine in shared.jobs.store: every allowed and forbidden transition, races."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from shared import jobs
+from shared.jobs import store
+
+from shared.jobs import status as job_status
 from shared.errors import IdempotencyKeyReused, InvalidTransition, NotFound
-from shared.jobs import JobStatus
+from shared.jobs.store import JobStatus
 
 SPEC = {"method": "fast", "content": "a" * 64}
 PROBLEM = {"type": "https://stylefarm.dev/problems/engine-error", "title": "x", "status": 500, "detail": "boom"}
@@ -17,122 +19,122 @@ PROBLEM = {"type": "https://stylefarm.dev/problems/engine-error", "title": "x", 
 
 def make(status: JobStatus, task_id: str = "task-1") -> str:
     """A job brought into ``status`` through the public functions only."""
-    job, _ = jobs.create_job("t1", SPEC)
+    job, _ = store.create_job("t1", SPEC)
     if status == JobStatus.QUEUED:
         return job.id
     if status == JobStatus.CANCELED:
-        jobs.request_cancel(job.id, "t1")
+        store.request_cancel(job.id, "t1")
         return job.id
-    assert jobs.claim_job(job.id, task_id=task_id, worker="w1") is not None
+    assert store.claim_job(job.id, task_id=task_id, worker="w1") is not None
     if status == JobStatus.SUCCEEDED:
-        jobs.succeed_job(job.id, {"keys": {"image": "k"}, "width": 1, "height": 1, "metrics": {}})
+        store.succeed_job(job.id, {"keys": {"image": "k"}, "width": 1, "height": 1, "metrics": {}})
     elif status == JobStatus.FAILED:
-        jobs.fail_job(job.id, PROBLEM)
+        store.fail_job(job.id, PROBLEM)
     return job.id
 
 
 def status_of(job_id: str) -> str:
-    return jobs.get_job(job_id).status
+    return store.get_job(job_id).status
 
 
 # --- allowed transitions ---------------------------------------------------------------
 
 
 def test_given_new_job_expect_queued_with_defaults_from_specs(db_url: str) -> None:
-    job, created = jobs.create_job("t1", SPEC)
+    job, created = store.create_job("t1", SPEC)
     assert created and job.status == "queued" and len(job.id) == 32
     assert job.queue == "gpu" and job.attempts == 0 and job.cancel_requested is False
-    assert job.spec["model"] == "multistyle26" and job.spec["size"] == 512  # filled in by shared.specs
+    assert job.spec["model"] == "multistyle26" and job.spec["size"] == 512  # filled in by shared.jobs.specs
 
 
 def test_given_queued_when_claimed_expect_running_attempt_one(db_url: str) -> None:
     job_id = make(JobStatus.QUEUED)
-    job = jobs.claim_job(job_id, task_id="task-1", worker="w1")
+    job = store.claim_job(job_id, task_id="task-1", worker="w1")
     assert job is not None and job.status == "running"
     assert job.attempts == 1 and job.worker == "w1" and job.task_id == "task-1" and job.started_at is not None
 
 
 def test_given_running_when_same_task_reclaims_expect_takeover(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING, task_id="task-1")
-    job = jobs.claim_job(job_id, task_id="task-1", worker="w2")
+    job = store.claim_job(job_id, task_id="task-1", worker="w2")
     assert job is not None and job.status == "running" and job.attempts == 2 and job.worker == "w2"
 
 
 def test_given_running_when_other_task_claims_expect_none(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING, task_id="task-1")
-    assert jobs.claim_job(job_id, task_id="task-2", worker="w2") is None
-    assert jobs.get_job(job_id).worker == "w1"
+    assert store.claim_job(job_id, task_id="task-2", worker="w2") is None
+    assert store.get_job(job_id).worker == "w1"
 
 
 def test_given_running_when_succeeded_expect_result_and_progress_one(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    job = jobs.succeed_job(job_id, {"keys": {"image": "k"}, "width": 4, "height": 3, "metrics": {"s": 1.0}})
+    job = store.succeed_job(job_id, {"keys": {"image": "k"}, "width": 4, "height": 3, "metrics": {"s": 1.0}})
     assert job.status == "succeeded" and job.progress == 1.0 and job.finished_at is not None
     assert job.result["width"] == 4
 
 
 def test_given_running_when_failed_expect_problem_stored(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    job = jobs.fail_job(job_id, PROBLEM)
+    job = store.fail_job(job_id, PROBLEM)
     assert job.status == "failed" and job.error == PROBLEM and job.finished_at is not None
 
 
 def test_given_queued_when_failed_expect_failed(db_url: str) -> None:
     """queued -> failed: the API fails a job it could not hand to the broker."""
     job_id = make(JobStatus.QUEUED)
-    assert jobs.fail_job(job_id, PROBLEM).status == "failed"
+    assert store.fail_job(job_id, PROBLEM).status == "failed"
 
 
 def test_given_running_when_requeued_expect_queued_then_claimable(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    job = jobs.requeue_job(job_id, PROBLEM)
+    job = store.requeue_job(job_id, PROBLEM)
     assert job.status == "queued" and job.error == PROBLEM and job.worker is None
-    again = jobs.claim_job(job_id, task_id="task-1", worker="w3")
+    again = store.claim_job(job_id, task_id="task-1", worker="w3")
     assert again is not None and again.attempts == 2
 
 
 def test_given_running_when_marked_canceled_expect_canceled(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    assert jobs.mark_canceled(job_id).status == "canceled"
+    assert store.mark_canceled(job_id).status == "canceled"
 
 
 def test_given_queued_when_cancel_requested_expect_canceled_at_once(db_url: str) -> None:
     job_id = make(JobStatus.QUEUED)
-    job = jobs.request_cancel(job_id, "t1")
+    job = store.request_cancel(job_id, "t1")
     assert job.status == "canceled" and job.finished_at is not None
-    assert jobs.claim_job(job_id, task_id="task-1", worker="w1") is None
+    assert store.claim_job(job_id, task_id="task-1", worker="w1") is None
 
 
 def test_given_running_when_cancel_requested_expect_flag_seen_by_worker(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    assert jobs.record_progress(job_id, step=1, total=10) is False
-    job = jobs.request_cancel(job_id, "t1")
+    assert store.record_progress(job_id, step=1, total=10) is False
+    job = store.request_cancel(job_id, "t1")
     assert job.status == "running" and job.cancel_requested is True
-    assert jobs.is_cancel_requested(job_id) is True
-    assert jobs.record_progress(job_id, step=2, total=10) is True
-    assert jobs.mark_canceled(job_id).status == "canceled"
+    assert store.is_cancel_requested(job_id) is True
+    assert store.record_progress(job_id, step=2, total=10) is True
+    assert store.mark_canceled(job_id).status == "canceled"
 
 
 def test_given_canceled_when_cancel_again_expect_same_job(db_url: str) -> None:
     job_id = make(JobStatus.CANCELED)
-    assert jobs.request_cancel(job_id, "t1").status == "canceled"
+    assert store.request_cancel(job_id, "t1").status == "canceled"
 
 
 @pytest.mark.parametrize("final", [JobStatus.SUCCEEDED, JobStatus.FAILED])
 def test_given_finished_when_cancel_requested_expect_conflict(db_url: str, final: JobStatus) -> None:
     job_id = make(final)
     with pytest.raises(InvalidTransition) as info:
-        jobs.request_cancel(job_id, "t1")
+        store.request_cancel(job_id, "t1")
     assert info.value.status == 409
 
 
 # --- forbidden transitions -------------------------------------------------------------
 
 FINISHERS: dict[str, Callable[[str], object]] = {
-    "succeed": lambda j: jobs.succeed_job(j, {"keys": {}, "width": 1, "height": 1, "metrics": {}}),
-    "fail": lambda j: jobs.fail_job(j, PROBLEM),
-    "mark_canceled": jobs.mark_canceled,
-    "requeue": lambda j: jobs.requeue_job(j, PROBLEM),
+    "succeed": lambda j: store.succeed_job(j, {"keys": {}, "width": 1, "height": 1, "metrics": {}}),
+    "fail": lambda j: store.fail_job(j, PROBLEM),
+    "mark_canceled": store.mark_canceled,
+    "requeue": lambda j: store.requeue_job(j, PROBLEM),
 }
 
 FORBIDDEN = [
@@ -155,45 +157,45 @@ def test_given_status_when_forbidden_transition_expect_invalid_transition(
 @pytest.mark.parametrize("final", [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED])
 def test_given_finished_when_claimed_expect_none_even_for_same_task(db_url: str, final: JobStatus) -> None:
     job_id = make(final, task_id="task-1")
-    assert jobs.claim_job(job_id, task_id="task-1", worker="w1") is None
+    assert store.claim_job(job_id, task_id="task-1", worker="w1") is None
     assert status_of(job_id) == final.value
 
 
 def test_given_finished_when_progress_reported_expect_ignored_and_stop(db_url: str) -> None:
     job_id = make(JobStatus.SUCCEEDED)
-    assert jobs.record_progress(job_id, step=5, total=10) is True
-    assert jobs.get_job(job_id).step == 0
+    assert store.record_progress(job_id, step=5, total=10) is True
+    assert store.get_job(job_id).step == 0
 
 
 def test_given_task_id_when_other_task_finishes_expect_invalid_transition(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING, task_id="task-1")
     with pytest.raises(InvalidTransition):
-        jobs.succeed_job(job_id, {"keys": {}}, task_id="task-2")
-    assert jobs.succeed_job(job_id, {"keys": {}}, task_id="task-1").status == "succeeded"
+        store.succeed_job(job_id, {"keys": {}}, task_id="task-2")
+    assert store.succeed_job(job_id, {"keys": {}}, task_id="task-1").status == "succeeded"
 
 
 def test_transition_table_matches_docstring() -> None:
-    assert jobs.can_transition("queued", "running") and jobs.can_transition("running", "queued")
-    assert jobs.can_transition("running", "running")
-    assert not jobs.can_transition("succeeded", "running") and not jobs.can_transition("queued", "succeeded")
-    for final in jobs.FINAL_STATUSES:
-        assert not jobs.TRANSITIONS[final]
+    assert job_status.can_transition("queued", "running") and job_status.can_transition("running", "queued")
+    assert job_status.can_transition("running", "running")
+    assert not job_status.can_transition("succeeded", "running") and not job_status.can_transition("queued", "succeeded")
+    for final in job_status.FINAL_STATUSES:
+        assert not job_status.TRANSITIONS[final]
 
 
 def test_given_missing_job_expect_not_found(db_url: str) -> None:
     with pytest.raises(NotFound):
-        jobs.get_job("0" * 32)
+        store.get_job("0" * 32)
     with pytest.raises(NotFound):
-        jobs.fail_job("0" * 32, PROBLEM)
-    assert jobs.claim_job("0" * 32, task_id="t", worker="w") is None
+        store.fail_job("0" * 32, PROBLEM)
+    assert store.claim_job("0" * 32, task_id="t", worker="w") is None
 
 
 def test_given_other_tenant_expect_not_found(db_url: str) -> None:
     job_id = make(JobStatus.QUEUED)
     with pytest.raises(NotFound):
-        jobs.get_job(job_id, "t2")
+        store.get_job(job_id, "t2")
     with pytest.raises(NotFound):
-        jobs.request_cancel(job_id, "t2")
+        store.request_cancel(job_id, "t2")
 
 
 # --- progress --------------------------------------------------------------------------
@@ -201,17 +203,17 @@ def test_given_other_tenant_expect_not_found(db_url: str) -> None:
 
 def test_given_running_when_progress_expect_fraction_and_heartbeat(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    before = jobs.get_job(job_id).updated_at
-    assert jobs.record_progress(job_id, step=25, total=100, loss=1.5, stage="optimize") is False
-    job = jobs.get_job(job_id)
+    before = store.get_job(job_id).updated_at
+    assert store.record_progress(job_id, step=25, total=100, loss=1.5, stage="optimize") is False
+    job = store.get_job(job_id)
     assert (job.step, job.total, job.progress, job.loss, job.stage) == (25, 100, 0.25, 1.5, "optimize")
     assert job.updated_at >= before
 
 
 def test_given_nan_loss_expect_stored_as_null(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    jobs.record_progress(job_id, step=1, total=2, loss=float("nan"))
-    assert jobs.get_job(job_id).loss is None
+    store.record_progress(job_id, step=1, total=2, loss=float("nan"))
+    assert store.get_job(job_id).loss is None
 
 
 # --- races -----------------------------------------------------------------------------
@@ -239,10 +241,10 @@ def _race(n: int, fn: Callable[[int], object]) -> list[object]:
 def test_given_queued_when_workers_race_to_claim_expect_exactly_one_winner(db_url: str) -> None:
     for _ in range(3):
         job_id = make(JobStatus.QUEUED)
-        results = _race(8, lambda i: jobs.claim_job(job_id, task_id=f"task-{i}", worker=f"w{i}"))
+        results = _race(8, lambda i: store.claim_job(job_id, task_id=f"task-{i}", worker=f"w{i}"))
         winners = [r for r in results if r is not None]
         assert len(winners) == 1, results
-        job = jobs.get_job(job_id)
+        job = store.get_job(job_id)
         assert job.attempts == 1 and job.task_id == winners[0].task_id
 
 
@@ -258,26 +260,26 @@ def test_given_running_when_workers_race_to_finish_expect_exactly_one(db_url: st
 
 
 def test_given_same_key_and_body_expect_same_job_not_created(db_url: str) -> None:
-    first, created = jobs.create_job("t1", SPEC, idempotency_key="k1")
-    again, created_again = jobs.create_job("t1", dict(SPEC), idempotency_key="k1")
+    first, created = store.create_job("t1", SPEC, idempotency_key="k1")
+    again, created_again = store.create_job("t1", dict(SPEC), idempotency_key="k1")
     assert created and not created_again and again.id == first.id
 
 
 def test_given_same_key_other_tenant_expect_separate_jobs(db_url: str) -> None:
-    a, _ = jobs.create_job("t1", SPEC, idempotency_key="k1")
-    b, created = jobs.create_job("t2", SPEC, idempotency_key="k1")
+    a, _ = store.create_job("t1", SPEC, idempotency_key="k1")
+    b, created = store.create_job("t2", SPEC, idempotency_key="k1")
     assert created and a.id != b.id
 
 
 def test_given_same_key_other_body_expect_reused_error(db_url: str) -> None:
-    jobs.create_job("t1", SPEC, idempotency_key="k1")
+    store.create_job("t1", SPEC, idempotency_key="k1")
     with pytest.raises(IdempotencyKeyReused) as info:
-        jobs.create_job("t1", {**SPEC, "size": 256}, idempotency_key="k1")
+        store.create_job("t1", {**SPEC, "size": 256}, idempotency_key="k1")
     assert info.value.status == 422
 
 
 def test_given_racing_creates_with_one_key_expect_one_job(db_url: str) -> None:
-    results = _race(6, lambda i: jobs.create_job("t1", SPEC, idempotency_key="race"))
+    results = _race(6, lambda i: store.create_job("t1", SPEC, idempotency_key="race"))
     assert not any(isinstance(r, Exception) for r in results), results
     assert len({r[0].id for r in results}) == 1 and sum(r[1] for r in results) == 1
 
@@ -286,12 +288,12 @@ def test_given_racing_creates_with_one_key_expect_one_job(db_url: str) -> None:
 
 
 def test_given_many_jobs_when_paging_expect_each_once_newest_first(db_url: str) -> None:
-    ids = [jobs.create_job("t1", SPEC)[0].id for _ in range(7)]
-    jobs.create_job("t2", SPEC)
+    ids = [store.create_job("t1", SPEC)[0].id for _ in range(7)]
+    store.create_job("t2", SPEC)
     seen: list[str] = []
     cursor = None
     for _ in range(10):
-        page, cursor = jobs.list_jobs("t1", limit=3, cursor=cursor)
+        page, cursor = store.list_jobs("t1", limit=3, cursor=cursor)
         seen += [j.id for j in page]
         if cursor is None:
             break
@@ -301,22 +303,22 @@ def test_given_many_jobs_when_paging_expect_each_once_newest_first(db_url: str) 
 def test_given_filters_expect_only_matching(db_url: str) -> None:
     queued = make(JobStatus.QUEUED)
     running = make(JobStatus.RUNNING)
-    assert [j.id for j in jobs.list_jobs("t1", status="running")[0]] == [running]
-    assert [j.id for j in jobs.list_jobs("t1", status="queued", method="fast")[0]] == [queued]
-    assert jobs.list_jobs("t1", method="adain")[0] == []
+    assert [j.id for j in store.list_jobs("t1", status="running")[0]] == [running]
+    assert [j.id for j in store.list_jobs("t1", status="queued", method="fast")[0]] == [queued]
+    assert store.list_jobs("t1", method="adain")[0] == []
 
 
 def test_given_garbage_cursor_expect_invalid_cursor(db_url: str) -> None:
     from shared.errors import InvalidCursor
 
     with pytest.raises(InvalidCursor):
-        jobs.list_jobs("t1", cursor="not-a-cursor")
+        store.list_jobs("t1", cursor="not-a-cursor")
 
 
 def test_given_requeued_job_when_stale_worker_fails_it_expect_invalid_transition(db_url: str) -> None:
     """queued -> failed is only for jobs that never ran; a retry waiting in the queue stays."""
     job_id = make(JobStatus.RUNNING)
-    jobs.requeue_job(job_id, PROBLEM)
+    store.requeue_job(job_id, PROBLEM)
     with pytest.raises(InvalidTransition):
-        jobs.fail_job(job_id, PROBLEM)
+        store.fail_job(job_id, PROBLEM)
     assert status_of(job_id) == "queued"

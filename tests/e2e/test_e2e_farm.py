@@ -156,13 +156,13 @@ def test_worker_killed_mid_job_is_redelivered(farm: Farm, content_png: bytes, st
 
 def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png: bytes) -> None:
     """A queued row with no message anywhere in Redis (broker lost it) is sent again."""
-    from shared import jobs
+    from shared.jobs import store
     from shared.db import session as db_session
 
     content = farm.upload(content_png)
     db_session.configure(farm.db_url)
     try:
-        job, created = jobs.create_job("default", {"method": "fast", "content": content, "size": 64})
+        job, created = store.create_job("default", {"method": "fast", "content": content, "size": 64})
     finally:
         db_session.configure(None)
         db_session.dispose_engines()

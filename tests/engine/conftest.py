@@ -70,8 +70,8 @@ def tiny_datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 def adain_checkpoint(tiny_datasets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A slim AdaIN decoder checkpoint trained for 2 steps on 32 px crops (fast, not good)."""
     from shared.engine.context import EngineContext
-    from shared.engine.train_adain import run
-    from shared.specs import TrainAdainSpec
+    from shared.engine.training.train_adain import run
+    from shared.jobs.specs import TrainAdainSpec
 
     content, style = tiny_datasets
     work = tmp_path_factory.mktemp("adain-train")

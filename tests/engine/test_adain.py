@@ -9,12 +9,12 @@ import pydantic
 import pytest
 import torch
 
-from shared.engine import adain
+from shared.engine.methods import adain
 from shared.engine.context import EngineContext
 from shared.engine.images import to_image
 from shared.engine.losses import mean_std
 from shared.errors import InvalidMask, ModelUnavailable
-from shared.specs import AdainSpec, StyleRef
+from shared.jobs.specs import AdainSpec, StyleRef
 
 
 def _ctx(files: dict[str, bytes], **kw) -> EngineContext:
@@ -131,7 +131,7 @@ def test_alpha_zero_decodes_the_content_features(files, adain_checkpoint: Path):
     result = adain.run(spec, _ctx(files))
     # then the output is g(f(c)): the decoder applied to the content's own relu4_1 features
     from shared.engine.images import decode_image, fit_size, resize, to_tensor
-    from shared.engine.vgg import load_vgg19
+    from shared.engine.nets.vgg import load_vgg19
 
     decoder, weights = adain.load_decoder(str(adain_checkpoint), EngineContext(), torch.device("cpu"))
     img = decode_image(files["content"])

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine import fast
+from shared.engine.methods import fast
 from shared.engine.context import EngineContext
 from shared.engine.images import fit_size, to_tensor
-from shared.engine.onnx_import import BUILTIN_STYLE_NAMES, builtin_onnx_path, config_from_onnx, load_onnx_transformer
-from shared.engine.transformer import CINTransformer, TransformerConfig
+from shared.engine.nets.onnx_import import BUILTIN_STYLE_NAMES, builtin_onnx_path, config_from_onnx, load_onnx_transformer
+from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.errors import InvalidSpec
-from shared.specs import FastSpec
+from shared.jobs.specs import FastSpec
 
 
 
@@ -87,7 +87,7 @@ def test_onnx_parity(builtin: CINTransformer, weights) -> None:
 
 def test_checkpoint_export_round_trips(builtin: CINTransformer, tmp_path: Path) -> None:
     # given the built-in model exported as a stylefarm checkpoint
-    from shared.engine.onnx_import import export_builtin_checkpoint
+    from shared.engine.nets.onnx_import import export_builtin_checkpoint
 
     path = export_builtin_checkpoint(tmp_path / "multistyle26.pt")
     # when it is loaded through the generic checkpoint path

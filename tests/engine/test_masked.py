@@ -1,4 +1,4 @@
-"""Masked / multiple style transfer (``shared.engine.masked``): regions, validation, composite."""
+"""Masked / multiple style transfer (``shared.engine.methods.masked``): regions, validation, composite."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine import masked
-from shared.engine.gatys import style_grams
+from shared.engine.methods import masked
+from shared.engine.methods.gatys import style_grams
 from shared.engine.images import fit_size, mask_tensor, to_tensor
 from shared.engine.losses import style_loss
-from shared.engine.vgg import load_vgg19
+from shared.engine.nets.vgg import load_vgg19
 from shared.errors import InvalidMask, JobCanceled
-from shared.specs import MaskedSpec
+from shared.jobs.specs import MaskedSpec
 
 SIZE = 40
 LAYERS = ("relu1_1", "relu2_1", "relu3_1")  # the first blocks: fast at 40 px, same masked-Gram mechanism

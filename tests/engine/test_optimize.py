@@ -1,4 +1,4 @@
-"""Gatys optimization (``shared.engine.optimize``): losses fall, seeds, cancel, levels, colour, cache.
+"""Gatys optimization (``shared.engine.methods.optimize``): losses fall, seeds, cancel, levels, colour, cache.
 
 Tiny images (48x40 content, 40 px output) and a handful of iterations keep each test fast.
 """
@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from shared.engine import color, optimize
+from shared.engine import color
+
+from shared.engine.methods import optimize
 from shared.engine.images import decode_image, fit_size, resize, to_tensor
 from shared.engine.style_cache import style_cache
 from shared.errors import InvalidMask, JobCanceled
-from shared.specs import OptimizeSpec
+from shared.jobs.specs import OptimizeSpec
 
 SIZE = 40
 # Plumbing tests use the first three VGG blocks: blocks 4-5 hold most of the weights, and at

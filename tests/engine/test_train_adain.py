@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine import adain, train_adain
+from shared.engine.methods import adain
+
+from shared.engine.training import train_adain
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.context import EngineContext
 from shared.errors import InvalidImage, JobCanceled
-from shared.specs import TrainAdainSpec
+from shared.jobs.specs import TrainAdainSpec
 
 
 def _spec(datasets: tuple[Path, Path], **kw) -> TrainAdainSpec:
@@ -77,7 +79,7 @@ def test_resumed_run_matches_an_uninterrupted_run(tiny_datasets, tmp_path):
 
 def test_loss_decreases_when_overfitting_a_fixed_batch():
     # given one fixed tiny batch of content and style images
-    from shared.engine.vgg import load_vgg19
+    from shared.engine.nets.vgg import load_vgg19
 
     torch.manual_seed(0)
     vgg = load_vgg19()

@@ -9,12 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine import fast, train_fast
+from shared.engine.methods import fast
+
+from shared.engine.training import train_fast
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.context import EngineContext, Progress
-from shared.engine.transformer import CINTransformer, TransformerConfig
+from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.errors import InvalidSpec, JobCanceled
-from shared.specs import FastSpec, TrainFastSpec
+from shared.jobs.specs import FastSpec, TrainFastSpec
 
 
 def _spec(tiny_datasets: tuple[Path, Path], steps: int) -> TrainFastSpec:

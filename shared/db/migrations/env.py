@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from shared.db.models import Base
+from shared.db.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -4,7 +4,7 @@ Revision ID: 0001_initial
 Revises:
 Create Date: 2025-01-01
 
-Written by hand to mirror ``shared/db/models.py``; ``tests/db/test_migrations.py`` diffs
+Written by hand to mirror ``shared/db/orm.py``; ``tests/db/test_migrations.py`` diffs
 the migrated schema against the ORM metadata on SQLite (and PostgreSQL when available).
 """
 

@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 log = logging.getLogger("stylefarm.stack")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StackError(RuntimeError):

@@ -21,7 +21,7 @@ mean subtraction; the convolutions have none.
 The architecture is a ``TransformerConfig``: the defaults are the network of Dumoulin et
 al. (32-64-128 channels, 5 residual blocks); the built-in ``multistyle26`` model is the
 slimmer 32-32-32 / 6-block / 8-4 network of the TensorFlow Android stylize demo
-(see ``shared.engine.onnx_import``).
+(see ``shared.engine.nets.onnx_import``).
 """
 
 from __future__ import annotations

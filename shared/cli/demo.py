@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_summary(jobs, args.out)
         return _exit_code(jobs)
 
-    from shared.stack import EmbeddedStack, StackError, free_port
+    from shared.cli.stack import EmbeddedStack, StackError, free_port
 
     home = args.home or Path(tempfile.mkdtemp(prefix="stylefarm-demo-"))
     print(f"starting the embedded farm in {home} (Redis, API, one worker)...", flush=True)

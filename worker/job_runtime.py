@@ -29,11 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared import jobs
+from shared.jobs import store
+
+from shared.jobs import inputs
+
+from shared.jobs import model_registry
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
 from shared.settings import Settings
-from shared.specs import IMAGE_SUFFIXES, dataset_prefix_name, prefix_dataset_images
+from shared.jobs.specs import IMAGE_SUFFIXES, dataset_prefix_name, prefix_dataset_images
 from shared.storage import checkpoint_key, dataset_prefix
 
 log = logging.getLogger("stylefarm.worker")
@@ -63,14 +67,14 @@ class JobRuntime:
     def read_input(self, ref: str) -> bytes:
         if ref in self.inputs:
             return self.inputs[ref]
-        row = jobs.get_input(ref, self.tenant)
+        row = inputs.get_input(ref, self.tenant)
         data = self.storage.get_bytes(row.key)
         self.inputs[ref] = data
         return data
 
     # --- models ---
     def resolve_model(self, ref: str) -> Path:
-        model = jobs.get_model(ref, self.tenant)
+        model = model_registry.get_model(ref, self.tenant)
         return cached_download(self.storage, model.storage_key, model.checksum,
                                self.settings.resolved_model_cache_dir, suffix=".pt")  # fmt: skip
 
@@ -81,7 +85,7 @@ class JobRuntime:
         if name is not None:
             return sync_prefix_cached(self.storage, dataset_prefix(self.tenant, name), root)
         try:
-            row = jobs.get_input(ref, self.tenant)
+            row = inputs.get_input(ref, self.tenant)
         except NotFound:
             raise InvalidSpec(
                 f"dataset {ref!r}: no uploaded archive with this id; upload a zip or tar of images with POST /v1/inputs"
@@ -98,7 +102,7 @@ class JobRuntime:
         with self.lock:
             self.last_progress_write = now
             try:
-                stop = jobs.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage)
+                stop = store.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage)
             except Exception as exc:  # a missed progress write must not kill the job
                 log.warning("job %s: progress write failed: %s", self.job_id, exc)
                 return
@@ -121,7 +125,7 @@ class JobRuntime:
         if now - self.last_cancel_check >= CANCEL_POLL_S:
             self.last_cancel_check = now
             try:
-                self.cancel_seen = jobs.is_cancel_requested(self.job_id)
+                self.cancel_seen = store.is_cancel_requested(self.job_id)
             except Exception as exc:
                 log.warning("job %s: cancel check failed: %s", self.job_id, exc)
         return self.cancel_seen

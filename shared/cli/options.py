@@ -1,4 +1,4 @@
-"""Command-line options generated from the job spec models of ``shared.specs``.
+"""Command-line options generated from the job spec models of ``shared.jobs.specs``.
 
 Every field of a spec model becomes one argparse option; nothing here restates a default
 or a limit: help texts quote them from the model, unset options are left out of the dict
@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from shared.specs import ImageRef, Region, StyleRef
+from shared.jobs.specs import ImageRef, Region, StyleRef
 
 NONE_WORDS = ("none", "null")
 IMAGE_REF_DESCRIPTION = get_args(ImageRef)[1].description  # "input id (API) or file path (CLI)"

@@ -76,7 +76,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
 
-class Model(Base):
+class ModelRow(Base):
     """A trained network: a fast (conditional instance norm) model or an AdaIN decoder."""
 
     __tablename__ = "models"
@@ -126,7 +126,7 @@ class Input(Base):
 
 
 class Job(Base):
-    """One stylization or training job. Its ``status`` is written only by ``shared.jobs``."""
+    """One stylization or training job. Its ``status`` is written only by ``shared.jobs.store``."""
 
     __tablename__ = "jobs"
     __table_args__ = (

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidImage
-from shared.specs import dataset_refs, image_refs
+from shared.jobs.specs import dataset_refs, image_refs
 
 
 class ProgressBar:

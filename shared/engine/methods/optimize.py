@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from shared.engine.context import EngineContext
-from shared.engine.gatys import StepCounter, load_content, load_style, render, total_steps
+from shared.engine.methods.gatys import StepCounter, load_content, load_style, render, total_steps
 from shared.engine.images import to_image
 from shared.engine.results import RenderResult
-from shared.specs import OptimizeSpec
+from shared.jobs.specs import OptimizeSpec
 
 
 def run(spec: OptimizeSpec, ctx: EngineContext) -> RenderResult:

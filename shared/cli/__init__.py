@@ -1,0 +1,1 @@
+"""The command line (``stylefarm``), the demo and the embedded development stack."""

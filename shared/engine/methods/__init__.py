@@ -1,0 +1,1 @@
+"""One module per stylization method, each with one entry point ``run(spec, ctx)``."""

@@ -1,0 +1,1 @@
+"""Training loops for the networks that ``fast`` and ``adain`` use, with their data pipeline and plots."""

@@ -1,0 +1,88 @@
+"""Blob storage for inputs, results, checkpoints and models: S3-compatible or a local folder.
+
+Keys are deterministic and tenant-scoped (see the ``*_key`` helpers), so the same bytes
+always land at the same place and retries overwrite instead of duplicating::
+
+    tenants/<tenant>/inputs/<sha256>
+    tenants/<tenant>/jobs/<job_id>/<name>                 results (e.g. result.png)
+    tenants/<tenant>/jobs/<job_id>/checkpoint.pt          training checkpoints
+    tenants/<tenant>/models/<model_id>/<name>             models a tenant trained
+    global/models/<model_id>/<name>                       built-in models (tenant None)
+    .../models/<model_id>/thumbnails/<style>.png
+
+Errors: a missing key is ``NotFound``; connection failures and 5xx answers are
+``StorageUnavailable`` (retryable). boto3 is imported lazily so LocalStorage users (and
+the API's import time) do not pay for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from shared.storage.keys import (
+    check_key,
+    checkpoint_key,
+    dataset_prefix,
+    input_key,
+    model_key,
+    result_key,
+    thumbnail_key,
+)
+from shared.storage.local import LocalStorage
+from shared.storage.protocol import Storage
+from shared.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+__all__ = [
+    "LocalStorage",
+    "S3Storage",
+    "Storage",
+    "check_key",
+    "checkpoint_key",
+    "dataset_prefix",
+    "get_storage",
+    "input_key",
+    "model_key",
+    "result_key",
+    "thumbnail_key",
+]
+
+_cache: dict[tuple[Any, ...], Storage] = {}
+_cache_lock = threading.Lock()
+
+
+def get_storage(settings: Settings | None = None) -> Storage:
+    """The storage ``settings.storage`` selects (``"local"`` or ``"s3"``), cached per config."""
+    if settings is None:
+        from shared.settings import get_settings
+
+        settings = get_settings()
+    if settings.storage == "s3":
+        key: tuple[Any, ...] = (
+            "s3",
+            settings.s3_bucket,
+            settings.s3_endpoint_url,
+            settings.s3_region,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+        )
+    else:
+        key = ("local", str(settings.resolved_storage_dir))
+    with _cache_lock:
+        storage = _cache.get(key)
+        if storage is None:
+            if settings.storage == "s3":
+                storage = S3Storage(
+                    settings.s3_bucket,
+                    endpoint_url=settings.s3_endpoint_url,
+                    region=settings.s3_region,
+                    access_key=settings.s3_access_key,
+                    secret_key=settings.s3_secret_key,
+                )
+            else:
+                storage = LocalStorage(settings.resolved_storage_dir)
+            _cache[key] = storage
+    return storage

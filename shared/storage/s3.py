@@ -1,0 +1,180 @@
+"""``S3Storage``: any S3-compatible store through boto3."""
+
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import NotFound, StorageUnavailable
+
+if TYPE_CHECKING:
+    pass
+
+from shared.storage.keys import _TMP_PREFIX, check_key  # noqa: F401
+
+# --- S3 and friends --------------------------------------------------------------------
+
+
+def _is_missing(exc: Any) -> bool:
+    err = getattr(exc, "response", {}).get("Error", {})
+    return err.get("Code") in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+
+
+def _is_server_side(exc: Any) -> bool:
+    meta = getattr(exc, "response", {}).get("ResponseMetadata", {})
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return int(meta.get("HTTPStatusCode") or 0) >= 500 or code in ("SlowDown", "RequestTimeout", "Throttling")
+
+
+class S3Storage:
+    """Any S3-compatible store (AWS, MinIO, Ceph, R2, moto) through boto3.
+
+    The bucket is created on first use if missing, so a fresh MinIO needs no setup.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        connect_timeout_s: float = 5,
+        read_timeout_s: float = 60,
+        max_attempts: int = 3,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.region = region
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=Config(
+                connect_timeout=connect_timeout_s,
+                read_timeout=read_timeout_s,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                signature_version="s3v4",
+            ),
+        )
+        self._bucket_ready = False
+        self._bucket_lock = threading.Lock()
+
+    @contextmanager
+    def _errors(self, key: str | None = None) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            if key is not None and _is_missing(exc):
+                raise NotFound(f"No stored object {key!r}.", key=key) from None
+            if _is_server_side(exc):
+                raise StorageUnavailable(f"Object storage answered an error ({exc}); try again shortly.") from exc
+            raise
+        except BotoCoreError as exc:  # endpoint unreachable, timeouts, connection resets
+            raise StorageUnavailable(f"Object storage is unreachable ({exc}); try again shortly.") from exc
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        from botocore.exceptions import ClientError
+
+        with self._bucket_lock, self._errors():
+            if self._bucket_ready:
+                return
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if not _is_missing(exc):
+                    raise
+                kwargs: dict[str, Any] = {"Bucket": self.bucket}
+                if self.region != "us-east-1":
+                    kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+                try:
+                    self.client.create_bucket(**kwargs)
+                except ClientError as create_exc:
+                    code = create_exc.response.get("Error", {}).get("Code")
+                    if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+            self._bucket_ready = True
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._ensure_bucket()
+        with self._errors():
+            self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        self._ensure_bucket()
+        with self._errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        self._ensure_bucket()
+        try:
+            with self._errors(key):
+                self.client.head_object(Bucket=self.bucket, Key=check_key(key))
+            return True
+        except NotFound:
+            return False
+
+    def delete(self, key: str) -> None:
+        self._ensure_bucket()
+        with self._errors():
+            self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        self._ensure_bucket()
+        keys: list[str] = []
+        paging = {"MaxItems": limit} if limit is not None else {}
+        with self._errors():
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig=paging
+            )
+            for page in pages:
+                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return sorted(keys[:limit] if limit is not None else keys)
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        self._ensure_bucket()
+        with self._errors():
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=int(expires_s)
+            )
+
+    def download_to(self, key: str, path: str | Path) -> Path:
+        self._ensure_bucket()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{_TMP_PREFIX}{target.name}")
+        try:
+            with self._errors(key):
+                self.client.download_file(self.bucket, check_key(key), str(tmp))
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return target
+
+    def upload_file(self, path: str | Path, key: str, content_type: str = "application/octet-stream") -> None:
+        self._ensure_bucket()
+        with self._errors():
+            self.client.upload_file(
+                str(path), self.bucket, check_key(key), ExtraArgs={"ContentType": content_type}
+            )
+
+    def ping(self) -> None:
+        self._bucket_ready = False  # re-check: readiness must reflect the store now
+        self._ensure_bucket()
+
+
