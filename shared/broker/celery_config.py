@@ -3,7 +3,7 @@
 State lives in SQL, not in Celery: there is no result backend, tasks are sent by name
 (``stylefarm.run_job``) with a single JSON argument, the job id. Delivery is
 at-least-once: ``task_acks_late`` + ``task_reject_on_worker_lost`` put a message back on
-the queue when the worker process running it dies, and ``shared.jobs.claim_job`` makes a
+the queue when the worker process running it dies, and ``shared.jobs.store.claim_job`` makes a
 redelivered message resume (same task id) or do nothing (job already finished).
 
 The Redis visibility timeout (``Settings.visibility_timeout_s``) must stay above the
