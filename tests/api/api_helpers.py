@@ -20,7 +20,7 @@ MAX_PIXELS = 1_000_000
 
 @dataclass
 class EnqueueRecorder:
-    """Stands in for ``shared.queue.enqueue_job``; ``fail`` simulates a broker outage."""
+    """Stands in for ``shared.broker.client.enqueue_job``; ``fail`` simulates a broker outage."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
     fail: bool = False

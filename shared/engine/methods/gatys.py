@@ -17,7 +17,7 @@ Loss, for an image x with pixels on the 0-255 scale::
 ``G = F F^T / (C H W)`` (masked: ``/ (C sum m)``), ``A`` the style's (optionally style-masked)
 Gram, ``TV`` the mean squared neighbour difference of x in 0-255 units. VGG is the Caffe
 network (BGR, 0-255 inputs), so features are in the hundreds; the defaults in
-``shared.specs.GatysParams`` are tuned for exactly this normalization.
+``shared.jobs.specs.GatysParams`` are tuned for exactly this normalization.
 
 Everything a job needs (targets, masks, init, colour handling, the L-BFGS/Adam loop,
 progress and cancel) lives here; the entry points only load inputs and assemble styles.
