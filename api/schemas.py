@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.db.orm import Input, Job, ModelRow, utcnow
+from shared.jobs.outcomes import RenderOutcome, parse_outcome
 
 
 class ProgressOut(BaseModel):
@@ -27,8 +28,8 @@ class TimingsOut(BaseModel):
 
 
 class ResultOut(BaseModel):
-    width: int | None = None
-    height: int | None = None
+    width: int | None = Field(default=None, description="of the output image; null for training jobs")
+    height: int | None = Field(default=None, description="of the output image; null for training jobs")
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -102,9 +103,11 @@ def job_out(job: Job, base: str = "") -> JobOut:
         links["model"] = f"{base}/v1/models/{job.model_id}"
     result = None
     if job.result is not None:
-        result = ResultOut(
-            width=job.result.get("width"), height=job.result.get("height"), metrics=job.result.get("metrics") or {}
-        )
+        outcome = parse_outcome(job.result)
+        if isinstance(outcome, RenderOutcome):
+            result = ResultOut(width=outcome.width, height=outcome.height, metrics=outcome.metrics)
+        else:
+            result = ResultOut(metrics=outcome.metrics)
     return JobOut(
         id=job.id,
         method=job.method,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from harness import RedisServer
 
-from shared.broker.celery_config import TASK_NAME, celery_config, kombu_priority, queue_list_names
+from shared.broker.celery_config import RUN_JOB_TASK_NAME, celery_config, kombu_priority, queue_list_names
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
 from shared.cli.stack import ManagedProcess, Stack, free_port
@@ -57,7 +57,7 @@ def test_enqueue_sends_task_by_name_with_job_id(monkeypatch: pytest.MonkeyPatch,
     normal_list, urgent_list = f"cpu:{kombu_priority(0)}", "cpu"
     assert normal_list in queue_list_names("cpu") and urgent_list in queue_list_names("cpu")
     msg = json.loads(client.lpop(normal_list))
-    assert msg["headers"]["task"] == TASK_NAME and msg["headers"]["id"] == task_id
+    assert msg["headers"]["task"] == RUN_JOB_TASK_NAME and msg["headers"]["id"] == task_id
     assert msg["content-type"] == "application/json"
     assert json.loads(base64.b64decode(msg["body"]))[0] == ["job-42"]
     urgent = json.loads(client.lpop(urgent_list))

@@ -1,44 +1,36 @@
 """Build the ``EngineContext`` of one job: the worker's bridge between the pure engine and
-SQL / blob storage.
+SQL / blob storage (the files it downloads are cached by ``worker.caches``).
 
 * ``read_input(ref)``: the input row (tenant, sha256) -> its storage key -> bytes (memoized
   for the job, a style used twice is fetched once).
 * ``resolve_model(ref)``: the models row (id or name) -> a local file cached by checksum
   under ``Settings.resolved_model_cache_dir`` (downloaded once per machine, atomically).
 * ``dataset_dir(ref)``: an archive input (zip / tar[.gz|.bz2|.xz]) downloaded and extracted
-  into a flat folder of images, cached by sha256.
+  into a flat folder of images, cached by sha256; or a ``prefix:NAME`` dataset, the images
+  under the tenant's storage prefix, synced once.
 * ``progress``: throttled to ``Settings.progress_interval_s`` (the last step always goes
   through); ``record_progress`` answering True (cancel requested) is remembered.
 * ``is_canceled``: the DB flag (checked at most every ``CANCEL_POLL_S``) plus the soft
   time-limit deadline, which raises ``TimeLimitExceeded`` inside the engine.
-* ``on_checkpoint``: uploads the training checkpoint to ``checkpoint_key``.
+* ``on_checkpoint``: uploads the training checkpoint to ``checkpoint_key`` (throttled);
+  ``restore_checkpoint`` downloads it again when a retried training resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
-import tarfile
-import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from shared.jobs import store
-
-from shared.jobs import inputs
-
-from shared.jobs import model_registry
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
+from shared.jobs import inputs, model_registry, store
+from shared.jobs.specs import dataset_prefix_name
 from shared.settings import Settings
-from shared.jobs.specs import IMAGE_SUFFIXES, dataset_prefix_name, prefix_dataset_images
-from shared.storage import checkpoint_key, dataset_prefix
+from shared.storage import Storage, checkpoint_key, dataset_prefix
+from worker.caches import cached_download, extract_archive_cached, sync_prefix_cached
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -52,7 +44,7 @@ class JobRuntime:
     job_id: str
     tenant: str
     settings: Settings
-    storage: Any
+    storage: Storage
     deadline: float | None = None  # monotonic time of the soft limit
     soft_limit_s: float | None = None
     cancel_seen: bool = False
@@ -169,117 +161,3 @@ class JobRuntime:
             device=device,
             precision=precision,
         )
-
-
-# --- caches ---------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def cached_download(storage: Any, key: str, checksum: str, cache_dir: Path, suffix: str = "") -> Path:
-    """``cache_dir/<checksum><suffix>``, downloading ``key`` once; verified, atomic."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{checksum}{suffix}"
-    if target.is_file():
-        return target
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".dl-", suffix=suffix)
-    os.close(fd)
-    try:
-        storage.download_to(key, tmp)
-        got = sha256_file(Path(tmp))
-        if checksum and len(checksum) == 64 and got != checksum:
-            from shared.errors import ModelUnavailable
-
-            raise ModelUnavailable(f"model file {key} is corrupt (checksum {got[:12]}..., expected {checksum[:12]}...)")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
-def sync_prefix_cached(storage: Any, prefix: str, root: Path) -> Path:
-    """Download the image objects directly under ``prefix`` into ``root/prefix-<hash>`` once.
-
-    The folder is keyed by a hash of the prefix and the sorted list of keys: objects are
-    taken as immutable, so a dataset that gains or loses files gets a new folder, while a
-    file changed in place under the same key is not noticed (put a new version under a new
-    name).
-    """
-    keys = prefix_dataset_images(storage.list(prefix), prefix)
-    if not keys:
-        raise InvalidSpec(f"dataset prefix {prefix}: no images directly under it ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    digest = hashlib.sha256("\n".join([prefix, *keys]).encode()).hexdigest()
-    final = root / f"prefix-{digest}"
-    if final.is_dir():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=root, prefix=".sync-"))
-    try:
-        for n, key in enumerate(keys, 1):
-            storage.download_to(key, work / f"{n:06d}{Path(key).suffix.lower()}")
-        try:
-            os.replace(work, final)
-        except OSError:
-            if not final.is_dir():  # another process won the race: use theirs
-                raise
-        log.info("dataset %s synced: %d images", prefix, len(keys))
-        return final
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _safe_members_zip(zf: zipfile.ZipFile, dest: Path) -> None:
-    for info in zf.infolist():
-        if info.is_dir():
-            continue
-        target = (dest / info.filename).resolve()
-        if not str(target).startswith(str(dest.resolve()) + os.sep):
-            raise InvalidSpec(f"dataset archive contains an unsafe path: {info.filename!r}")
-    zf.extractall(dest)
-
-
-def extract_archive_cached(storage: Any, key: str, sha256: str, root: Path) -> Path:
-    """Download and extract an archive of images into ``root/<sha256>`` (flat), once."""
-    final = root / sha256
-    if final.is_dir():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
-    try:
-        archive = work / "archive"
-        storage.download_to(key, archive)
-        raw = work / "raw"
-        raw.mkdir()
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                _safe_members_zip(zf, raw)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                tf.extractall(raw, filter="data")
-        else:
-            raise InvalidSpec(f"dataset {sha256[:12]}... is neither a zip nor a tar archive")
-        flat = work / "flat"
-        flat.mkdir()
-        n = 0
-        for path in sorted(raw.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-                n += 1
-                os.replace(path, flat / f"{n:06d}{path.suffix.lower()}")
-        if n == 0:
-            raise InvalidSpec(f"dataset {sha256[:12]}... contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        try:
-            os.replace(flat, final)
-        except OSError:
-            if not final.is_dir():  # another process won the race: use theirs
-                raise
-        log.info("dataset %s extracted: %d images", sha256[:12], n)
-        return final
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

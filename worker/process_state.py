@@ -80,7 +80,7 @@ def warm_up(method: str) -> None:
                 module = importlib.import_module(name)
             except ImportError as exc:
                 log.warning("engine module %s not importable: %s", name, exc)
-                return  # run_job will report it on the job
+                return  # execute_job will report it on the job
             hook = getattr(module, "warm_up", None)
             if callable(hook):
                 try:

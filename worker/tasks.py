@@ -1,15 +1,17 @@
-"""The one task: ``stylefarm.run_job(job_id)``.
+"""The one Celery task, ``execute_job(job_id)``, sent by name as ``RUN_JOB_TASK_NAME``
+(``"stylefarm.run_job"``).
 
 Thin on purpose: claim the job (conditional UPDATE), build an ``EngineContext``
-(``worker.job_runtime``), call ``shared.engine.run_job``, store the outcome, and map every
-error to one of: succeeded / failed (problem details) / canceled / requeued + retried.
+(``worker.job_runtime``), run the engine, store the outcome (``worker.result_store``), and
+map every error to one of: succeeded / failed (problem details) / canceled / requeued +
+retried.
 
 Outcomes:
 
-* ``RenderResult``: PNG at ``result_key(tenant, job_id, "output.png")`` (a retried job
-  overwrites the same key), ``succeed_job(result={"keys": {"image": ...}, ...})``.
-* ``TrainResult``: checkpoint uploaded to ``model_key``, model registered, loss curve
-  stored, ``succeed_job(..., model_id=...)``.
+* ``RenderResult``: stored as a PNG -> ``RenderOutcome``; ``TrainResult``: checkpoint
+  uploaded and registered as a model -> ``TrainOutcome`` (``shared.jobs.outcomes``). The
+  outcome, with the attempt's wall time and worker, becomes the job's ``result``
+  (``succeed_job``), plus the ``model_id`` of a training job.
 * ``JobCanceled`` -> ``mark_canceled``; non-retryable ``StylefarmError`` -> ``fail_job``
   with its problem; retryable errors -> ``requeue_job`` and a Celery retry with
   exponential backoff (at most ``MAX_RETRIES``, then ``fail_job``); anything else ->
@@ -23,8 +25,6 @@ Outcomes:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import logging
 import signal
 import tempfile
@@ -36,32 +36,29 @@ from typing import Any, Iterator
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from shared.jobs import store
-
-from shared.jobs import model_registry
-from shared.broker.celery_config import TASK_NAME, TIME_LIMITS
+from shared.broker.celery_config import RUN_JOB_TASK_NAME, TIME_LIMITS
 from shared.errors import (
-    Conflict,
     EngineError,
     InvalidTransition,
     JobCanceled,
-    NotFound,
     StylefarmError,
     TimeLimitExceeded,
 )
-from shared.settings import get_settings
+from shared.jobs import store
+from shared.jobs.outcomes import TrainOutcome
 from shared.jobs.specs import TRAINING_METHODS, parse_spec
-from shared.storage import get_storage, model_key, result_key
+from shared.settings import get_settings
+from shared.storage import get_storage
 from worker import process_state
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
+from worker.result_store import check_model_name_free, store_result
 
 log = logging.getLogger("stylefarm.worker")
 
 MAX_RETRIES = 5
 BACKOFF_BASE_S = 5
 BACKOFF_MAX_S = 300
-RESULT_NAME = "output.png"
 
 
 class JobLog(logging.LoggerAdapter):
@@ -94,112 +91,6 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def _png_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
-def _jsonable(metrics: dict[str, Any] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in (metrics or {}).items():
-        if isinstance(v, (str, int, bool)) or v is None:
-            out[str(k)] = v
-        elif isinstance(v, float):
-            out[str(k)] = v if v == v and abs(v) != float("inf") else None
-        elif isinstance(v, (list, tuple)) and len(v) <= 1000:
-            out[str(k)] = [x if isinstance(x, (str, int, float, bool)) or x is None else str(x) for x in v]
-        elif isinstance(v, dict):
-            out[str(k)] = _jsonable(v)
-        else:
-            with contextlib.suppress(Exception):
-                out[str(k)] = float(v)
-                continue
-            out[str(k)] = str(v)
-    return out
-
-
-def store_render_result(rt: JobRuntime, result) -> dict[str, Any]:
-    png = _png_bytes(result.image)
-    key = result_key(rt.tenant, rt.job_id, RESULT_NAME)
-    rt.storage.put_bytes(key, png, "image/png")
-    return {
-        "keys": {"image": key},
-        "width": result.image.width,
-        "height": result.image.height,
-        "bytes": len(png),
-        "content_type": "image/png",
-        "metrics": _jsonable(result.metrics),
-    }
-
-
-def store_train_result(rt: JobRuntime, spec, result, job_id: str) -> tuple[dict[str, Any], str]:
-    from shared.storage import checkpoint_key
-
-    ckpt = Path(result.checkpoint)
-    checksum = hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    model_id = hashlib.sha256(f"{job_id}:{checksum}".encode()).hexdigest()[:32]  # stable across retries
-    key = model_key(rt.tenant, model_id)
-    rt.storage.upload_file(ckpt, key)
-    config: dict[str, Any] = {}
-    preprocessing: dict[str, Any] = {}
-    with contextlib.suppress(Exception):
-        from shared.engine.checkpoint import load_checkpoint
-
-        payload = load_checkpoint(ckpt)
-        config = _jsonable(payload.get("config") or {})
-        preprocessing = _jsonable(payload.get("preprocessing") or {})
-    model = model_registry.register_model(
-        name=spec.name,
-        kind=result.kind,
-        checksum=checksum,
-        storage_key=key,
-        tenant=rt.tenant,
-        style_names=list(result.style_names),
-        preprocessing=preprocessing,
-        config=config,
-        size_bytes=ckpt.stat().st_size,
-        created_by_job=job_id,
-        model_id=model_id,
-        replace=_owned_by(rt.tenant, spec.name, job_id),
-    )
-    keys = {"model": key, "checkpoint": checkpoint_key(rt.tenant, job_id)}
-    if result.loss_curve_png:
-        loss_key = result_key(rt.tenant, job_id, "loss.png")
-        rt.storage.put_bytes(loss_key, result.loss_curve_png, "image/png")
-        keys["image"] = loss_key
-        keys["loss_curve"] = loss_key
-    return {
-        "keys": keys,
-        "model_id": model.id,
-        "model_name": spec.name,
-        "kind": result.kind,
-        "style_names": list(result.style_names),
-        "metrics": _jsonable(result.metrics),
-    }, model.id
-
-
-def _owned_by(tenant: str, name: str, job_id: str) -> bool:
-    """True when ``name`` is free or already registered by this job (a retried job may
-    replace its own model, never another job's)."""
-    try:
-        existing = model_registry.get_model(name, tenant)
-    except NotFound:
-        return False
-    return existing.tenant == tenant and existing.created_by_job == job_id
-
-
-def check_model_name_free(tenant: str, name: str, job_id: str) -> None:
-    """Fail a training job at its start, not after hours, when its model name is taken."""
-    try:
-        existing = model_registry.get_model(name, tenant)
-    except NotFound:
-        return
-    if existing.tenant == tenant and existing.created_by_job != job_id:
-        raise Conflict(f"a model named {name!r} already exists ({existing.id}); train under another name",
-                       model_id=existing.id)  # fmt: skip
-
-
 def _problem(err: StylefarmError, job_id: str) -> dict[str, Any]:
     return err.to_problem(instance=f"/v1/jobs/{job_id}")
 
@@ -212,9 +103,11 @@ def _finish(fn, *args, **kwargs) -> None:
         log.warning("%s", exc)
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=MAX_RETRIES, acks_late=True, reject_on_worker_lost=True,
+@app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=MAX_RETRIES, acks_late=True, reject_on_worker_lost=True,
           ignore_result=True)  # fmt: skip
-def run_job(self: Task, job_id: str) -> str:
+def execute_job(self: Task, job_id: str) -> str:
+    """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when
+    another task holds it or it has finished)."""
     jlog = JobLog(log, {"job_id": job_id})
     worker_name = self.request.hostname or process_state.worker_name()
     task_id = self.request.id
@@ -248,13 +141,11 @@ def run_job(self: Task, job_id: str) -> str:
             from shared.engine import run_job as engine_run_job
 
             result = engine_run_job(spec, ctx)
-            if job.method in TRAINING_METHODS:
-                result_dict, model_id = store_train_result(rt, spec, result, job_id)
-            else:
-                result_dict, model_id = store_render_result(rt, result), None
-        result_dict["seconds"] = round(time.monotonic() - started, 3)
-        result_dict["worker"] = worker_name
-        _finish(store.succeed_job, job_id, result_dict, model_id, task_id=task_id)
+            outcome = store_result(rt, spec, result)
+        seconds = round(time.monotonic() - started, 3)
+        outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name})
+        model_id = outcome.model_id if isinstance(outcome, TrainOutcome) else None
+        _finish(store.succeed_job, job_id, outcome.model_dump(mode="json"), model_id, task_id=task_id)
         jlog.info("succeeded in %.1fs", time.monotonic() - started)
         return "succeeded"
     except Retry:

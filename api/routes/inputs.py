@@ -11,7 +11,6 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
-from shared.jobs import store
 from shared.jobs import inputs
 from shared.errors import PayloadTooLarge
 from shared.storage import input_key

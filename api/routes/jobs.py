@@ -18,9 +18,10 @@ from shared.jobs import inputs
 from shared.jobs import model_registry
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
+from shared.jobs.outcomes import parse_outcome
 from shared.jobs.store import JobStatus
 from shared.settings import Settings
-from shared.storage import dataset_prefix
+from shared.storage import Storage, dataset_prefix
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -57,7 +58,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _check_refs(tenant: str, spec: Any, storage: Any) -> None:
+def _check_refs(tenant: str, spec: Any, storage: Storage) -> None:
     """Every input the spec names must be the tenant's: images as images, datasets as
     archives or as a storage prefix holding at least one image."""
     images, datasets = image_refs(spec), []
@@ -121,10 +122,10 @@ def _enqueue(job: Job, settings: Settings) -> None:
     the request returns this same job instead of creating a second one. We log it so an
     operator sees the broker outage; ``/readyz`` reports it too.
     """
-    import shared.broker.client as queue  # looked up at call time so tests can monkeypatch it
+    from shared.broker.client import enqueue_job  # looked up at call time so tests can monkeypatch it
 
     try:
-        queue.enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
+        enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
     except Exception as exc:  # noqa: BLE001 - BrokerUnavailable, or anything kombu/redis raise
         log.warning("job %s stays queued for the reconciler: enqueue failed: %s", job.id, exc)
 
@@ -217,9 +218,9 @@ def delete_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
 
 
 def result_image_key(job: Job) -> str:
-    """Storage key of the image a succeeded job produced: ``result["keys"]["image"]``."""
-    keys = (job.result or {}).get("keys") or {}
-    key = keys.get("image") if isinstance(keys, dict) else None
+    """Storage key of the image a succeeded job produced: its outcome's ``image_key`` (the
+    render, or a training job's loss curve)."""
+    key = parse_outcome(job.result).image_key if job.result is not None else None
     if not key:
         hint = f"; its model is at /v1/models/{job.model_id}" if job.model_id else ""
         raise NotFound(f"Job {job.id} produced no result image{hint}.", job_id=job.id)

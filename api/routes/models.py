@@ -9,7 +9,6 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.routes.blobs import serve_blob
 from api.schemas import ModelListOut, ModelOut, model_out
-from shared.jobs import store
 from shared.jobs import model_registry
 from shared.errors import NotFound
 

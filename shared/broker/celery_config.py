@@ -1,10 +1,10 @@
 """The one Celery configuration of stylefarm, shared by the API's client app and the workers.
 
 State lives in SQL, not in Celery: there is no result backend, tasks are sent by name
-(``stylefarm.run_job``) with a single JSON argument, the job id. Delivery is
+(``RUN_JOB_TASK_NAME``) with a single JSON argument, the job id. Delivery is
 at-least-once: ``task_acks_late`` + ``task_reject_on_worker_lost`` put a message back on
-the queue when the worker process running it dies, and ``shared.jobs.store.claim_job`` makes a
-redelivered message resume (same task id) or do nothing (job already finished).
+the queue when the worker process running it dies, and ``shared.jobs.store.claim_job``
+makes a redelivered message resume (same task id) or do nothing (job already finished).
 
 The Redis visibility timeout (``Settings.visibility_timeout_s``) must stay above the
 longest hard time limit (``TIME_LIMITS``): a message still unacknowledged after it is
@@ -24,7 +24,9 @@ from kombu import Exchange, Queue
 
 from shared.settings import Settings, get_settings
 
-TASK_NAME = "stylefarm.run_job"
+#: The wire names of the tasks (``worker.tasks.execute_job``, ``worker.reconcile.reconcile_task``):
+#: keep them stable, messages already queued carry them.
+RUN_JOB_TASK_NAME = "stylefarm.run_job"
 RECONCILE_TASK_NAME = "stylefarm.reconcile"
 QUEUES = ("gpu", "cpu")
 # Kombu priority steps (lower = served first). Normal jobs (priority 0) land on step 9.

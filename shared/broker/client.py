@@ -1,9 +1,9 @@
 """Send jobs to the workers: a lightweight Celery *client* (no worker code, no torch).
 
 The API calls ``enqueue_job(job_id, queue)`` after the job row is committed. The task is
-sent by name (``stylefarm.run_job``) with ``[job_id]`` as its only argument; each call
-gets a fresh task id, so a job enqueued twice (the reconciler re-sending a job that looks
-lost) still runs once: ``claim_job`` lets only the first message through.
+sent by name (``RUN_JOB_TASK_NAME``, ``"stylefarm.run_job"``) with ``[job_id]`` as its only
+argument; each call gets a fresh task id, so a job enqueued twice (the reconciler re-sending
+a job that looks lost) still runs once: ``claim_job`` lets only the first message through.
 
 When Redis is unreachable this fails fast (a few seconds) with ``BrokerUnavailable``
 (retryable): the job stays ``queued`` and the reconciler sends it again later.
@@ -17,11 +17,11 @@ import uuid
 
 from celery import Celery
 
-from shared.broker.celery_config import QUEUES, TASK_NAME, TIME_LIMITS, celery_config, kombu_priority
+from shared.broker.celery_config import QUEUES, RUN_JOB_TASK_NAME, TIME_LIMITS, celery_config, kombu_priority
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings, get_settings
 
-log = logging.getLogger("stylefarm.queue")
+log = logging.getLogger("stylefarm.broker")
 
 _apps: dict[str, Celery] = {}
 _lock = threading.Lock()
@@ -60,7 +60,7 @@ def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | Non
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.5, timeout=CONNECT_TIMEOUT_S)
             app.send_task(
-                TASK_NAME,
+                RUN_JOB_TASK_NAME,
                 args=[job_id],
                 task_id=task_id,
                 queue=queue,

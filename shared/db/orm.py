@@ -151,7 +151,7 @@ class Job(Base):
     loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     stage: Mapped[str] = mapped_column(String(64), default="")
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # shared.jobs.outcomes, as JSON
     model_id: Mapped[str | None] = mapped_column(
         String(ID_LEN), ForeignKey("models.id", name="fk_jobs_model_id", ondelete="SET NULL"), nullable=True
     )

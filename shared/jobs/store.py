@@ -340,9 +340,9 @@ def is_cancel_requested(job_id: str) -> bool:
 def succeed_job(
     job_id: str, result: dict[str, Any], model_id: str | None = None, *, task_id: str | None = None
 ) -> Job:
-    """running -> succeeded with ``result`` = ``{"keys": {name: storage key, ...}, "width",
-    "height", "metrics"}`` (``keys["image"]`` is what ``GET /v1/jobs/{id}/result`` serves)
-    and, for training jobs, the registered ``model_id``."""
+    """running -> succeeded with ``result``, a ``shared.jobs.outcomes`` outcome as JSON
+    (``outcome.model_dump(mode="json")``, read back with ``parse_outcome``) and, for
+    training jobs, the registered ``model_id``."""
     now = utcnow()
     return _transition(
         job_id,

@@ -4,8 +4,10 @@ Keys are deterministic and tenant-scoped (see the ``*_key`` helpers), so the sam
 always land at the same place and retries overwrite instead of duplicating::
 
     tenants/<tenant>/inputs/<sha256>
-    tenants/<tenant>/jobs/<job_id>/<name>                 results (e.g. result.png)
-    tenants/<tenant>/jobs/<job_id>/checkpoint.pt          training checkpoints
+    tenants/<tenant>/jobs/<job_id>/output.png             a render job's image
+    tenants/<tenant>/jobs/<job_id>/loss.png               a training job's loss curve
+    tenants/<tenant>/jobs/<job_id>/checkpoint.pt          its latest training checkpoint
+    tenants/<tenant>/datasets/<name>/...                  ``prefix:NAME`` datasets
     tenants/<tenant>/models/<model_id>/<name>             models a tenant trained
     global/models/<model_id>/<name>                       built-in models (tenant None)
     .../models/<model_id>/thumbnails/<style>.png
@@ -21,6 +23,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from shared.storage.keys import (
+    CHECKPOINT_NAME,
+    LOSS_CURVE_NAME,
+    RENDER_NAME,
     check_key,
     checkpoint_key,
     dataset_prefix,
@@ -37,6 +42,9 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 __all__ = [
+    "CHECKPOINT_NAME",
+    "LOSS_CURVE_NAME",
+    "RENDER_NAME",
     "LocalStorage",
     "S3Storage",
     "Storage",

@@ -1,18 +1,20 @@
 """Deterministic, tenant-scoped storage keys (see ``shared.storage``)."""
 
-
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from shared.jobs.tenants import check_tenant
 
-if TYPE_CHECKING:
-    pass
-
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*$")
-_TMP_PREFIX = ".tmp-"
+#: Temporary files of atomic writes start with this; ``check_key`` refuses such names.
+TMP_PREFIX = ".tmp-"
+
+#: File names under ``result_key``: a render job's PNG, a training job's loss curve and its
+#: latest checkpoint.
+RENDER_NAME = "output.png"
+LOSS_CURVE_NAME = "loss.png"
+CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def check_key(key: str) -> str:
@@ -38,14 +40,14 @@ def input_key(tenant: str, sha256: str) -> str:
     return f"tenants/{check_tenant(tenant)}/inputs/{sha256}"
 
 
-def result_key(tenant: str, job_id: str, name: str = "result.png") -> str:
-    """A file a job produced (``result.png``, ``loss.png``, ...)."""
+def result_key(tenant: str, job_id: str, name: str) -> str:
+    """A file a job produced (``RENDER_NAME``, ``LOSS_CURVE_NAME``, ``CHECKPOINT_NAME``)."""
     return f"tenants/{check_tenant(tenant)}/jobs/{_check_name(job_id)}/{_check_name(name)}"
 
 
 def checkpoint_key(tenant: str, job_id: str) -> str:
     """The (overwritten) latest checkpoint of a training job, for resuming after a retry."""
-    return result_key(tenant, job_id, "checkpoint.pt")
+    return result_key(tenant, job_id, CHECKPOINT_NAME)
 
 
 def model_key(tenant: str | None, model_id: str, name: str = "model.pt") -> str:
@@ -62,5 +64,3 @@ def dataset_prefix(tenant: str, name: str) -> str:
 def thumbnail_key(tenant: str | None, model_id: str, style: int) -> str:
     """Preview image of one style of a model."""
     return model_key(tenant, model_id, f"thumbnails/{int(style)}.png")
-
-

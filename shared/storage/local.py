@@ -1,6 +1,5 @@
 """``LocalStorage``: keys map to files under a folder."""
 
-
 from __future__ import annotations
 
 import os
@@ -9,14 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shared.errors import NotFound, StorageUnavailable
-
-if TYPE_CHECKING:
-    pass
-
-from shared.storage.keys import _TMP_PREFIX, check_key  # noqa: F401
+from shared.storage.keys import TMP_PREFIX, check_key
 
 # --- local folder ----------------------------------------------------------------------
 
@@ -38,7 +32,7 @@ class LocalStorage:
     def _atomic_target(self, key: str) -> Iterator[Path]:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=final.parent)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
         os.close(fd)
         try:
             yield Path(tmp)
@@ -76,7 +70,7 @@ class LocalStorage:
         for dirpath, dirs, files in os.walk(start):
             dirs.sort()
             for name in sorted(files):
-                if name.startswith(_TMP_PREFIX):
+                if name.startswith(TMP_PREFIX):
                     continue
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
@@ -93,7 +87,7 @@ class LocalStorage:
         if not source.is_file():
             raise NotFound(f"No stored object {key!r}.", key=key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{_TMP_PREFIX}{target.name}")
+        tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
         shutil.copyfile(source, tmp)
         os.replace(tmp, target)
         return target
@@ -105,5 +99,3 @@ class LocalStorage:
     def ping(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StorageUnavailable(f"Local storage {self.root} is not writable.")
-
-

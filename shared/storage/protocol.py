@@ -1,16 +1,9 @@
 """The ``Storage`` protocol: what API and worker need from blob storage."""
 
-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-
-if TYPE_CHECKING:
-    pass
-
-# --- the protocol ----------------------------------------------------------------------
+from typing import Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -26,5 +19,3 @@ class Storage(Protocol):
     def download_to(self, key: str, path: str | Path) -> Path: ...
     def upload_file(self, path: str | Path, key: str, content_type: str = "application/octet-stream") -> None: ...
     def ping(self) -> None: ...
-
-

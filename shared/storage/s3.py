@@ -1,6 +1,5 @@
 """``S3Storage``: any S3-compatible store through boto3."""
 
-
 from __future__ import annotations
 
 import os
@@ -8,14 +7,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.errors import NotFound, StorageUnavailable
-
-if TYPE_CHECKING:
-    pass
-
-from shared.storage.keys import _TMP_PREFIX, check_key  # noqa: F401
+from shared.storage.keys import TMP_PREFIX, check_key
 
 # --- S3 and friends --------------------------------------------------------------------
 
@@ -156,7 +151,7 @@ class S3Storage:
         self._ensure_bucket()
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{_TMP_PREFIX}{target.name}")
+        tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
         try:
             with self._errors(key):
                 self.client.download_file(self.bucket, check_key(key), str(tmp))
@@ -176,5 +171,3 @@ class S3Storage:
     def ping(self) -> None:
         self._bucket_ready = False  # re-check: readiness must reflect the store now
         self._ensure_bucket()
-
-

@@ -5,11 +5,10 @@ from __future__ import annotations
 from api_helpers import EnqueueRecorder, assert_problem, png_bytes, upload_id, zip_bytes
 from fastapi.testclient import TestClient
 
-from shared.jobs import store
-
-from shared.jobs import model_registry
+from shared.jobs import model_registry, store
+from shared.jobs.outcomes import RenderKeys, RenderOutcome, TrainKeys, TrainOutcome
 from shared.settings import Settings
-from shared.storage import get_storage, result_key
+from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, get_storage, model_key, result_key
 
 
 def fast_spec(client: TestClient, **extra: object) -> dict:
@@ -245,14 +244,22 @@ def test_given_queued_job_when_result_requested_expect_409(client: TestClient) -
     assert "queued" in body["detail"]
 
 
-def test_given_succeeded_job_expect_result_png_and_summary(client: TestClient, settings: Settings) -> None:
+def _running_job(client: TestClient) -> str:
     job_id = submit(client, fast_spec(client)).json()["id"]
     store.claim_job(job_id, task_id="t", worker="w")
-    key = result_key("default", job_id, "result.png")
+    return job_id
+
+
+def test_given_succeeded_job_expect_result_png_and_summary(client: TestClient, settings: Settings) -> None:
+    # given a render job the worker finished with its PNG in storage
+    job_id = _running_job(client)
+    key = result_key("default", job_id, RENDER_NAME)
     png = png_bytes(20, 10)
     get_storage(settings).put_bytes(key, png, "image/png")
-    store.succeed_job(job_id, {"keys": {"image": key}, "width": 20, "height": 10, "metrics": {"ms": 5}})
+    outcome = RenderOutcome(keys=RenderKeys(image=key), width=20, height=10, size_bytes=len(png), metrics={"ms": 5})
+    store.succeed_job(job_id, outcome.model_dump(mode="json"))
 
+    # when it is read, expect its summary and a link that serves the PNG
     body = client.get(f"/v1/jobs/{job_id}").json()
     assert body["status"] == "succeeded" and body["progress"]["fraction"] == 1.0
     assert body["result"] == {"width": 20, "height": 10, "metrics": {"ms": 5}}
@@ -260,3 +267,84 @@ def test_given_succeeded_job_expect_result_png_and_summary(client: TestClient, s
     response = client.get(body["links"]["result"])
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert response.content == png
+
+
+def test_given_result_row_written_before_outcome_kinds_expect_same_summary_and_png(
+    client: TestClient, settings: Settings
+) -> None:
+    # given a render job whose result the worker stored in the shape it had before ``kind``
+    job_id = _running_job(client)
+    key = result_key("default", job_id, RENDER_NAME)
+    png = png_bytes(20, 10)
+    get_storage(settings).put_bytes(key, png, "image/png")
+    legacy_row = {
+        "keys": {"image": key},
+        "width": 20,
+        "height": 10,
+        "bytes": len(png),
+        "content_type": "image/png",
+        "metrics": {"ms": 5},
+        "seconds": 1.5,
+        "worker": "w",
+    }
+    store.succeed_job(job_id, legacy_row)
+
+    # when it is read, expect the same summary and PNG as for today's rows
+    body = client.get(f"/v1/jobs/{job_id}").json()
+    assert body["result"] == {"width": 20, "height": 10, "metrics": {"ms": 5}}
+    assert client.get(f"/v1/jobs/{job_id}/result").content == png
+
+
+def _trained_model(job_id: str) -> str:
+    model = model_registry.register_model(
+        name="mine",
+        kind="fast",
+        checksum="c" * 64,
+        storage_key=model_key("default", "m1"),
+        tenant="default",
+        created_by_job=job_id,
+        model_id="m1",
+    )
+    return model.id
+
+
+def test_given_succeeded_training_job_expect_loss_curve_served_and_model_linked(
+    client: TestClient, settings: Settings
+) -> None:
+    # given a training job that registered a model and plotted its loss curve
+    job_id = _running_job(client)
+    model_id = _trained_model(job_id)
+    loss_key = result_key("default", job_id, LOSS_CURVE_NAME)
+    curve = png_bytes(8, 6, color=(0, 0, 255))
+    get_storage(settings).put_bytes(loss_key, curve, "image/png")
+    outcome = TrainOutcome(
+        keys=TrainKeys(model=model_key("default", model_id), checkpoint="ckpt", loss_curve=loss_key),
+        model_id=model_id,
+        model_name="mine",
+        model_kind="fast",
+        metrics={"final_loss": 2.5},
+    )
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), model_id)
+
+    # when it is read, expect no image size, its metrics, a model link and the curve as result
+    body = client.get(f"/v1/jobs/{job_id}").json()
+    assert body["result"] == {"width": None, "height": None, "metrics": {"final_loss": 2.5}}
+    assert body["model_id"] == model_id and body["links"]["model"] == f"/v1/models/{model_id}"
+    assert client.get(body["links"]["result"]).content == curve
+
+
+def test_given_training_job_without_loss_curve_expect_result_404_naming_model(client: TestClient) -> None:
+    # given a training job that plotted no loss curve
+    job_id = _running_job(client)
+    model_id = _trained_model(job_id)
+    outcome = TrainOutcome(
+        keys=TrainKeys(model=model_key("default", model_id), checkpoint="ckpt"),
+        model_id=model_id,
+        model_name="mine",
+        model_kind="fast",
+    )
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), model_id)
+
+    # when its result is asked for, expect a 404 problem that points to the model
+    body = assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 404, "not-found")
+    assert f"/v1/models/{model_id}" in body["detail"]

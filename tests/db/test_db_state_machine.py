@@ -9,7 +9,7 @@ import pytest
 
 from shared.jobs import store
 
-from shared.jobs import status as job_status
+from shared.jobs.status import FINAL_STATUSES, TRANSITIONS, can_transition
 from shared.errors import IdempotencyKeyReused, InvalidTransition, NotFound
 from shared.jobs.store import JobStatus
 
@@ -175,11 +175,11 @@ def test_given_task_id_when_other_task_finishes_expect_invalid_transition(db_url
 
 
 def test_transition_table_matches_docstring() -> None:
-    assert job_status.can_transition("queued", "running") and job_status.can_transition("running", "queued")
-    assert job_status.can_transition("running", "running")
-    assert not job_status.can_transition("succeeded", "running") and not job_status.can_transition("queued", "succeeded")
-    for final in job_status.FINAL_STATUSES:
-        assert not job_status.TRANSITIONS[final]
+    assert can_transition("queued", "running") and can_transition("running", "queued")
+    assert can_transition("running", "running")
+    assert not can_transition("succeeded", "running") and not can_transition("queued", "succeeded")
+    for final in FINAL_STATUSES:
+        assert not TRANSITIONS[final]
 
 
 def test_given_missing_job_expect_not_found(db_url: str) -> None:

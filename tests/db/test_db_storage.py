@@ -37,7 +37,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
 
 def test_keys_are_deterministic_and_tenant_scoped() -> None:
     assert input_key("acme", SHA) == f"tenants/acme/inputs/{SHA}"
-    assert result_key("acme", "j1", "result.png") == "tenants/acme/jobs/j1/result.png"
+    assert result_key("acme", "j1", "output.png") == "tenants/acme/jobs/j1/output.png"
     assert checkpoint_key("acme", "j1") == "tenants/acme/jobs/j1/checkpoint.pt"
     assert model_key(None, "m1") == "global/models/m1/model.pt"
     assert model_key("acme", "m1", "decoder.pt") == "tenants/acme/models/m1/decoder.pt"
