@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STYLEFARM_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STYLEFARM_", env_file=None, extra="ignore", populate_by_name=True)
 
     env: Literal["development", "production"] = "development"
     home: Path = Field(Path("./var"), description="where the embedded defaults keep their state")

@@ -102,3 +102,13 @@ def test_wait_ready_reports_early_exit_with_log(tmp_path: Path) -> None:
         proc.start().wait_ready(10)
     proc.stop()
     assert proc.returncode() == 3
+
+
+def test_settings_fields_with_env_aliases_also_take_their_own_names() -> None:
+    # given fields that read STYLEFARM_* or the conventional env names (REDIS_URL, AWS_*)
+    from shared.settings import Settings
+
+    # when built in code by field name
+    s = Settings(broker_url="redis://elsewhere:1/0", database_url="sqlite:///x.db", s3_region="eu-west-1")
+    # expect the values given, not the defaults
+    assert (s.broker_url, s.database_url, s.s3_region) == ("redis://elsewhere:1/0", "sqlite:///x.db", "eu-west-1")
