@@ -27,11 +27,12 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from shared.jobs import store
-from shared.broker.celery_config import QUEUES, RECONCILE_TASK_NAME, TIME_LIMITS, queue_list_names
+from shared.broker.celery_config import QUEUES, RECONCILE_TASK_NAME, queue_list_names
 from shared.db.orm import Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import EngineError, InvalidTransition, StylefarmError
 from shared.broker.client import client_app, enqueue_job
+from shared.jobs.methods import MAX_HARD_LIMIT_S, REGISTRY
 from shared.settings import Settings, get_settings
 from worker.celery_app import app
 
@@ -99,7 +100,7 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
             .where(Job.status == "queued", Job.updated_at < now - timedelta(seconds=queued_after_s))
             .order_by(Job.created_at).limit(BATCH)
         ))  # fmt: skip
-        oldest_limit = min(h for _, h in TIME_LIMITS.values())
+        oldest_limit = min(m.hard_limit_s for m in REGISTRY.values())
         running = list(session.execute(
             select(Job.id, Job.queue, Job.priority, Job.method, Job.attempts, Job.updated_at)
             .where(Job.status == "running", Job.updated_at < now - timedelta(seconds=oldest_limit + grace_s))
@@ -124,7 +125,8 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
                     report.errors.append(f"{row.id}: {exc}")
 
     for row in running:
-        _soft, hard = TIME_LIMITS.get(row.method, max(TIME_LIMITS.values()))
+        method = REGISTRY.get(row.method)
+        hard = method.hard_limit_s if method is not None else MAX_HARD_LIMIT_S
         if row.updated_at > now - timedelta(seconds=hard + grace_s):
             continue  # a long method still within its limit
         silent = (now - row.updated_at).total_seconds()

@@ -1,7 +1,7 @@
 """The one task: ``stylefarm.run_job(job_id)``.
 
 Thin on purpose: claim the job (conditional UPDATE), build an ``EngineContext``
-(``worker.job_runtime``), call ``shared.engine.run_job``, store the outcome, and map every
+(``worker.job_runtime``), call ``shared.engine.run_engine``, store the outcome, and map every
 error to one of: succeeded / failed (problem details) / canceled / requeued + retried.
 
 Outcomes:
@@ -14,7 +14,7 @@ Outcomes:
   with its problem; retryable errors -> ``requeue_job`` and a Celery retry with
   exponential backoff (at most ``MAX_RETRIES``, then ``fail_job``); anything else ->
   ``fail_job`` with a generic engine-error problem (message, no traceback).
-* Time limits: each method has a soft limit (``TIME_LIMITS``), enforced at the engine's
+* Time limits: each method has a soft limit (``shared.jobs.methods``), enforced at the engine's
   step boundaries and by a SIGALRM timer; past it the job fails with a
   ``time-limit-exceeded`` problem. Celery's hard limit kills a stuck process; the
   reconciler then fails the job.
@@ -39,7 +39,7 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from shared.jobs import store
 
 from shared.jobs import model_registry
-from shared.broker.celery_config import TASK_NAME, TIME_LIMITS
+from shared.broker.celery_config import TASK_NAME
 from shared.errors import (
     Conflict,
     EngineError,
@@ -50,7 +50,7 @@ from shared.errors import (
     TimeLimitExceeded,
 )
 from shared.settings import get_settings
-from shared.jobs.specs import TRAINING_METHODS, parse_spec
+from shared.jobs.methods import REGISTRY, parse_spec
 from shared.storage import get_storage, model_key, result_key
 from worker import process_state
 from worker.celery_app import app
@@ -231,7 +231,8 @@ def run_job(self: Task, job_id: str) -> str:
 
     settings = get_settings()
     storage = get_storage(settings)
-    soft_s, _hard_s = TIME_LIMITS.get(job.method, (None, None))
+    method = REGISTRY.get(job.method)  # None only for a stored method since removed: parse_spec fails it
+    soft_s = method.soft_limit_s if method is not None else None
     rt = JobRuntime(job_id=job_id, tenant=job.tenant, settings=settings, storage=storage,
                     soft_limit_s=soft_s, deadline=(time.monotonic() + soft_s) if soft_s else None)  # fmt: skip
     jlog.info("claimed by %s (task %s, attempt %s, method %s)", worker_name, task_id, job.attempts, job.method)
@@ -240,15 +241,16 @@ def run_job(self: Task, job_id: str) -> str:
         spec = parse_spec(job.spec)
         with tempfile.TemporaryDirectory(prefix=f"stylefarm-{job_id}-") as tmp, soft_time_limit(soft_s):
             work_dir = Path(tmp)
-            if job.method in TRAINING_METHODS:
+            trains = method is not None and method.trains
+            if trains:
                 check_model_name_free(job.tenant, spec.name, job_id)
                 rt.restore_checkpoint(work_dir)
             process_state.warm_up(job.method)
             ctx = rt.context(work_dir, process_state.device(), settings.precision)
-            from shared.engine import run_job as engine_run_job
+            from shared.engine import run_engine
 
-            result = engine_run_job(spec, ctx)
-            if job.method in TRAINING_METHODS:
+            result = run_engine(spec, ctx)
+            if trains:
                 result_dict, model_id = store_train_result(rt, spec, result, job_id)
             else:
                 result_dict, model_id = store_render_result(rt, result), None

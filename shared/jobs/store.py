@@ -58,7 +58,7 @@ from shared.errors import (
     InvalidTransition,
     NotFound,
 )
-from shared.jobs.specs import QUEUE_BY_METHOD, parse_spec
+from shared.jobs.methods import get_method, parse_spec
 from shared.jobs.status import FINAL_STATUSES, TRANSITIONS, JobStatus, can_transition  # noqa: F401
 from shared.jobs.tenants import check_tenant
 
@@ -180,7 +180,7 @@ def create_job(
         method=method,
         spec=spec_json,
         status=JobStatus.QUEUED.value,
-        queue=queue or QUEUE_BY_METHOD[method],
+        queue=queue or get_method(method).queue,
         priority=priority,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
