@@ -5,7 +5,8 @@
   or Redis lost data. It is sent again (``enqueue_job``).
 * ``running`` with a heartbeat (``updated_at``, bumped by every progress write) older
   than the method's hard time limit plus ``grace_s``: its worker is gone. It is requeued
-  and sent again while ``attempts < max_attempts``, failed with a problem otherwise.
+  and sent again while ``attempts < Settings.max_attempts`` (the one retry budget, shared
+  with the worker's retries of transient errors), failed with a problem otherwise.
 
 Sending a job twice is harmless: ``claim_job`` lets one message through.
 
@@ -40,7 +41,6 @@ log = logging.getLogger("stylefarm.reconcile")
 
 QUEUED_AFTER_S = 300
 GRACE_S = 600
-MAX_ATTEMPTS = 3
 BATCH = 500
 
 
@@ -91,8 +91,11 @@ def job_ids_in_broker(settings: Settings | None = None) -> set[str]:
 
 
 def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_S,
-              max_attempts: int = MAX_ATTEMPTS, settings: Settings | None = None) -> Report:  # fmt: skip
+              max_attempts: int | None = None, settings: Settings | None = None) -> Report:  # fmt: skip
+    """One pass; ``max_attempts`` defaults to ``Settings.max_attempts``."""
     report = Report()
+    if max_attempts is None:
+        max_attempts = (settings or get_settings()).max_attempts
     now = utcnow()
     with session_scope() as session:
         queued = list(session.execute(
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.reconcile", description=__doc__.splitlines()[0])
     parser.add_argument("--queued-after", type=float, default=QUEUED_AFTER_S, help="seconds a job may wait queued")
     parser.add_argument("--grace", type=float, default=GRACE_S, help="seconds past the hard limit before a running job is stale")
-    parser.add_argument("--max-attempts", type=int, default=MAX_ATTEMPTS)
+    parser.add_argument("--max-attempts", type=int, default=None,
+                        help="runs a job may have before it fails (default: STYLEFARM_MAX_ATTEMPTS)")  # fmt: skip
     parser.add_argument("--loop", type=float, default=0, help="repeat every N seconds (0 = once)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -12,7 +12,7 @@ Outcomes:
   stored, ``succeed_job(..., model_id=...)``.
 * ``JobCanceled`` -> ``mark_canceled``; non-retryable ``StylefarmError`` -> ``fail_job``
   with its problem; retryable errors -> ``requeue_job`` and a Celery retry with
-  exponential backoff (at most ``MAX_RETRIES``, then ``fail_job``); anything else ->
+  exponential backoff while ``Job.attempts < Settings.max_attempts`` (then ``fail_job``); anything else ->
   ``fail_job`` with a generic engine-error problem (message, no traceback).
 * Time limits: each method has a soft limit (``shared.jobs.methods``), enforced at the engine's
   step boundaries and by a SIGALRM timer; past it the job fails with a
@@ -58,7 +58,6 @@ from worker.job_runtime import JobRuntime
 
 log = logging.getLogger("stylefarm.worker")
 
-MAX_RETRIES = 5
 BACKOFF_BASE_S = 5
 BACKOFF_MAX_S = 300
 RESULT_NAME = "output.png"
@@ -212,24 +211,25 @@ def _finish(fn, *args, **kwargs) -> None:
         log.warning("%s", exc)
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=MAX_RETRIES, acks_late=True, reject_on_worker_lost=True,
-          ignore_result=True)  # fmt: skip
+@app.task(name=TASK_NAME, bind=True, max_retries=get_settings().max_attempts, acks_late=True,
+          reject_on_worker_lost=True, ignore_result=True)  # fmt: skip
 def run_job(self: Task, job_id: str) -> str:
     jlog = JobLog(log, {"job_id": job_id})
     worker_name = self.request.hostname or process_state.worker_name()
     task_id = self.request.id
+    settings = get_settings()
+    max_attempts = settings.max_attempts
     try:
         job = store.claim_job(job_id, task_id=task_id, worker=worker_name)
     except StylefarmError as exc:
-        if exc.retryable and self.request.retries < MAX_RETRIES:
+        if exc.retryable and self.request.retries + 1 < max_attempts:
             jlog.warning("claim failed (%s); retrying", exc)
-            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=MAX_RETRIES)
+            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=max_attempts)
         raise
     if job is None:
         jlog.info("not claimable (finished, canceled or held by another task); dropping message")
         return "skipped"
 
-    settings = get_settings()
     storage = get_storage(settings)
     method = REGISTRY.get(job.method)  # None only for a stored method since removed: parse_spec fails it
     soft_s = method.soft_limit_s if method is not None else None
@@ -273,8 +273,8 @@ def run_job(self: Task, job_id: str) -> str:
     except StylefarmError as err:
         if err.retryable:
             problem = _problem(err, job_id)
-            if self.request.retries >= MAX_RETRIES:
-                jlog.error("giving up after %d retries: %s", self.request.retries, err)
+            if job.attempts >= max_attempts:
+                jlog.error("giving up after %d attempts: %s", job.attempts, err)
                 _finish(store.fail_job, job_id, problem, task_id=task_id)
                 return "failed"
             delay = backoff_s(self.request.retries)
@@ -283,7 +283,7 @@ def run_job(self: Task, job_id: str) -> str:
                 store.requeue_job(job_id, problem, task_id=task_id)
             except Exception as exc:  # DB down too: the retry message still comes back
                 jlog.warning("requeue failed: %s", exc)
-            raise self.retry(countdown=delay, max_retries=MAX_RETRIES)
+            raise self.retry(countdown=delay, max_retries=max_attempts)
         jlog.info("failed: %s (%s)", err.detail, err.slug)
         _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"
