@@ -23,7 +23,7 @@ from harness import RedisServer
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).parent / "api"))  # the API tests' helpers
-from api_helpers import EnqueueRecorder, make_client, png_bytes, upload_id, zip_bytes  # noqa: E402
+from api_helpers import EnqueueRecorder, make_client, png_bytes, record_enqueues, upload_id, zip_bytes  # noqa: E402
 
 from shared.broker.celery_config import QUEUES, celery_config, queue_list_names  # noqa: E402
 from shared.engine.context import EngineContext  # noqa: E402
@@ -114,16 +114,12 @@ def test_queue_is_one_the_workers_consume(method: Method) -> None:
 
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> EnqueueRecorder:
-    import shared.broker.client
-
-    recorder = EnqueueRecorder()
-    monkeypatch.setattr(shared.broker.client, "enqueue_job", recorder)
-    return recorder
+    return record_enqueues(monkeypatch)
 
 
 @pytest.fixture
 def client(tmp_path: Path, enqueued: EnqueueRecorder) -> Iterator[TestClient]:
-    yield from make_client(Settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    yield from make_client(Settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0"))  # nothing listens there
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
