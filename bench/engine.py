@@ -7,7 +7,7 @@ the high-water mark ``VmHWM`` of that process, belongs to that measurement alone
 
 - ``ref``: ``bench/reference.py``: the same networks and loss math, run the plain way (fp32
   NCHW, full VGG19 every time, style targets recomputed per job, no_grad).
-- ``ours``: ``shared.engine.run_job`` with ``precision=auto`` (VGG cut at the deepest layer
+- ``ours``: ``shared.engine.run_engine`` with ``precision=auto`` (VGG cut at the deepest layer
   needed, cached style targets, inference_mode, channels_last, bf16 autocast where the
   engine chooses it).
 
@@ -115,7 +115,7 @@ def _child_gatys(job: dict) -> tuple[dict, Any]:
     from PIL import Image
 
     from bench import reference
-    from shared.engine import EngineContext, run_job
+    from shared.engine import EngineContext, run_engine
     from shared.engine.images import to_tensor
 
     spec = _gatys_spec(job["method"], job)
@@ -138,7 +138,7 @@ def _child_gatys(job: dict) -> tuple[dict, Any]:
         dtype = "float32"
     else:
         ctx = EngineContext(progress=lambda p: stamps.append(time.perf_counter()), precision="auto")
-        result = run_job(spec, ctx)
+        result = run_engine(spec, ctx)
         out = to_tensor(result.image)
         dtype = str(result.metrics.get("precision", result.metrics.get("dtype", "?")))
     per_iter = [b - a for a, b in zip(stamps, stamps[1:])]  # the first iteration (kernel build) is not counted
@@ -161,7 +161,7 @@ def _child_fast(job: dict) -> tuple[dict, Any]:
     from PIL import Image
 
     from bench import reference
-    from shared.engine import EngineContext, run_job
+    from shared.engine import EngineContext, run_engine
     from shared.engine.images import to_tensor
     from shared.jobs.specs import FastSpec
 
@@ -198,7 +198,7 @@ def _child_fast(job: dict) -> tuple[dict, Any]:
     box: dict = {}
 
     def run() -> torch.Tensor:
-        box["r"] = run_job(spec, EngineContext(precision="auto"))
+        box["r"] = run_engine(spec, EngineContext(precision="auto"))
         return to_tensor(box["r"].image)
 
     seconds, out = _timed(run, job["repeat"])
@@ -210,7 +210,7 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
     from PIL import Image
 
     from bench import reference
-    from shared.engine import EngineContext, run_job
+    from shared.engine import EngineContext, run_engine
     from shared.engine.images import to_tensor
     from shared.jobs.specs import AdainSpec
 
@@ -232,7 +232,7 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
     box: dict = {}
 
     def run() -> torch.Tensor:
-        box["r"] = run_job(spec, EngineContext(precision="auto"))
+        box["r"] = run_engine(spec, EngineContext(precision="auto"))
         return to_tensor(box["r"].image)
 
     seconds, out = _timed(run, job["repeat"])

@@ -167,10 +167,10 @@ class Render:
 
 
 def _run(spec) -> tuple[Image.Image, float]:
-    from shared.engine import EngineContext, run_job
+    from shared.engine import EngineContext, run_engine
 
     t = time.perf_counter()
-    result = run_job(spec, EngineContext())
+    result = run_engine(spec, EngineContext())
     return result.image, time.perf_counter() - t
 
 

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         120.0, ge=0, description="minimum seconds between training-checkpoint uploads (the first is uploaded at once)"
     )
     model_cache_dir: Path | None = Field(None, description="empty = home/models")
+    max_attempts: int = Field(
+        5, ge=1, le=100,
+        description="the one retry budget: Job.attempts counts every run of a job (redeliveries included); "
+        "the worker retries a transient error, and the reconciler requeues a job whose worker went silent, "
+        "only while attempts < max_attempts; otherwise the job fails",
+    )  # fmt: skip
     worker_queues: str = "gpu,cpu"
 
     @model_validator(mode="after")

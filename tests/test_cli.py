@@ -17,7 +17,7 @@ from shared.cli.options import (
     parse_style_token,
     spec_options,
 )
-from shared.jobs.specs import SPEC_BY_METHOD, TRAINING_METHODS
+from shared.jobs.methods import REGISTRY, TRAINING_METHODS
 
 
 @pytest.fixture
@@ -39,9 +39,9 @@ def _spec(argv: list[str], capsys) -> dict:
 # --- option generation ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", list(SPEC_BY_METHOD))
+@pytest.mark.parametrize("method", list(REGISTRY))
 def test_every_spec_field_has_an_option(method: str) -> None:
-    model = SPEC_BY_METHOD[method]
+    model = REGISTRY[method].spec
     options = {o.field: o for o in spec_options(model)}
     assert set(options) == set(model.model_fields) - {"method"}
     parser, per_method = cli.build_parser()
@@ -65,12 +65,12 @@ def _help_of(parser: argparse.ArgumentParser, *path: str) -> str:
 def test_help_quotes_the_model_defaults_and_limits() -> None:
     parser, _ = cli.build_parser()
     text = " ".join(_help_of(parser, "render", "optimize").split())
-    model = SPEC_BY_METHOD["optimize"]
+    model = REGISTRY["optimize"].spec
     assert f"default: {model.model_fields['steps'].default}" in text
     assert "<=5000" in text  # MAX_STEPS, quoted from the Field, never restated
 
 
-@pytest.mark.parametrize("method", list(SPEC_BY_METHOD))
+@pytest.mark.parametrize("method", list(REGISTRY))
 def test_unset_options_leave_the_model_defaults(method: str, images, capsys) -> None:
     argv = {
         "optimize": ["render", "optimize", images["content"], "--style", images["style"]],
@@ -82,7 +82,7 @@ def test_unset_options_leave_the_model_defaults(method: str, images, capsys) -> 
                         "--name", "m"],
     }[method]  # fmt: skip
     data = _spec(argv, capsys)
-    model = SPEC_BY_METHOD[method]
+    model = REGISTRY[method].spec
     assert data == json.loads(model.model_validate(data).model_dump_json())
     for name, info in model.model_fields.items():
         if not info.is_required() and name != "method":
@@ -199,7 +199,7 @@ def test_stylefarm_errors_exit_1(images, capsys, monkeypatch) -> None:
     def refuse(spec, ctx):
         raise ModelUnavailable("no trained AdaIN decoder is installed")
 
-    monkeypatch.setattr("shared.engine.run_job", refuse)
+    monkeypatch.setattr("shared.engine.run_engine", refuse)
     out = Path(images["dir"]) / "o.png"
     assert cli.main(["render", "adain", images["content"], "--style", images["style"], "-o", str(out), "-q"]) == 1
     assert "model unavailable: no trained AdaIN decoder is installed" in capsys.readouterr().err
@@ -216,7 +216,7 @@ def test_cancel_flag_stops_the_job_cleanly(images, capsys, monkeypatch) -> None:
         ctx.check_cancel()
         raise AssertionError("the cancel flag was not set")
 
-    monkeypatch.setattr("shared.engine.run_job", job)
+    monkeypatch.setattr("shared.engine.run_engine", job)
     argv = ["render", "fast", images["content"], "-o", str(Path(images["dir"]) / "o.png")]
     assert cli.main(argv) == 130
     assert "canceled" in capsys.readouterr().err

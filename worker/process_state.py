@@ -13,21 +13,13 @@ import os
 import socket
 import threading
 
+from shared.jobs.methods import REGISTRY
+
 log = logging.getLogger("stylefarm.worker")
 
 _device: str | None = None
 _warmed: set[str] = set()
 _lock = threading.Lock()
-
-# Engine modules each method needs; importing them (torch, networks) is the slow part.
-_ENGINE_MODULES = {
-    "optimize": "shared.engine.methods.optimize",
-    "masked": "shared.engine.methods.masked",
-    "fast": "shared.engine.methods.fast",
-    "adain": "shared.engine.methods.adain",
-    "train-fast": "shared.engine.training.train_fast",
-    "train-adain": "shared.engine.training.train_adain",
-}
 
 
 def worker_name() -> str:
@@ -67,20 +59,22 @@ def device() -> str:
 
 
 def warm_up(method: str) -> None:
-    """Import the method's engine module once per process (and call its ``warm_up(device)``
-    when it has one); later jobs of the same method start at once."""
+    """Import the method's engine module (named in ``shared.jobs.methods.REGISTRY``) once per
+    process, and call its ``warm_up(device)`` when it has one; importing it (torch, networks)
+    is the slow part, so later jobs of the same method start at once."""
     if method in _warmed:
         return
     with _lock:
         if method in _warmed:
             return
-        name = _ENGINE_MODULES.get(method)
-        if name:
+        entry = REGISTRY.get(method)
+        if entry is not None:
+            name = entry.engine_module
             try:
                 module = importlib.import_module(name)
             except ImportError as exc:
                 log.warning("engine module %s not importable: %s", name, exc)
-                return  # execute_job will report it on the job
+                return  # run_engine will report it on the job
             hook = getattr(module, "warm_up", None)
             if callable(hook):
                 try:

@@ -5,7 +5,8 @@
   or Redis lost data. It is sent again (``enqueue_job``).
 * ``running`` with a heartbeat (``updated_at``, bumped by every progress write) older
   than the method's hard time limit plus ``grace_s``: its worker is gone. It is requeued
-  and sent again while ``attempts < max_attempts``, failed with a problem otherwise.
+  and sent again while ``attempts < Settings.max_attempts`` (the one retry budget, shared
+  with the worker's retries of transient errors), failed with a problem otherwise.
 
 Sending a job twice is harmless: ``claim_job`` lets one message through.
 
@@ -27,11 +28,12 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from shared.jobs import store
-from shared.broker.celery_config import QUEUES, RECONCILE_TASK_NAME, TIME_LIMITS, queue_list_names
+from shared.broker.celery_config import QUEUES, RECONCILE_TASK_NAME, queue_list_names
 from shared.db.orm import Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import EngineError, InvalidTransition, StylefarmError
 from shared.broker.client import client_app, enqueue_job
+from shared.jobs.methods import MAX_HARD_LIMIT_S, REGISTRY
 from shared.settings import Settings, get_settings
 from worker.celery_app import app
 
@@ -39,7 +41,6 @@ log = logging.getLogger("stylefarm.reconcile")
 
 QUEUED_AFTER_S = 300
 GRACE_S = 600
-MAX_ATTEMPTS = 3
 BATCH = 500
 
 
@@ -90,8 +91,11 @@ def job_ids_in_broker(settings: Settings | None = None) -> set[str]:
 
 
 def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_S,
-              max_attempts: int = MAX_ATTEMPTS, settings: Settings | None = None) -> Report:  # fmt: skip
+              max_attempts: int | None = None, settings: Settings | None = None) -> Report:  # fmt: skip
+    """One pass; ``max_attempts`` defaults to ``Settings.max_attempts``."""
     report = Report()
+    if max_attempts is None:
+        max_attempts = (settings or get_settings()).max_attempts
     now = utcnow()
     with session_scope() as session:
         queued = list(session.execute(
@@ -99,7 +103,7 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
             .where(Job.status == "queued", Job.updated_at < now - timedelta(seconds=queued_after_s))
             .order_by(Job.created_at).limit(BATCH)
         ))  # fmt: skip
-        oldest_limit = min(h for _, h in TIME_LIMITS.values())
+        oldest_limit = min(m.hard_limit_s for m in REGISTRY.values())
         running = list(session.execute(
             select(Job.id, Job.queue, Job.priority, Job.method, Job.attempts, Job.updated_at)
             .where(Job.status == "running", Job.updated_at < now - timedelta(seconds=oldest_limit + grace_s))
@@ -124,7 +128,8 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
                     report.errors.append(f"{row.id}: {exc}")
 
     for row in running:
-        _soft, hard = TIME_LIMITS.get(row.method, max(TIME_LIMITS.values()))
+        method = REGISTRY.get(row.method)
+        hard = method.hard_limit_s if method is not None else MAX_HARD_LIMIT_S
         if row.updated_at > now - timedelta(seconds=hard + grace_s):
             continue  # a long method still within its limit
         silent = (now - row.updated_at).total_seconds()
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.reconcile", description=__doc__.splitlines()[0])
     parser.add_argument("--queued-after", type=float, default=QUEUED_AFTER_S, help="seconds a job may wait queued")
     parser.add_argument("--grace", type=float, default=GRACE_S, help="seconds past the hard limit before a running job is stale")
-    parser.add_argument("--max-attempts", type=int, default=MAX_ATTEMPTS)
+    parser.add_argument("--max-attempts", type=int, default=None,
+                        help="runs a job may have before it fails (default: STYLEFARM_MAX_ATTEMPTS)")  # fmt: skip
     parser.add_argument("--loop", type=float, default=0, help="repeat every N seconds (0 = once)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -25,13 +25,13 @@ from shared.engine.results import RenderResult, TrainResult
 from shared.errors import Conflict, EngineError, NotFound
 from shared.jobs import model_registry
 from shared.jobs.outcomes import JobOutcome, RenderKeys, RenderOutcome, TrainKeys, TrainOutcome, json_safe
-from shared.jobs.specs import JobSpec, TrainAdainSpec, TrainFastSpec
+from shared.jobs.specs import JobSpecModel, TrainAdainSpec, TrainFastSpec
 from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, checkpoint_key, model_key, result_key
 from worker.caches import sha256_file
 from worker.job_runtime import JobRuntime
 
 
-def store_result(rt: JobRuntime, spec: JobSpec, result: RenderResult | TrainResult) -> JobOutcome:
+def store_result(rt: JobRuntime, spec: JobSpecModel, result: RenderResult | TrainResult) -> JobOutcome:
     """Store ``result`` of the job ``spec`` describes; a training spec names its model."""
     if isinstance(result, TrainResult):
         if not isinstance(spec, TrainFastSpec | TrainAdainSpec):

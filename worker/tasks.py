@@ -2,9 +2,9 @@
 (``"stylefarm.run_job"``).
 
 Thin on purpose: claim the job (conditional UPDATE), build an ``EngineContext``
-(``worker.job_runtime``), run the engine, store the outcome (``worker.result_store``), and
-map every error to one of: succeeded / failed (problem details) / canceled / requeued +
-retried.
+(``worker.job_runtime``), run the engine (``shared.engine.run_engine``), store the outcome
+(``worker.result_store``), and map every error to one of: succeeded / failed (problem
+details) / canceled / requeued + retried.
 
 Outcomes:
 
@@ -14,9 +14,9 @@ Outcomes:
   (``succeed_job``), plus the ``model_id`` of a training job.
 * ``JobCanceled`` -> ``mark_canceled``; non-retryable ``StylefarmError`` -> ``fail_job``
   with its problem; retryable errors -> ``requeue_job`` and a Celery retry with
-  exponential backoff (at most ``MAX_RETRIES``, then ``fail_job``); anything else ->
+  exponential backoff while ``Job.attempts < Settings.max_attempts`` (then ``fail_job``); anything else ->
   ``fail_job`` with a generic engine-error problem (message, no traceback).
-* Time limits: each method has a soft limit (``TIME_LIMITS``), enforced at the engine's
+* Time limits: each method has a soft limit (``shared.jobs.methods``), enforced at the engine's
   step boundaries and by a SIGALRM timer; past it the job fails with a
   ``time-limit-exceeded`` problem. Celery's hard limit kills a stuck process; the
   reconciler then fails the job.
@@ -36,7 +36,7 @@ from typing import Any, Iterator
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from shared.broker.celery_config import RUN_JOB_TASK_NAME, TIME_LIMITS
+from shared.broker.celery_config import RUN_JOB_TASK_NAME
 from shared.errors import (
     EngineError,
     InvalidTransition,
@@ -45,8 +45,8 @@ from shared.errors import (
     TimeLimitExceeded,
 )
 from shared.jobs import store
+from shared.jobs.methods import REGISTRY, parse_spec
 from shared.jobs.outcomes import TrainOutcome
-from shared.jobs.specs import TRAINING_METHODS, parse_spec
 from shared.settings import get_settings
 from shared.storage import get_storage
 from worker import process_state
@@ -56,7 +56,6 @@ from worker.result_store import check_model_name_free, store_result
 
 log = logging.getLogger("stylefarm.worker")
 
-MAX_RETRIES = 5
 BACKOFF_BASE_S = 5
 BACKOFF_MAX_S = 300
 
@@ -103,28 +102,30 @@ def _finish(fn, *args, **kwargs) -> None:
         log.warning("%s", exc)
 
 
-@app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=MAX_RETRIES, acks_late=True, reject_on_worker_lost=True,
-          ignore_result=True)  # fmt: skip
+@app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=get_settings().max_attempts, acks_late=True,
+          reject_on_worker_lost=True, ignore_result=True)  # fmt: skip
 def execute_job(self: Task, job_id: str) -> str:
     """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when
     another task holds it or it has finished)."""
     jlog = JobLog(log, {"job_id": job_id})
     worker_name = self.request.hostname or process_state.worker_name()
     task_id = self.request.id
+    settings = get_settings()
+    max_attempts = settings.max_attempts
     try:
         job = store.claim_job(job_id, task_id=task_id, worker=worker_name)
     except StylefarmError as exc:
-        if exc.retryable and self.request.retries < MAX_RETRIES:
+        if exc.retryable and self.request.retries + 1 < max_attempts:
             jlog.warning("claim failed (%s); retrying", exc)
-            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=MAX_RETRIES)
+            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=max_attempts)
         raise
     if job is None:
         jlog.info("not claimable (finished, canceled or held by another task); dropping message")
         return "skipped"
 
-    settings = get_settings()
     storage = get_storage(settings)
-    soft_s, _hard_s = TIME_LIMITS.get(job.method, (None, None))
+    method = REGISTRY.get(job.method)  # None only for a stored method since removed: parse_spec fails it
+    soft_s = method.soft_limit_s if method is not None else None
     rt = JobRuntime(job_id=job_id, tenant=job.tenant, settings=settings, storage=storage,
                     soft_limit_s=soft_s, deadline=(time.monotonic() + soft_s) if soft_s else None)  # fmt: skip
     jlog.info("claimed by %s (task %s, attempt %s, method %s)", worker_name, task_id, job.attempts, job.method)
@@ -133,14 +134,15 @@ def execute_job(self: Task, job_id: str) -> str:
         spec = parse_spec(job.spec)
         with tempfile.TemporaryDirectory(prefix=f"stylefarm-{job_id}-") as tmp, soft_time_limit(soft_s):
             work_dir = Path(tmp)
-            if job.method in TRAINING_METHODS:
+            trains = method is not None and method.trains
+            if trains:
                 check_model_name_free(job.tenant, spec.name, job_id)
                 rt.restore_checkpoint(work_dir)
             process_state.warm_up(job.method)
             ctx = rt.context(work_dir, process_state.device(), settings.precision)
-            from shared.engine import run_job as engine_run_job
+            from shared.engine import run_engine
 
-            result = engine_run_job(spec, ctx)
+            result = run_engine(spec, ctx)
             outcome = store_result(rt, spec, result)
         seconds = round(time.monotonic() - started, 3)
         outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name})
@@ -162,8 +164,8 @@ def execute_job(self: Task, job_id: str) -> str:
     except StylefarmError as err:
         if err.retryable:
             problem = _problem(err, job_id)
-            if self.request.retries >= MAX_RETRIES:
-                jlog.error("giving up after %d retries: %s", self.request.retries, err)
+            if job.attempts >= max_attempts:
+                jlog.error("giving up after %d attempts: %s", job.attempts, err)
                 _finish(store.fail_job, job_id, problem, task_id=task_id)
                 return "failed"
             delay = backoff_s(self.request.retries)
@@ -172,7 +174,7 @@ def execute_job(self: Task, job_id: str) -> str:
                 store.requeue_job(job_id, problem, task_id=task_id)
             except Exception as exc:  # DB down too: the retry message still comes back
                 jlog.warning("requeue failed: %s", exc)
-            raise self.retry(countdown=delay, max_retries=MAX_RETRIES)
+            raise self.retry(countdown=delay, max_retries=max_attempts)
         jlog.info("failed: %s (%s)", err.detail, err.slug)
         _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"

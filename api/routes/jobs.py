@@ -18,20 +18,16 @@ from shared.jobs import inputs
 from shared.jobs import model_registry
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
+from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
-from shared.jobs.store import JobStatus
+from shared.jobs.status import JobStatus
 from shared.settings import Settings
 from shared.storage import Storage, dataset_prefix
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
-    METHODS,
+    JobSpecModel,
     dataset_prefix_name,
-    dataset_refs,
-    image_refs,
-    job_spec_adapter,
-    model_refs,
-    parse_spec,
     prefix_dataset_images,
 )
 
@@ -58,12 +54,12 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _check_refs(tenant: str, spec: Any, storage: Storage) -> None:
+def _check_refs(tenant: str, spec: JobSpecModel, storage: Storage) -> None:
     """Every input the spec names must be the tenant's: images as images, datasets as
     archives or as a storage prefix holding at least one image."""
-    images, datasets = image_refs(spec), []
+    images, datasets = spec.image_refs(), []
     problems: list[str] = []
-    for ref in dataset_refs(spec):
+    for ref in spec.dataset_refs():
         name = dataset_prefix_name(ref)  # InvalidSpec when malformed
         if name is None:
             datasets.append(ref)
@@ -90,12 +86,12 @@ def _check_refs(tenant: str, spec: Any, storage: Storage) -> None:
 BUILTIN_MODELS = frozenset({BUILTIN_FAST_MODEL, DEFAULT_ADAIN_MODEL})
 
 
-def _check_models(tenant: str, spec: Any) -> None:
+def _check_models(tenant: str, spec: JobSpecModel) -> None:
     """Every model the spec names must exist for the tenant, be of the right kind and have
     the style indices asked for, so a bad reference is refused now rather than failing later
     on a worker."""
     problems: list[str] = []
-    for ref, kind, styles in model_refs(spec):
+    for ref, kind, styles in spec.model_refs():
         try:
             model = model_registry.get_model(ref, tenant)
         except NotFound:
@@ -174,7 +170,7 @@ def list_jobs(
     tenant: TenantDep,
     settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    method: Annotated[Literal[METHODS] | None, Query()] = None,  # type: ignore[valid-type]
+    method: Annotated[Literal[METHOD_NAMES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=store.MAX_LIST_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobListOut:

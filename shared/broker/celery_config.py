@@ -6,9 +6,11 @@ at-least-once: ``task_acks_late`` + ``task_reject_on_worker_lost`` put a message
 the queue when the worker process running it dies, and ``shared.jobs.store.claim_job``
 makes a redelivered message resume (same task id) or do nothing (job already finished).
 
-The Redis visibility timeout (``Settings.visibility_timeout_s``) must stay above the
-longest hard time limit (``TIME_LIMITS``): a message still unacknowledged after it is
-delivered again, to a second worker.
+Time limits are per method (``shared.jobs.methods.REGISTRY``): each message carries its
+method's soft/hard limits (``shared.broker.client.enqueue_job``), the defaults below are the
+widest. The Redis visibility timeout (``Settings.visibility_timeout_s``) must stay above the
+longest hard time limit: a message still unacknowledged after it is delivered again, to a
+second worker.
 
 Priorities: ``enqueue_job(..., priority=p)`` takes 0 (normal, the default) to 9 (most
 urgent). Kombu's Redis transport serves *lower* numbers first, so the message priority is
@@ -22,6 +24,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from shared.jobs.methods import MAX_HARD_LIMIT_S, MAX_SOFT_LIMIT_S, REGISTRY
 from shared.settings import Settings, get_settings
 
 #: The wire names of the tasks (``worker.tasks.execute_job``, ``worker.reconcile.reconcile_task``):
@@ -34,18 +37,9 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEP = ":"
 MAX_PRIORITY = 9
 
-# Per-method (soft, hard) time limits in seconds. The soft limit raises inside the engine
-# (the job fails with a ``time-limit-exceeded`` problem); the hard limit kills the process.
-TIME_LIMITS: dict[str, tuple[int, int]] = {
-    "optimize": (1800, 1900),
-    "masked": (2400, 2500),
-    "fast": (300, 360),
-    "adain": (300, 360),
-    "train-fast": (3 * 3600, 3 * 3600 + 600),
-    "train-adain": (3 * 3600, 3 * 3600 + 600),
-}
-MAX_SOFT_LIMIT = max(s for s, _ in TIME_LIMITS.values())
-MAX_HARD_LIMIT = max(h for _, h in TIME_LIMITS.values())
+_unserved = sorted({m.queue for m in REGISTRY.values()} - set(QUEUES))
+if _unserved:  # a method sent to a queue no worker consumes would wait forever
+    raise ValueError(f"method registry names queues {_unserved} that are not among QUEUES {QUEUES}")
 
 
 def kombu_priority(priority: int) -> int:
@@ -106,8 +100,8 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_default_priority": kombu_priority(0),
         "task_create_missing_queues": False,
         # the widest limits; the task narrows them per method
-        "task_soft_time_limit": MAX_SOFT_LIMIT,
-        "task_time_limit": MAX_HARD_LIMIT,
+        "task_soft_time_limit": MAX_SOFT_LIMIT_S,
+        "task_time_limit": MAX_HARD_LIMIT_S,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,

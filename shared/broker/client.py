@@ -17,8 +17,9 @@ import uuid
 
 from celery import Celery
 
-from shared.broker.celery_config import QUEUES, RUN_JOB_TASK_NAME, TIME_LIMITS, celery_config, kombu_priority
+from shared.broker.celery_config import QUEUES, RUN_JOB_TASK_NAME, celery_config, kombu_priority
 from shared.errors import BrokerUnavailable
+from shared.jobs.methods import REGISTRY
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("stylefarm.broker")
@@ -54,8 +55,8 @@ def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | Non
     app = client_app(settings)
     task_id = str(uuid.uuid4())
     options: dict = {}
-    if method in TIME_LIMITS:
-        options["soft_time_limit"], options["time_limit"] = TIME_LIMITS[method]
+    if method in REGISTRY:
+        options["soft_time_limit"], options["time_limit"] = REGISTRY[method].time_limits
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.5, timeout=CONNECT_TIMEOUT_S)

@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator
 
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidImage
-from shared.jobs.specs import dataset_refs, image_refs
 
 
 class ProgressBar:
@@ -84,11 +83,11 @@ def cancel_on_sigint(on_first: Callable[[], None] = lambda: None) -> Iterator[th
 
 def check_local_refs(spec: Any) -> None:
     """Every file a spec names must exist (an early, clear error instead of a traceback)."""
-    for ref in image_refs(spec):
+    for ref in spec.image_refs():
         path = Path(ref).expanduser()
         if not path.is_file():
             raise InvalidImage(f"{ref}: no such file" if not path.exists() else f"{ref}: not a file")
-    for ref in dataset_refs(spec):
+    for ref in spec.dataset_refs():
         path = Path(ref).expanduser()
         if not path.exists():
             raise InvalidImage(f"dataset {ref}: no such folder")
@@ -110,7 +109,7 @@ def run_local(
     progress: bool = True,
 ) -> Any:
     """Run ``spec`` with the file-path context; returns the engine's result."""
-    from shared.engine import run_job
+    from shared.engine import run_engine
 
     check_local_refs(spec)
     bar = ProgressBar(enabled=progress, unit="step")
@@ -125,6 +124,6 @@ def run_local(
             precision=precision,
         )
         try:
-            return run_job(spec, ctx)
+            return run_engine(spec, ctx)
         finally:
             bar.close()

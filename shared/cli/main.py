@@ -3,6 +3,7 @@
 - ``stylefarm render <method> CONTENT [options] -o out.png``: one job in this process, no
   servers; the options are generated from the method's spec model (``shared.cli.options``).
 - ``stylefarm train <fast|adain> [options] -o model.pt``: a training job, checkpoint to ``-o``.
+  Both offer every method of the registry (``shared.jobs.methods``; ``command_of``).
 - ``stylefarm styles``: the built-in styles of the fast model.
 - ``stylefarm up | demo | migrate | worker | api``: the services (imported lazily, so
   ``render`` works in an install without them).
@@ -26,11 +27,9 @@ from typing import Any, Callable, Sequence, get_args
 
 from shared.cli.options import FieldOption, add_spec_arguments, describe_errors, spec_data
 from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError
-from shared.jobs.specs import METHODS, SPEC_BY_METHOD, TRAINING_METHODS, parse_spec
+from shared.jobs.methods import REGISTRY, Method, parse_spec
 
 PROG = "stylefarm"
-RENDER_METHODS = tuple(m for m in METHODS if m not in TRAINING_METHODS)
-TRAIN_NAMES = {m.removeprefix("train-"): m for m in TRAINING_METHODS}  # fast -> train-fast
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 EXIT_ERROR, EXIT_USAGE, EXIT_CANCELED = 1, 2, 130
 
@@ -59,6 +58,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def command_of(method: Method) -> tuple[str, str]:
+    """The CLI words of a method: ``("render", "optimize")``, ``("train", "fast")`` for train-fast."""
+    return ("train", method.name.removeprefix("train-")) if method.trains else ("render", method.name)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]]]:
     """The full parser, and the generated field options of every method."""
     parser = argparse.ArgumentParser(prog=PROG, description="Neural style transfer render farm.")
@@ -67,27 +71,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
 
     render = sub.add_parser("render", help="stylize an image in this process (no servers)",
                             description="Stylize one image in this process with a progress bar.")  # fmt: skip
-    render_sub = render.add_subparsers(dest="method", metavar="METHOD", required=True)
-    for method in RENDER_METHODS:
-        model = SPEC_BY_METHOD[method]
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        p = render_sub.add_parser(method, help=doc, description=doc)
-        options[method] = add_spec_arguments(p, model)
-        p.add_argument("-o", "--output", type=Path, help="output image (.png, .jpg, .webp...)")
-        _run_options(p)
-
     train = sub.add_parser("train", help="train a model in this process; checkpoint to -o",
                            description="Train a fast (multi-style) network or an AdaIN decoder.")  # fmt: skip
-    train_sub = train.add_subparsers(dest="method", metavar="KIND", required=True)
-    for short, method in TRAIN_NAMES.items():
-        model = SPEC_BY_METHOD[method]
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        p = train_sub.add_parser(short, aliases=[method], help=doc, description=doc)
-        p.set_defaults(method=method)
-        options[method] = add_spec_arguments(p, model)
-        p.add_argument("-o", "--output", type=Path, help="where to write the checkpoint (.pt)")
-        p.add_argument("--work-dir", type=Path,
-                       help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on success)")  # fmt: skip
+    method_subs = {
+        "render": render.add_subparsers(dest="method", metavar="METHOD", required=True),
+        "train": train.add_subparsers(dest="method", metavar="KIND", required=True),
+    }
+    for method in REGISTRY.values():
+        command, word = command_of(method)
+        doc = (method.spec.__doc__ or "").strip().splitlines()[0]
+        aliases = [method.name] if word != method.name else []
+        p = method_subs[command].add_parser(word, aliases=aliases, help=doc, description=doc)
+        p.set_defaults(method=method.name)
+        options[method.name] = add_spec_arguments(p, method.spec)
+        if method.trains:
+            p.add_argument("-o", "--output", type=Path, help="where to write the checkpoint (.pt)")
+            p.add_argument("--work-dir", type=Path,
+                           help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on success)")  # fmt: skip
+        else:
+            p.add_argument("-o", "--output", type=Path, help="output image (.png, .jpg, .webp...)")
         _run_options(p)
 
     styles = sub.add_parser("styles", help="list the built-in styles of the fast model")
@@ -103,7 +105,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
 
 def _spec_from_args(args: argparse.Namespace, options: list[FieldOption]) -> Any:
     data = spec_data(args, options)
-    if args.method in TRAINING_METHODS and "name" not in data and args.output is not None:
+    if REGISTRY[args.method].trains and "name" not in data and args.output is not None:
         data["name"] = re.sub(r"[^A-Za-z0-9._-]+", "-", args.output.stem) or "model"
     return parse_spec({"method": args.method, **data})
 
@@ -141,7 +143,7 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
     if args.output is None:
         _err(f"{args.command} {args.method}: -o/--output is required (or use --print-spec)")
         return EXIT_USAGE
-    training = spec.method in TRAINING_METHODS
+    training = REGISTRY[spec.method].trains
     if not training and args.output.suffix.lower() not in IMAGE_SUFFIXES:
         _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(IMAGE_SUFFIXES)}")
         return EXIT_USAGE

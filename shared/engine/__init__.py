@@ -1,30 +1,21 @@
 """The stylefarm PyTorch engine: four stylization methods and two training loops.
 
 Pure: nothing here imports redis, boto3 or SQLAlchemy. Each method lives in its own module
-with one entry point ``run(spec, ctx)``; ``run_job`` dispatches on ``spec.method``.
+with one entry point ``run(spec, ctx)``, named in the method registry
+(``shared.jobs.methods``); ``run_engine`` calls the one a spec's method names.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from shared.engine.context import EngineContext, Progress
-
-_MODULES = {
-    "optimize": "shared.engine.methods.optimize",
-    "masked": "shared.engine.methods.masked",
-    "fast": "shared.engine.methods.fast",
-    "adain": "shared.engine.methods.adain",
-    "train-fast": "shared.engine.training.train_fast",
-    "train-adain": "shared.engine.training.train_adain",
-}
+from shared.jobs.methods import get_method
 
 
-def run_job(spec: Any, ctx: EngineContext) -> Any:
+def run_engine(spec: Any, ctx: EngineContext) -> Any:
     """Run any job spec: a ``RenderResult`` for stylizations, a ``TrainResult`` for training."""
-    module = importlib.import_module(_MODULES[spec.method])
-    return module.run(spec, ctx)
+    return get_method(spec.method).load_entry_point()(spec, ctx)
 
 
-__all__ = ["EngineContext", "Progress", "run_job"]
+__all__ = ["EngineContext", "Progress", "run_engine"]

@@ -1,8 +1,10 @@
-"""Job specs: one pydantic discriminated union on ``method``, shared by API, worker and CLI.
+"""Job specs: one pydantic model per method, shared by API, worker and CLI.
 
-Every default and every limit of a job lives here and nowhere else. The API validates a
-request body into ``JobSpec``; the worker reads the stored JSON back into the same model;
-the CLI builds its options from the same fields.
+Every default and every limit of a job lives here and nowhere else. ``shared.jobs.methods``
+registers each model under its ``method`` and builds the discriminated union ``JobSpec``
+from them: the API validates a request body into it; the worker reads the stored JSON back
+into the same model; the CLI builds its options from the same fields. Each model says which
+references it names (``image_refs``, ``dataset_refs``, ``model_refs``).
 
 Image references (``content``, ``StyleRef.image``, masks, datasets) are opaque strings:
 through the API they are input ids returned by ``POST /v1/inputs`` (``sha256`` hex of the
@@ -13,9 +15,10 @@ its ``EngineContext`` for the bytes.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from collections.abc import Iterable
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # --- limits (the API enforces them; the CLI too) ---------------------------------------
 MAX_SIDE = 2048
@@ -49,6 +52,39 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _unique(refs: Iterable[str | None]) -> list[str]:
+    """The references in order, each once, without the empty ones."""
+    return list(dict.fromkeys(r for r in refs if r))
+
+
+class ModelRef(NamedTuple):
+    """A model a spec names: id or name, the kind it must be, the style indices it must have."""
+
+    ref: str
+    kind: str
+    styles: list[int]
+
+
+class JobSpecModel(_Spec):
+    """Base of every job spec (one subclass per method, registered in ``shared.jobs.methods``).
+
+    A spec says which references it names, so the API can check them before queueing and the
+    CLI can check the files: override the three methods below when a spec names any.
+    """
+
+    def image_refs(self) -> list[str]:
+        """Every image input the spec names (content, styles, masks), in order, each once."""
+        return []
+
+    def dataset_refs(self) -> list[str]:
+        """The datasets the spec names: an archive's input id or ``prefix:NAME``."""
+        return []
+
+    def model_refs(self) -> list[ModelRef]:
+        """Every registered model the spec names."""
+        return []
+
+
 class StyleRef(_Spec):
     """One style image and how much it counts."""
 
@@ -58,6 +94,9 @@ class StyleRef(_Spec):
         None, description="optional mask on the style image: take the style only from its white region"
     )
 
+    def refs(self) -> list[str | None]:
+        return [self.image, self.mask]
+
 
 class Region(_Spec):
     """One style confined to a region of the content image (white = this style)."""
@@ -65,8 +104,11 @@ class Region(_Spec):
     style: StyleRef
     mask: ImageRef
 
+    def refs(self) -> list[str | None]:
+        return [*self.style.refs(), self.mask]
 
-class _OutputSize(_Spec):
+
+class _OutputSize(JobSpecModel):
     size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="longest side of the output in pixels")
 
 
@@ -95,6 +137,9 @@ class OptimizeSpec(GatysParams):
     content: ImageRef
     styles: list[StyleRef] = Field(min_length=1, max_length=MAX_STYLES)
 
+    def image_refs(self) -> list[str]:
+        return _unique([self.content, *(r for s in self.styles for r in s.refs())])
+
 
 class MaskedSpec(GatysParams):
     """Several styles on one image, each confined to its region by a mask."""
@@ -108,6 +153,9 @@ class MaskedSpec(GatysParams):
     )
     feather: float = Field(0.0, ge=0, le=0.25, description="composite edge feathering, fraction of the short side")
     min_coverage: float = Field(0.001, ge=0, le=1, description="each mask must cover at least this fraction")
+
+    def image_refs(self) -> list[str]:
+        return _unique([self.content, *(r for region in self.regions for r in region.refs())])
 
 
 class FastSpec(_OutputSize):
@@ -145,6 +193,12 @@ class FastSpec(_OutputSize):
         total = sum(raw.values())
         return {k: w / total for k, w in raw.items() if w > 0}
 
+    def image_refs(self) -> list[str]:
+        return [self.content]
+
+    def model_refs(self) -> list[ModelRef]:
+        return [ModelRef(self.model, "fast", sorted(self.style_weights()))]
+
 
 class AdainSpec(_OutputSize):
     """Huang & Belongie 2017: arbitrary style in one pass with adaptive instance norm."""
@@ -166,11 +220,17 @@ class AdainSpec(_OutputSize):
             raise ValueError(f"masks: got {len(self.masks)} masks for {len(self.styles)} styles; give one per style")
         return self
 
+    def image_refs(self) -> list[str]:
+        return _unique([self.content, *(r for s in self.styles for r in s.refs()), *(self.masks or [])])
+
+    def model_refs(self) -> list[ModelRef]:
+        return [ModelRef(self.model, "adain-decoder", [])]
+
 
 # --- training --------------------------------------------------------------------------
 
 
-class TrainFastSpec(_Spec):
+class TrainFastSpec(JobSpecModel):
     """Train a conditional-instance-norm network on N style images (Dumoulin et al. 2017)."""
 
     method: Literal["train-fast"] = "train-fast"
@@ -199,8 +259,14 @@ class TrainFastSpec(_Spec):
             raise ValueError("style_names must have one name per style")
         return self
 
+    def image_refs(self) -> list[str]:
+        return _unique(self.styles)
 
-class TrainAdainSpec(_Spec):
+    def dataset_refs(self) -> list[str]:
+        return [self.dataset]
+
+
+class TrainAdainSpec(JobSpecModel):
     """Train an AdaIN decoder (Huang & Belongie 2017)."""
 
     method: Literal["train-adain"] = "train-adain"
@@ -217,84 +283,11 @@ class TrainAdainSpec(_Spec):
     init_from: str | None = Field(None, description="model id/name of a decoder to fine-tune")
     seed: int = 0
 
+    def dataset_refs(self) -> list[str]:
+        return [self.content_dataset, self.style_dataset]
 
-RenderSpec = Annotated[Union[OptimizeSpec, MaskedSpec, FastSpec, AdainSpec], Field(discriminator="method")]
-TrainSpec = Annotated[Union[TrainFastSpec, TrainAdainSpec], Field(discriminator="method")]
-JobSpec = Annotated[
-    Union[OptimizeSpec, MaskedSpec, FastSpec, AdainSpec, TrainFastSpec, TrainAdainSpec],
-    Field(discriminator="method"),
-]
-
-SPEC_BY_METHOD: dict[str, type[_Spec]] = {
-    "optimize": OptimizeSpec,
-    "masked": MaskedSpec,
-    "fast": FastSpec,
-    "adain": AdainSpec,
-    "train-fast": TrainFastSpec,
-    "train-adain": TrainAdainSpec,
-}
-METHODS = tuple(SPEC_BY_METHOD)
-TRAINING_METHODS = ("train-fast", "train-adain")
-# Which queue each method goes to by default: everything that runs a network prefers a GPU.
-QUEUE_BY_METHOD: dict[str, str] = {m: "gpu" for m in METHODS}
-
-job_spec_adapter: TypeAdapter = TypeAdapter(JobSpec)
-
-
-def parse_spec(data: dict) -> OptimizeSpec | MaskedSpec | FastSpec | AdainSpec | TrainFastSpec | TrainAdainSpec:
-    """Validate a dict into its spec model; raises ``shared.errors.InvalidSpec`` with a clear detail."""
-    from pydantic import ValidationError
-
-    from shared.errors import InvalidSpec
-
-    try:
-        return job_spec_adapter.validate_python(data)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)
-        ]
-        detail = "; ".join(f"{e['loc'] or 'body'}: {e['msg']}" for e in errors)
-        raise InvalidSpec(detail, errors=errors) from None
-
-
-def image_refs(spec: _Spec) -> list[str]:
-    """Every input reference a spec names (content, styles, masks, datasets), in order, unique."""
-    refs: list[str] = []
-
-    def add(ref: str | None) -> None:
-        if ref and ref not in refs:
-            refs.append(ref)
-
-    if isinstance(spec, (OptimizeSpec, MaskedSpec, FastSpec, AdainSpec)):
-        add(spec.content)
-    if isinstance(spec, (OptimizeSpec, AdainSpec)):
-        for s in spec.styles:
-            add(s.image)
-            add(s.mask)
-    if isinstance(spec, AdainSpec) and spec.masks:
-        for m in spec.masks:
-            add(m)
-    if isinstance(spec, MaskedSpec):
-        for r in spec.regions:
-            add(r.style.image)
-            add(r.style.mask)
-            add(r.mask)
-    if isinstance(spec, TrainFastSpec):
-        for s in spec.styles:
-            add(s)
-    return refs
-
-
-def model_refs(spec: _Spec) -> list[tuple[str, str, list[int]]]:
-    """``(model id or name, kind it must be, style indices it must have)`` for every model a
-    spec names: the network of a ``fast`` / ``adain`` job, the decoder a training fine-tunes."""
-    if isinstance(spec, FastSpec):
-        return [(spec.model, "fast", sorted(spec.style_weights()))]
-    if isinstance(spec, AdainSpec):
-        return [(spec.model, "adain-decoder", [])]
-    if isinstance(spec, TrainAdainSpec) and spec.init_from:
-        return [(spec.init_from, "adain-decoder", [])]
-    return []
+    def model_refs(self) -> list[ModelRef]:
+        return [ModelRef(self.init_from, "adain-decoder", [])] if self.init_from else []
 
 
 #: A dataset named by storage prefix instead of an uploaded archive: ``prefix:NAME`` is every
@@ -331,12 +324,3 @@ def prefix_dataset_images(keys: list[str], prefix: str) -> list[str]:
         if "/" not in rest and not rest.startswith(".") and f".{rest.rpartition('.')[2].lower()}" in IMAGE_SUFFIXES:
             out.append(key)
     return sorted(out)
-
-
-def dataset_refs(spec: _Spec) -> list[str]:
-    """The dataset references of a training spec (archives or storage prefixes)."""
-    if isinstance(spec, TrainFastSpec):
-        return [spec.dataset]
-    if isinstance(spec, TrainAdainSpec):
-        return [spec.content_dataset, spec.style_dataset]
-    return []

@@ -1,32 +1,12 @@
 """The ONE module that writes job status (``JobStatus`` and ``TRANSITIONS`` live in ``shared.jobs.status``).
 
-Job life cycle::
+Job life cycle: the diagram and the table (``TRANSITIONS``, ``GUARDS``) are in
+``shared.jobs.status``; every status write here goes through ``_write_status``, which
+builds its condition from them.
 
-                 request_cancel
-        +------------------------------------------+
-        |                                          v
-    +--------+  claim_job   +---------+  succeed_job   +-----------+
-    | queued | -----------> | running | -------------> | succeeded |
-    +--------+              +---------+                +-----------+
-        ^   |                 |  |  |    fail_job      +-----------+
-        |   |                 |  |  +----------------> |  failed   |
-        |   |  fail_job       |  |                     +-----------+
-        |   +-----------------|--|-------------------> (queued -> failed: only with
-        |                     |  |                      attempts == 0, i.e. a job that
-        |                     |  |                      never ran is given up on)
-        |   requeue_job       |  |  mark_canceled      +-----------+
-        +---------------------+  +-------------------> | canceled  |
-                              |                        +-----------+
-                              | claim_job, same Celery task id
-                              +--> running  (take-over after the worker died;
-                                             Celery redelivered the same task)
-
-    succeeded, failed, canceled are final: nothing leaves them.
-    request_cancel on a running job only sets ``cancel_requested``; the worker sees it
-    via ``record_progress`` / ``is_cancel_requested`` and calls ``mark_canceled``.
-
-Every transition is ONE conditional ``UPDATE jobs SET ... WHERE id = :id AND status IN
-(:allowed)`` whose rowcount decides who won. Two workers racing to claim or to finish
+Every transition is ONE conditional ``UPDATE jobs SET status = :target ... WHERE id = :id
+AND (status = :source AND <its guard> OR ...)`` over the table's sources of the target, and
+its rowcount decides who won. Two workers racing to claim or to finish
 the same job therefore can never both succeed: the loser gets ``None`` from
 ``claim_job`` or ``InvalidTransition`` (409) from the finishing functions.
 
@@ -41,12 +21,13 @@ import binascii
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, false, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,16 +39,74 @@ from shared.errors import (
     InvalidTransition,
     NotFound,
 )
-from shared.jobs.specs import QUEUE_BY_METHOD, parse_spec
-from shared.jobs.status import FINAL_STATUSES, TRANSITIONS, JobStatus, can_transition  # noqa: F401
+from shared.jobs.methods import get_method, parse_spec
+from shared.jobs.status import (  # noqa: F401  (re-exported for callers of the store)
+    FINAL_STATUSES,
+    GUARDS,
+    TRANSITIONS,
+    Guard,
+    JobStatus,
+    can_transition,
+    sources_of,
+)
 from shared.jobs.tenants import check_tenant
 
 
 MAX_LIST_LIMIT = 200
 
+#: The SQL of each named guard of ``shared.jobs.status.GUARDS``; ``task_id`` is the Celery
+#: task asking for the transition.
+GUARD_SQL: dict[Guard, Callable[[str | None], ColumnElement[bool]]] = {
+    Guard.NEVER_RAN: lambda task_id: Job.attempts == 0,
+    Guard.SAME_TASK: lambda task_id: Job.task_id == task_id if task_id is not None else false(),
+}
 
-def _sources(target: JobStatus) -> list[str]:
-    return [s.value for s, targets in TRANSITIONS.items() if target in targets and s != target]
+
+def allowed_condition(
+    target: JobStatus, *, only_from: Collection[JobStatus] | None = None, task_id: str | None = None
+) -> ColumnElement[bool]:
+    """SQL for "the job may become ``target`` now": its status is one of the sources of
+    ``target`` in ``TRANSITIONS`` (narrowed to ``only_from`` when one store function does
+    only some of them), each ANDed with its guard from ``GUARDS``."""
+    sources = sources_of(target)
+    if only_from is not None:
+        if not set(only_from) <= set(sources):
+            raise ValueError(f"{sorted(set(only_from) - set(sources))} -> {target} is not in TRANSITIONS")
+        sources = tuple(s for s in sources if s in only_from)
+    clauses = []
+    for source in sources:
+        guard = GUARDS.get((source, target))
+        in_source = Job.status == source.value
+        clauses.append(and_(in_source, GUARD_SQL[guard](task_id)) if guard is not None else in_source)
+    return or_(*clauses)
+
+
+def _write_status(
+    session: Session,
+    job_id: str,
+    target: JobStatus,
+    values: Mapping[str, Any],
+    *,
+    only_from: Collection[JobStatus] | None = None,
+    task_id: str | None = None,
+    held_by_task: bool = False,
+) -> bool:
+    """The one status write: ``UPDATE jobs SET status = target, **values WHERE id = job_id AND
+    <allowed_condition>`` (and, with ``held_by_task``, the job is held by ``task_id``).
+    True when this call made the transition."""
+    conditions = [Job.id == job_id, allowed_condition(target, only_from=only_from, task_id=task_id)]
+    if held_by_task and task_id is not None:
+        conditions.append(Job.task_id == task_id)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Job)
+            .where(*conditions)
+            .values(status=target.value, **{"updated_at": utcnow(), **values})
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    return result.rowcount == 1
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -98,30 +137,16 @@ def _transition(
     target: JobStatus,
     values: dict[str, Any],
     *,
-    allowed_from: Sequence[str] | None = None,
+    only_from: Collection[JobStatus] | None = None,
     task_id: str | None = None,
-    status_clause: ColumnElement[bool] | None = None,
 ) -> Job:
-    """Apply ``target`` with one conditional UPDATE; raise ``InvalidTransition`` if the job
-    was not in an allowed source status (or, with ``task_id``, is held by another task).
-
-    ``status_clause`` replaces the plain ``status IN (allowed_from)`` condition when a
-    transition needs more than the status (e.g. queued -> failed only before any attempt).
-    """
-    sources = list(allowed_from) if allowed_from is not None else _sources(target)
-    now = utcnow()
-    conditions = [Job.id == job_id, status_clause if status_clause is not None else Job.status.in_(sources)]
-    if task_id is not None:
-        conditions.append(Job.task_id == task_id)
+    """Apply ``target`` with one conditional UPDATE (``_write_status``); raise
+    ``InvalidTransition`` if the job was not in an allowed source status or its guard did not
+    hold (or, with ``task_id``, it is held by another task)."""
     with session_scope() as session:
-        result = session.execute(
-            update(Job)
-            .where(*conditions)
-            .values(status=target.value, updated_at=now, **values)
-            .execution_options(synchronize_session=False)
-        )
+        done = _write_status(session, job_id, target, values, only_from=only_from, task_id=task_id, held_by_task=True)
         job = _load(session, job_id)
-        if result.rowcount != 1:
+        if not done:
             held = " (held by another task)" if task_id is not None and job.task_id != task_id else ""
             raise InvalidTransition(
                 f"Job {job_id} is {job.status}{held}; it cannot become {target.value}.",
@@ -180,7 +205,7 @@ def create_job(
         method=method,
         spec=spec_json,
         status=JobStatus.QUEUED.value,
-        queue=queue or QUEUE_BY_METHOD[method],
+        queue=queue or get_method(method).queue,
         priority=priority,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
@@ -279,27 +304,9 @@ def claim_job(job_id: str, *, task_id: str, worker: str) -> Job | None:
     another task; the caller then simply drops the message.
     """
     now = utcnow()
+    values = {"attempts": Job.attempts + 1, "task_id": task_id, "worker": worker, "started_at": now, "updated_at": now}
     with session_scope() as session:
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                or_(
-                    Job.status == JobStatus.QUEUED.value,
-                    and_(Job.status == JobStatus.RUNNING.value, Job.task_id == task_id),
-                ),
-            )
-            .values(
-                status=JobStatus.RUNNING.value,
-                attempts=Job.attempts + 1,
-                task_id=task_id,
-                worker=worker,
-                started_at=now,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
+        if not _write_status(session, job_id, JobStatus.RUNNING, values, task_id=task_id):
             return None
         return _load(session, job_id)
 
@@ -359,16 +366,7 @@ def fail_job(job_id: str, problem: dict[str, Any], *, task_id: str | None = None
     that cannot be started at all. A requeued job waiting for its retry cannot be failed
     by a stale worker that lost it.
     """
-    return _transition(
-        job_id,
-        JobStatus.FAILED,
-        {"error": problem, "finished_at": utcnow()},
-        task_id=task_id,
-        status_clause=or_(
-            Job.status == JobStatus.RUNNING.value,
-            and_(Job.status == JobStatus.QUEUED.value, Job.attempts == 0),
-        ),
-    )
+    return _transition(job_id, JobStatus.FAILED, {"error": problem, "finished_at": utcnow()}, task_id=task_id)
 
 
 def mark_canceled(job_id: str, *, task_id: str | None = None) -> Job:
@@ -377,7 +375,7 @@ def mark_canceled(job_id: str, *, task_id: str | None = None) -> Job:
         job_id,
         JobStatus.CANCELED,
         {"finished_at": utcnow(), "stage": "canceled"},
-        allowed_from=[JobStatus.RUNNING.value],
+        only_from=[JobStatus.RUNNING],  # queued -> canceled is request_cancel's
         task_id=task_id,
     )
 
@@ -391,7 +389,6 @@ def requeue_job(job_id: str, problem: dict[str, Any] | None = None, *, task_id: 
         job_id,
         JobStatus.QUEUED,
         {"error": problem, "worker": None, "stage": "requeued"},
-        allowed_from=[JobStatus.RUNNING.value],
         task_id=task_id,
     )
 
@@ -403,19 +400,9 @@ def request_cancel(job_id: str, tenant: str | None) -> Job:
         job = get_job(job_id, tenant)
         now = utcnow()
         with session_scope() as session:
-            canceled = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-                .values(
-                    status=JobStatus.CANCELED.value,
-                    cancel_requested=True,
-                    finished_at=now,
-                    updated_at=now,
-                    stage="canceled",
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if canceled.rowcount == 0:
+            values = {"cancel_requested": True, "finished_at": now, "updated_at": now, "stage": "canceled"}
+            if not _write_status(session, job_id, JobStatus.CANCELED, values, only_from=[JobStatus.QUEUED]):
+                # running: not a status write; the worker sees the flag and calls mark_canceled
                 session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -36,6 +37,15 @@ class EnqueueRecorder:
     @property
     def job_ids(self) -> list[str]:
         return [c["job_id"] for c in self.calls]
+
+
+def record_enqueues(monkeypatch: pytest.MonkeyPatch) -> EnqueueRecorder:
+    """Replace ``shared.broker.client.enqueue_job`` with a fresh recorder for one test."""
+    import shared.broker.client
+
+    recorder = EnqueueRecorder()
+    monkeypatch.setattr(shared.broker.client, "enqueue_job", recorder)
+    return recorder
 
 
 def make_client(settings: Settings) -> Iterator[TestClient]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, make_client
+from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, make_client, record_enqueues
 from fastapi.testclient import TestClient
 
 from shared.settings import Settings
@@ -25,11 +25,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> EnqueueRecorder:
-    import shared.broker.client
-
-    recorder = EnqueueRecorder()
-    monkeypatch.setattr(shared.broker.client, "enqueue_job", recorder)
-    return recorder
+    return record_enqueues(monkeypatch)
 
 
 @pytest.fixture

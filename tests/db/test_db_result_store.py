@@ -14,7 +14,7 @@ from shared.engine.results import RenderResult, TrainResult
 from shared.errors import Conflict, EngineError
 from shared.jobs import model_registry, store
 from shared.jobs.outcomes import RenderOutcome, TrainOutcome, parse_outcome
-from shared.jobs.specs import parse_spec
+from shared.jobs.methods import parse_spec
 from shared.settings import Settings
 from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, LocalStorage, result_key
 from worker.caches import sha256_file

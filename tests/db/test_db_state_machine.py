@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ import pytest
 
 from shared.jobs import store
 
-from shared.jobs.status import FINAL_STATUSES, TRANSITIONS, can_transition
+from shared.jobs import status as job_status
 from shared.errors import IdempotencyKeyReused, InvalidTransition, NotFound
 from shared.jobs.store import JobStatus
 
@@ -175,11 +176,128 @@ def test_given_task_id_when_other_task_finishes_expect_invalid_transition(db_url
 
 
 def test_transition_table_matches_docstring() -> None:
-    assert can_transition("queued", "running") and can_transition("running", "queued")
-    assert can_transition("running", "running")
-    assert not can_transition("succeeded", "running") and not can_transition("queued", "succeeded")
-    for final in FINAL_STATUSES:
-        assert not TRANSITIONS[final]
+    assert job_status.can_transition("queued", "running") and job_status.can_transition("running", "queued")
+    assert job_status.can_transition("running", "running")
+    assert not job_status.can_transition("succeeded", "running") and not job_status.can_transition("queued", "succeeded")
+    for final in job_status.FINAL_STATUSES:
+        assert not job_status.TRANSITIONS[final]
+    table = {(s.value, t.value) for s, targets in job_status.TRANSITIONS.items() for t in targets}
+    assert diagram_edges(job_status.__doc__ or "") == table
+
+
+def test_diagram_guard_labels_match_guards() -> None:
+    labels = set(re.findall(r"\[(\w+)\]", job_status.__doc__ or ""))
+    assert labels == {g.value for g in job_status.GUARDS.values()} == {g.value for g in job_status.Guard}
+
+
+def test_diagram_reader_follows_lines_and_arrowheads() -> None:
+    """The reader behind the docstring test: a bent arrow, a reversed one, a broken one."""
+    boxes = """
+    +---+        +---+
+    | a | -----> | b |
+    +---+        +---+
+      |            ^
+      +------------+
+    """
+    assert diagram_edges(boxes) == {("a", "b")}
+    assert diagram_edges(boxes.replace("----->", "<-----")) == {("b", "a"), ("a", "b")}
+    with pytest.raises(ValueError, match="breaks"):
+        diagram_edges(boxes.replace("----->", "-- -->"))
+
+
+ARROWHEADS = {">": (0, 1), "<": (0, -1), "v": (1, 0), "^": (-1, 0)}
+
+
+def diagram_edges(text: str) -> set[tuple[str, str]]:
+    """The ``(source, target)`` arrows of an ASCII state diagram drawn by the rules in
+    ``shared.jobs.status``: boxes are ``+--+`` rectangles named by their text; a line runs
+    along ``-`` / ``|``, turns only at ``+``, ends in an arrowhead touching its target box;
+    horizontal ends may keep one blank from a box."""
+    grid = text.splitlines()
+    width = max(map(len, grid), default=0)
+    grid = [row.ljust(width) for row in grid]
+
+    def at(r: int, c: int) -> str:
+        return grid[r][c] if 0 <= r < len(grid) and 0 <= c < width else " "
+
+    border: dict[tuple[int, int], str] = {}  # cell on a box's outline -> the box's name
+    for r, c in [(r, c) for r in range(len(grid)) for c in range(width)]:
+        if at(r, c) != "+" or at(r, c + 1) != "-" or at(r + 1, c) != "|":
+            continue
+        c2, r2 = c + 1, r + 1
+        while at(r, c2) == "-":
+            c2 += 1
+        while at(r2, c) == "|":
+            r2 += 1
+        if not (at(r, c2) == at(r2, c) == at(r2, c2) == "+"):
+            continue
+        if any(at(r2, x) != "-" for x in range(c + 1, c2)) or any(at(y, c2) != "|" for y in range(r + 1, r2)):
+            continue
+        name = " ".join(grid[y][c + 1 : c2].strip() for y in range(r + 1, r2)).strip()
+        for y in range(r, r2 + 1):
+            for x in range(c, c2 + 1):
+                if y in (r, r2) or x in (c, c2):
+                    border[(y, x)] = name
+
+    def box_at(r: int, c: int, dr: int, dc: int) -> str | None:
+        """The box at ``(r, c)``, or one blank further in direction ``(dr, dc)``."""
+        if (r, c) in border:
+            return border[(r, c)]
+        return border.get((r + dr, c + dc)) if at(r, c) == " " else None
+
+    edges = set()
+    for r, c in [(r, c) for r in range(len(grid)) for c in range(width)]:
+        if at(r, c) not in ARROWHEADS:
+            continue
+        dr, dc = ARROWHEADS[at(r, c)]
+        if at(r - dr, c - dc) not in ("|" if dr else "-", "+"):
+            continue  # a letter in a label, not an arrowhead
+        target = box_at(r + dr, c + dc, dr, dc)
+        if target is None:
+            continue
+        y, x, dy, dx = r, c, -dr, -dc  # walk the line back to its source
+        while True:
+            y, x = y + dy, x + dx
+            cell = at(y, x)
+            if (y, x) in border or cell == " ":
+                source = box_at(y, x, dy, dx)
+                if source is None:
+                    raise ValueError(f"the arrow at line {r + 1}, column {c + 1} breaks at line {y + 1}, column {x + 1}")
+                break
+            if cell == "+":
+                turns = [(ty, tx) for ty, tx in ((dx, dy), (-dx, -dy)) if at(y + ty, x + tx) == ("|" if ty else "-")]
+                if len(turns) != 1:
+                    raise ValueError(f"the corner at line {y + 1}, column {x + 1} does not turn one way")
+                dy, dx = turns[0]
+            elif cell not in "-|":
+                raise ValueError(f"the arrow at line {r + 1}, column {c + 1} runs into {cell!r} at line {y + 1}")
+        edges.add((source, target))
+    return edges
+
+
+# --- guards: named conditions attached to transitions, one SQL each ---------------------
+
+
+def test_every_guard_has_its_sql_and_sits_on_an_allowed_transition() -> None:
+    assert set(store.GUARD_SQL) == set(job_status.Guard)
+    for (source, target), _guard in job_status.GUARDS.items():
+        assert job_status.can_transition(source, target)
+
+
+def test_guard_sql_is_part_of_the_transition_condition() -> None:
+    """queued -> failed carries ``attempts = 0``; running -> running the claiming task id."""
+    failed = str(store.allowed_condition(JobStatus.FAILED).compile(compile_kwargs={"literal_binds": True}))
+    assert "attempts = 0" in failed and "'queued'" in failed and "'running'" in failed
+    claim = str(store.allowed_condition(JobStatus.RUNNING, task_id="t-9").compile(compile_kwargs={"literal_binds": True}))
+    assert "task_id = 't-9'" in claim
+    canceled = str(store.allowed_condition(JobStatus.CANCELED, only_from=[JobStatus.RUNNING])
+                   .compile(compile_kwargs={"literal_binds": True}))  # fmt: skip
+    assert "'running'" in canceled and "'queued'" not in canceled
+
+
+def test_a_store_function_cannot_widen_the_table() -> None:
+    with pytest.raises(ValueError, match="not in TRANSITIONS"):
+        store.allowed_condition(JobStatus.SUCCEEDED, only_from=[JobStatus.QUEUED])
 
 
 def test_given_missing_job_expect_not_found(db_url: str) -> None:

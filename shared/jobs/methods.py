@@ -1,0 +1,128 @@
+"""The method registry: everything stylefarm knows about each job method, in one table.
+
+For each method: its spec model (``shared.jobs.specs``), the queue it goes to, its (soft,
+hard) time limits, its engine entry point and whether it trains a model. The references a
+job names (images, datasets, models) are told by its spec model itself. Everything else
+reads this table: the ``JobSpec`` union and ``parse_spec`` below, the API (validation,
+``?method=`` filter), the store (default queue), the broker (time limits on each message),
+the worker (dispatch, warm-up, time limits), the reconciler and the CLI (``stylefarm
+render`` / ``stylefarm train`` subcommands).
+
+Adding a method = one spec model in ``shared.jobs.specs`` + one engine module with a
+``run(spec, ctx)`` function + one ``Method`` entry in ``REGISTRY`` below
+(``tests/test_method_registry.py`` then proves it is wired end to end).
+
+Pure: only pydantic; the engine entry point is a ``"module:function"`` string imported on
+first use, so the API never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from shared.errors import InvalidSpec
+from shared.jobs.specs import (
+    AdainSpec,
+    FastSpec,
+    JobSpecModel,
+    MaskedSpec,
+    OptimizeSpec,
+    TrainAdainSpec,
+    TrainFastSpec,
+)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One job method and how the farm runs it."""
+
+    name: str
+    spec: type[JobSpecModel]
+    #: ``"package.module:function"``, called as ``function(spec, ctx)``; imported lazily.
+    entry_point: str
+    #: (soft, hard) seconds. The soft limit raises inside the engine (the job fails with a
+    #: ``time-limit-exceeded`` problem); the hard limit kills the process.
+    time_limits: tuple[int, int]
+    #: Everything that runs a network prefers a GPU.
+    queue: str = "gpu"
+    #: A training job: its result is a registered model, its checkpoints resume a retry.
+    trains: bool = False
+
+    @property
+    def soft_limit_s(self) -> int:
+        return self.time_limits[0]
+
+    @property
+    def hard_limit_s(self) -> int:
+        return self.time_limits[1]
+
+    @property
+    def engine_module(self) -> str:
+        return self.entry_point.partition(":")[0]
+
+    def load_entry_point(self) -> Callable[[Any, Any], Any]:
+        """The engine function of this method (imports its module, torch included)."""
+        module, _, function = self.entry_point.partition(":")
+        fn: Callable[[Any, Any], Any] = getattr(importlib.import_module(module), function)
+        if not callable(fn):
+            raise TypeError(f"{self.name}: entry point {self.entry_point} is not callable")
+        return fn
+
+
+_HOUR = 3600
+
+REGISTRY: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("optimize", OptimizeSpec, "shared.engine.methods.optimize:run", (1800, 1900)),
+        Method("masked", MaskedSpec, "shared.engine.methods.masked:run", (2400, 2500)),
+        Method("fast", FastSpec, "shared.engine.methods.fast:run", (300, 360)),
+        Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360)),
+        Method("train-fast", TrainFastSpec, "shared.engine.training.train_fast:run",
+               (3 * _HOUR, 3 * _HOUR + 600), trains=True),  # fmt: skip
+        Method("train-adain", TrainAdainSpec, "shared.engine.training.train_adain:run",
+               (3 * _HOUR, 3 * _HOUR + 600), trains=True),  # fmt: skip
+    )
+}
+
+METHOD_NAMES: tuple[str, ...] = tuple(REGISTRY)
+TRAINING_METHODS: tuple[str, ...] = tuple(name for name, m in REGISTRY.items() if m.trains)
+MAX_SOFT_LIMIT_S = max(m.soft_limit_s for m in REGISTRY.values())
+MAX_HARD_LIMIT_S = max(m.hard_limit_s for m in REGISTRY.values())
+
+for _name, _method in REGISTRY.items():  # a wiring mistake fails at import, not on a job
+    if _method.spec.model_fields["method"].default != _name:
+        raise TypeError(f"method {_name!r}: {_method.spec.__name__}.method must default to {_name!r}")
+    if not 0 < _method.soft_limit_s < _method.hard_limit_s:
+        raise ValueError(f"method {_name!r}: time limits must be 0 < soft < hard, got {_method.time_limits}")
+
+
+def get_method(name: str) -> Method:
+    """The registry entry of ``name``; ``InvalidSpec`` for a method that does not exist."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise InvalidSpec(f"unknown method {name!r}; expected one of {', '.join(METHOD_NAMES)}") from None
+
+
+#: The discriminated union of every registered spec model (a body's ``method`` picks one);
+#: built at run time from the registry, so type checkers see ``JobSpecModel`` instead.
+JobSpec: Any = Annotated[Union[tuple(m.spec for m in REGISTRY.values())], Field(discriminator="method")]  # noqa: UP007
+job_spec_adapter: TypeAdapter[JobSpecModel] = TypeAdapter(JobSpec)
+
+
+def parse_spec(data: dict[str, Any]) -> JobSpecModel:
+    """Validate a dict into its spec model; raises ``InvalidSpec`` with a clear detail."""
+    try:
+        return job_spec_adapter.validate_python(data)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)
+        ]
+        detail = "; ".join(f"{e['loc'] or 'body'}: {e['msg']}" for e in errors)
+        raise InvalidSpec(detail, errors=errors) from None
