@@ -21,7 +21,7 @@ def test_checkpoints_are_uploaded_at_once_then_throttled(tmp_path: Path, monkeyp
     # given a runtime that uploads at most every 60 s, and a clock we control
     rt, storage = _runtime(tmp_path, 60.0)
     now = {"t": 1000.0}
-    monkeypatch.setattr("worker.context.time.monotonic", lambda: now["t"])
+    monkeypatch.setattr("worker.job_runtime.time.monotonic", lambda: now["t"])
     ckpt = tmp_path / "checkpoint.pt"
     key = checkpoint_key("default", "j1")
 
