@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import os
 import shutil
 import subprocess
@@ -306,15 +305,6 @@ class Farm:
 
     def logs(self, lines: int = 30) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.stack.processes)
-
-
-def png_bytes(array_or_image: Any) -> bytes:
-    from PIL import Image
-
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def child_pids(pid: int) -> list[int]:

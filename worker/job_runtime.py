@@ -35,9 +35,11 @@ from shared.jobs import inputs
 
 from shared.jobs import model_registry
 from shared.engine.context import EngineContext, Progress
+from shared.checksums import sha256_file
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
+from shared.imaging import IMAGE_SUFFIXES
 from shared.settings import Settings
-from shared.jobs.specs import IMAGE_SUFFIXES, dataset_prefix_name, prefix_dataset_images
+from shared.jobs.specs import dataset_prefix_name, prefix_dataset_images
 from shared.storage import checkpoint_key, dataset_prefix
 
 log = logging.getLogger("stylefarm.worker")
@@ -174,14 +176,6 @@ class JobRuntime:
 # --- caches ---------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_download(storage: Any, key: str, checksum: str, cache_dir: Path, suffix: str = "") -> Path:
     """``cache_dir/<checksum><suffix>``, downloading ``key`` once; verified, atomic."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +208,7 @@ def sync_prefix_cached(storage: Any, prefix: str, root: Path) -> Path:
     """
     keys = prefix_dataset_images(storage.list(prefix), prefix)
     if not keys:
-        raise InvalidSpec(f"dataset prefix {prefix}: no images directly under it ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InvalidSpec(f"dataset prefix {prefix}: no images directly under it ({', '.join(IMAGE_SUFFIXES)})")
     digest = hashlib.sha256("\n".join([prefix, *keys]).encode()).hexdigest()
     final = root / f"prefix-{digest}"
     if final.is_dir():
@@ -273,7 +267,7 @@ def extract_archive_cached(storage: Any, key: str, sha256: str, root: Path) -> P
                 n += 1
                 os.replace(path, flat / f"{n:06d}{path.suffix.lower()}")
         if n == 0:
-            raise InvalidSpec(f"dataset {sha256[:12]}... contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise InvalidSpec(f"dataset {sha256[:12]}... contains no images ({', '.join(IMAGE_SUFFIXES)})")
         try:
             os.replace(flat, final)
         except OSError:

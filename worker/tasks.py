@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import signal
 import tempfile
@@ -40,6 +39,7 @@ from shared.jobs import store
 
 from shared.jobs import model_registry
 from shared.broker.celery_config import TASK_NAME, TIME_LIMITS
+from shared.checksums import sha256_file
 from shared.errors import (
     Conflict,
     EngineError,
@@ -49,6 +49,7 @@ from shared.errors import (
     StylefarmError,
     TimeLimitExceeded,
 )
+from shared.imaging import png_bytes
 from shared.settings import get_settings
 from shared.jobs.specs import TRAINING_METHODS, parse_spec
 from shared.storage import get_storage, model_key, result_key
@@ -94,12 +95,6 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def _png_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
 def _jsonable(metrics: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in (metrics or {}).items():
@@ -120,7 +115,7 @@ def _jsonable(metrics: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def store_render_result(rt: JobRuntime, result) -> dict[str, Any]:
-    png = _png_bytes(result.image)
+    png = png_bytes(result.image.convert("RGB"))
     key = result_key(rt.tenant, rt.job_id, RESULT_NAME)
     rt.storage.put_bytes(key, png, "image/png")
     return {
@@ -137,7 +132,7 @@ def store_train_result(rt: JobRuntime, spec, result, job_id: str) -> tuple[dict[
     from shared.storage import checkpoint_key
 
     ckpt = Path(result.checkpoint)
-    checksum = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    checksum = sha256_file(ckpt)
     model_id = hashlib.sha256(f"{job_id}:{checksum}".encode()).hexdigest()[:32]  # stable across retries
     key = model_key(rt.tenant, model_id)
     rt.storage.upload_file(ckpt, key)

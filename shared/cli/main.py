@@ -31,7 +31,9 @@ from shared.jobs.specs import METHODS, SPEC_BY_METHOD, TRAINING_METHODS, parse_s
 PROG = "stylefarm"
 RENDER_METHODS = tuple(m for m in METHODS if m not in TRAINING_METHODS)
 TRAIN_NAMES = {m.removeprefix("train-"): m for m in TRAINING_METHODS}  # fast -> train-fast
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# What ``render -o`` writes: the image types that keep every RGB colour (a GIF would be
+# quantized to 256), so it differs on purpose from ``shared.imaging.IMAGE_SUFFIXES`` (inputs).
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 EXIT_ERROR, EXIT_USAGE, EXIT_CANCELED = 1, 2, 130
 
 
@@ -142,8 +144,8 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         _err(f"{args.command} {args.method}: -o/--output is required (or use --print-spec)")
         return EXIT_USAGE
     training = spec.method in TRAINING_METHODS
-    if not training and args.output.suffix.lower() not in IMAGE_SUFFIXES:
-        _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(IMAGE_SUFFIXES)}")
+    if not training and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(OUTPUT_SUFFIXES)}")
         return EXIT_USAGE
     try:
         check_local_refs(spec)

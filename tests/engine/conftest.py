@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from shared.imaging import png_bytes
 
 
 def _image(width: int, height: int, seed: int, mode: str = "RGB") -> Image.Image:
@@ -29,9 +30,7 @@ def make_png() -> Callable[..., bytes]:
     """``make_png(w, h, seed)`` -> PNG bytes of a synthetic RGB image."""
 
     def make(width: int, height: int, seed: int = 0) -> bytes:
-        buf = io.BytesIO()
-        _image(width, height, seed).save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(_image(width, height, seed))
 
     return make
 
@@ -44,9 +43,7 @@ def make_mask_png() -> Callable[..., bytes]:
         arr = np.zeros((height, width), dtype=np.uint8)
         x0, y0, x1, y1 = box
         arr[int(y0 * height) : int(y1 * height), int(x0 * width) : int(x1 * width)] = 255
-        buf = io.BytesIO()
-        Image.fromarray(arr, "L").save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(Image.fromarray(arr, "L"))
 
     return make
 
