@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -23,6 +23,19 @@ def _image(width: int, height: int, seed: int, mode: str = "RGB") -> Image.Image
     arr = np.stack(chans, axis=-1) + rng.normal(0, 0.08, size=(height, width, 3))  # (H, W, 3)
     img = Image.fromarray((arr.clip(0, 1) * 255).astype(np.uint8), "RGB")
     return img if mode == "RGB" else img.convert(mode)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    tiny tensors gain nothing from a second thread, and on a shared, busy CPU OpenMP's
+    spinning barriers make 2-thread runs of these tests 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

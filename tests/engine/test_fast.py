@@ -17,16 +17,8 @@ from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.errors import InvalidSpec
 from shared.jobs.specs import FastSpec
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a shared, busy CPU OpenMP's
-    spinning barriers make 2-thread runs of these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def builtin() -> CINTransformer:
