@@ -18,10 +18,9 @@ from pathlib import PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import InvalidImage
-from shared.jobs.specs import IMAGE_SUFFIXES as DATASET_IMAGE_SUFFIXES
+from shared.imaging import IMAGE_SUFFIXES
 
 ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
-IMAGE_SUFFIXES = tuple(sorted(DATASET_IMAGE_SUFFIXES))  # what counts as an image inside an archive
 MAX_ARCHIVE_MEMBERS = 200_000
 
 

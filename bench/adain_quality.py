@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
@@ -49,6 +48,7 @@ from shared.engine.context import EngineContext  # noqa: E402
 from shared.engine.images import decode_image, fit_size, resize, to_tensor  # noqa: E402
 from shared.engine.losses import content_loss, gram_matrix, style_loss  # noqa: E402
 from shared.engine.nets.vgg import load_vgg19  # noqa: E402
+from shared.imaging import png_bytes  # noqa: E402
 from shared.jobs.specs import AdainSpec, OptimizeSpec, StyleRef  # noqa: E402
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -63,17 +63,9 @@ def held_out_photos() -> dict[str, bytes]:
 
     out: dict[str, bytes] = {}
     for name in ("astronaut", "chelsea", "coffee"):
-        buf = io.BytesIO()
-        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(buf, format="PNG")
-        out[name] = buf.getvalue()
+        out[name] = png_bytes(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"))
     out["flower"] = (Path(sklearn.datasets.__file__).parent / "images" / "flower.jpg").read_bytes()
     return out
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class Evaluator:

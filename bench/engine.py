@@ -156,12 +156,26 @@ def _timed(fn, repeat: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def _time_ours(spec: Any, repeat: int) -> tuple[dict, Any]:
+    """``ours`` of a one-image method: the whole job through ``run_engine``, timed like the others."""
+    from shared.engine import EngineContext, run_engine
+    from shared.engine.images import to_tensor
+
+    box: dict = {}
+
+    def run() -> Any:
+        box["r"] = run_engine(spec, EngineContext(precision="auto"))
+        return to_tensor(box["r"].image)
+
+    seconds, out = _timed(run, repeat)
+    return {"seconds": seconds, "dtype": box["r"].metrics.get("dtype", "?")}, out
+
+
 def _child_fast(job: dict) -> tuple[dict, Any]:
     import torch
     from PIL import Image
 
     from bench import reference
-    from shared.engine import EngineContext, run_engine
     from shared.engine.images import to_tensor
     from shared.jobs.specs import FastSpec
 
@@ -194,15 +208,7 @@ def _child_fast(job: dict) -> tuple[dict, Any]:
 
         seconds, out = _timed(run_ort, job["repeat"])
         return {"seconds": seconds, "dtype": "float32"}, out
-    spec = FastSpec(content=job["content"], size=job["size"], style=0)
-    box: dict = {}
-
-    def run() -> torch.Tensor:
-        box["r"] = run_engine(spec, EngineContext(precision="auto"))
-        return to_tensor(box["r"].image)
-
-    seconds, out = _timed(run, job["repeat"])
-    return {"seconds": seconds, "dtype": box["r"].metrics.get("dtype", "?")}, out
+    return _time_ours(FastSpec(content=job["content"], size=job["size"], style=0), job["repeat"])
 
 
 def _child_adain(job: dict) -> tuple[dict, Any]:
@@ -210,8 +216,6 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
     from PIL import Image
 
     from bench import reference
-    from shared.engine import EngineContext, run_engine
-    from shared.engine.images import to_tensor
     from shared.jobs.specs import AdainSpec
 
     spec = AdainSpec(content=job["content"], styles=[{"image": job["style"]}], size=job["size"], model=job["decoder"])
@@ -229,14 +233,7 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
 
         seconds, out = _timed(run_ref, job["repeat"])
         return {"seconds": seconds, "dtype": "float32"}, out
-    box: dict = {}
-
-    def run() -> torch.Tensor:
-        box["r"] = run_engine(spec, EngineContext(precision="auto"))
-        return to_tensor(box["r"].image)
-
-    seconds, out = _timed(run, job["repeat"])
-    return {"seconds": seconds, "dtype": box["r"].metrics.get("dtype", "?")}, out
+    return _time_ours(spec, job["repeat"])
 
 
 def child_main(job: dict) -> None:

@@ -56,9 +56,11 @@ class Inputs:
 
 
 def team_inputs(data: Path, n_contents: int, n_styles: int) -> Inputs:
+    from shared.imaging import IMAGE_SUFFIXES
+
     def pick(folder: Path, preferred: tuple[str, ...], n: int) -> list[Path]:
         found = [folder / name for name in preferred if (folder / name).is_file()]
-        others = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p not in found)
+        others = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p not in found)
         return (found + others)[:n]
 
     contents = pick(data / "content", CONTENTS, n_contents)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import os
 import shutil
 import subprocess
@@ -31,13 +30,13 @@ from shared.cli.stack import (
     ManagedProcess,
     Stack,
     StackError,
-    api_process,
     child_env,
     free_port,
     http_ok,
+    migrate_database,
     redis_process,
+    start_api_and_workers,
     tcp_open,
-    worker_process,
 )
 
 S3_BUCKET = "stylefarm-test"
@@ -308,15 +307,6 @@ class Farm:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.stack.processes)
 
 
-def png_bytes(array_or_image: Any) -> bytes:
-    from PIL import Image
-
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc)."""
     out = []
@@ -364,23 +354,8 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
 
     stack = Stack(f"farm-{backend}")
     try:
-        # migrate once up front (API and workers would race otherwise, harmlessly but slowly)
-        res = subprocess.run([sys.executable, "-c", "from shared.db.migrate import upgrade; upgrade()"],
-                             env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
-        if res.returncode != 0:
-            raise StackError(f"migration failed:\n{res.stderr[-3000:]}")
-        api, api_url = api_process(env, log_dir=logs)
-        api.start()
-        stack.processes.append(api)
-        ws = []
-        for i in range(workers):
-            w = worker_process(env, name=f"{backend}-w{i + 1}", log_dir=logs)
-            w.start()
-            stack.processes.append(w)
-            ws.append(w)
-        api.wait_ready()
-        for w in ws:
-            w.wait_ready()
+        migrate_database(env)
+        api_url, ws = start_api_and_workers(stack, env, log_dir=logs, workers=workers, worker_prefix=f"{backend}-w")
     except BaseException:
         stack.stop()
         raise

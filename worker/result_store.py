@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 
+from shared.checksums import sha256_file
 from shared.engine.results import RenderResult, TrainResult
+from shared.imaging import png_bytes
 from shared.errors import Conflict, EngineError, NotFound
 from shared.jobs import model_registry
 from shared.jobs.outcomes import JobOutcome, RenderKeys, RenderOutcome, TrainKeys, TrainOutcome, json_safe
 from shared.jobs.specs import JobSpecModel, TrainAdainSpec, TrainFastSpec
 from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, checkpoint_key, model_key, result_key
-from worker.caches import sha256_file
 from worker.job_runtime import JobRuntime
 
 
@@ -40,14 +39,8 @@ def store_result(rt: JobRuntime, spec: JobSpecModel, result: RenderResult | Trai
     return store_render_result(rt, result)
 
 
-def _png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
 def store_render_result(rt: JobRuntime, result: RenderResult) -> RenderOutcome:
-    png = _png_bytes(result.image)
+    png = png_bytes(result.image.convert("RGB"))
     key = result_key(rt.tenant, rt.job_id, RENDER_NAME)
     rt.storage.put_bytes(key, png, "image/png")
     return RenderOutcome(

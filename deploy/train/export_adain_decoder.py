@@ -1,6 +1,6 @@
 """Export a training checkpoint of the AdaIN decoder as the small shipped fp16 decoder.
 
-Reads ``WORK/checkpoint.pt`` (written by ``python -m shared.engine.training.train_adain``), drops the
+Reads ``WORK/checkpoint.pt`` (written by ``stylefarm train adain --work-dir WORK``), drops the
 optimizer state, RNG states and the per-step history, converts the weights to fp16 and
 writes a self-describing ``adain-decoder`` checkpoint (``shared.engine.checkpoint``) whose
 ``meta`` says how it was made: steps, hours, final losses, data, the commands. The loss
@@ -10,7 +10,7 @@ Usage::
 
     python deploy/train/export_adain_decoder.py --checkpoint /work/data/adain/run128/checkpoint.pt \
         --out shared/engine/weights/adain_decoder.pt [--data-manifest /work/data/adain/manifest.json] \
-        [--command "python -m shared.engine.training.train_adain ..."] [--stage 128:/work/data/adain/run128/checkpoint.pt]
+        [--command "stylefarm train adain ..."] [--stage 128:/work/data/adain/run128/checkpoint.pt]
 
 ``--stage`` (repeatable) records earlier stages (e.g. the 128 px run a 256 px fine-tune
 started from) in the meta, read from their own checkpoints.

@@ -65,7 +65,9 @@ PACKAGES: dict[str, tuple[str, str]] = {
 # Looked at and not used: desktop-base (its wallpapers are SVG; the raster files are boot
 # screens and logos), xfce4-artwork / budgie-backgrounds / ubuntu-wallpapers (not in Debian 12).
 IMAGE_DIRS = ("usr/share/backgrounds", "usr/share/wallpapers")
-RASTER = {".jpg", ".jpeg", ".png", ".webp"}
+# The source files this recipe reads. Fixed, not shared.imaging.IMAGE_SUFFIXES: the shipped
+# decoder's data was built from exactly these, and a wider set would change the data set.
+SOURCE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 # scikit-image samples: natural photos/textures with a stated free licence.
 SKIMAGE_USE = {
@@ -194,7 +196,7 @@ def collect_debs(debs_dir: Path, tmp: Path) -> list[tuple[str, str, Path]]:
             raise SystemExit(f"{pkg}: copyright file does not state {must!r}; check the licence before use")
         for d in IMAGE_DIRS:
             for f in sorted((root / d).rglob("*")) if (root / d).is_dir() else []:
-                if f.suffix.lower() not in RASTER or not f.is_file():
+                if f.suffix.lower() not in SOURCE_SUFFIXES or not f.is_file():
                     continue
                 h = sha1(f)
                 if h in seen:
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.style_dir is not None:
         for f in sorted(args.style_dir.iterdir()):
-            if f.suffix.lower() not in RASTER or f.name in STYLE_EXCLUDE:
+            if f.suffix.lower() not in SOURCE_SUFFIXES or f.name in STYLE_EXCLUDE:
                 continue
             im = to_rgb(Image.open(f))
             n = emit_views(im, f"style__{f.stem}", style_dir, args.short_side, args.min_std, args.style_views)

@@ -15,22 +15,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from shared.imaging import png_bytes
 
 FINAL = ("succeeded", "failed", "canceled")
 
 
 # --- demo images ------------------------------------------------------------------------
-
-
-def png(array_or_image: Any) -> bytes:
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(np.asarray(array_or_image))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def fit(img: Image.Image, longest: int) -> Image.Image:
@@ -92,11 +87,11 @@ def demo_images() -> dict[str, bytes]:
     except ImportError:  # scikit-learn is optional for the demo
         images["china"] = images["coffee"]
         images["flower"] = images["coffee"]
-    out = {name: png(fit(img.convert("RGB"), 512)) for name, img in images.items()}
+    out = {name: png_bytes(fit(img.convert("RGB"), 512)) for name, img in images.items()}
     chelsea_size = fit(images["chelsea"], 512).size
-    out["mask-left"] = png(halves_mask(chelsea_size, left=True))
-    out["mask-right"] = png(halves_mask(chelsea_size, left=False))
-    out["mask-ellipse"] = png(ellipse_mask(fit(images["astronaut"], 512).size))
+    out["mask-left"] = png_bytes(halves_mask(chelsea_size, left=True))
+    out["mask-right"] = png_bytes(halves_mask(chelsea_size, left=False))
+    out["mask-ellipse"] = png_bytes(ellipse_mask(fit(images["astronaut"], 512).size))
     return out
 
 

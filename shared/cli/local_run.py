@@ -107,11 +107,21 @@ def run_local(
     precision: str = "auto",
     work_dir: Path | None = None,
     progress: bool = True,
+    threads: int | None = None,
+    max_seconds: float | None = None,
 ) -> Any:
-    """Run ``spec`` with the file-path context; returns the engine's result."""
+    """Run ``spec`` with the file-path context; returns the engine's result.
+
+    ``threads``: torch's CPU threads (default: torch's own choice); ``max_seconds``: a
+    training run's time box (``EngineContext.max_seconds``).
+    """
     from shared.engine import run_engine
 
     check_local_refs(spec)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     bar = ProgressBar(enabled=progress, unit="step")
     with cancel_on_sigint(lambda: bar.write("canceling after this step... (Ctrl-C again to abort)")) as flag:
         ctx = EngineContext(
@@ -122,6 +132,7 @@ def run_local(
             on_checkpoint=lambda p: bar.write(f"checkpoint: {p}"),
             device=device,
             precision=precision,
+            max_seconds=max_seconds,
         )
         try:
             return run_engine(spec, ctx)

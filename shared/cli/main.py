@@ -2,7 +2,9 @@
 
 - ``stylefarm render <method> CONTENT [options] -o out.png``: one job in this process, no
   servers; the options are generated from the method's spec model (``shared.cli.options``).
-- ``stylefarm train <fast|adain> [options] -o model.pt``: a training job, checkpoint to ``-o``.
+- ``stylefarm train <fast|adain> [options] -o model.pt``: a training job, checkpoint to ``-o``;
+  resumable (rerun the same command after a stop or Ctrl-C), ``--max-minutes`` trains in
+  time-boxed stretches.
   Both offer every method of the registry (``shared.jobs.methods``; ``command_of``).
 - ``stylefarm styles``: the built-in styles of the fast model.
 - ``stylefarm up | demo | migrate | worker | api``: the services (imported lazily, so
@@ -30,7 +32,9 @@ from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError
 from shared.jobs.methods import REGISTRY, Method, parse_spec
 
 PROG = "stylefarm"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# What ``render -o`` writes: the image types that keep every RGB colour (a GIF would be
+# quantized to 256), so it differs on purpose from ``shared.imaging.IMAGE_SUFFIXES`` (inputs).
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 EXIT_ERROR, EXIT_USAGE, EXIT_CANCELED = 1, 2, 130
 
 
@@ -54,6 +58,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")  # fmt: skip
     g.add_argument("--precision", choices=get_args(fields["precision"].annotation), default=precision,
                    help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")  # fmt: skip
+    g.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
     g.add_argument("--print-spec", action="store_true", help="print the validated JSON spec and exit")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -87,7 +92,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
         if method.trains:
             p.add_argument("-o", "--output", type=Path, help="where to write the checkpoint (.pt)")
             p.add_argument("--work-dir", type=Path,
-                           help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on success)")  # fmt: skip
+                           help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on "
+                                "success); a run whose work dir holds checkpoint.pt resumes from it")  # fmt: skip
+            p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                           help="stop cleanly after M minutes of training (checkpoint kept, -o written); "
+                                "rerun the same command to go on")  # fmt: skip
+            p.add_argument("--loss-curve", type=Path, default=None, metavar="PATH",
+                           help="also write the loss curve (PNG) here")  # fmt: skip
         else:
             p.add_argument("-o", "--output", type=Path, help="output image (.png, .jpg, .webp...)")
         _run_options(p)
@@ -144,8 +155,8 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         _err(f"{args.command} {args.method}: -o/--output is required (or use --print-spec)")
         return EXIT_USAGE
     training = REGISTRY[spec.method].trains
-    if not training and args.output.suffix.lower() not in IMAGE_SUFFIXES:
-        _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(IMAGE_SUFFIXES)}")
+    if not training and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(OUTPUT_SUFFIXES)}")
         return EXIT_USAGE
     try:
         check_local_refs(spec)
@@ -160,18 +171,40 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         own_work_dir = args.work_dir is None
         work_dir.mkdir(parents=True, exist_ok=True)
 
+    max_minutes = getattr(args, "max_minutes", None)
     started = time.perf_counter()
-    result = run_local(spec, device=args.device, precision=args.precision, work_dir=work_dir,
-                       progress=not args.quiet)  # fmt: skip
+    try:
+        result = run_local(
+            spec,
+            device=args.device,
+            precision=args.precision,
+            work_dir=work_dir,
+            progress=not args.quiet,
+            threads=args.threads,
+            max_seconds=None if max_minutes is None else 60.0 * max_minutes,
+        )
+    except JobCanceled:
+        if training:
+            _err(f"canceled; rerun the same command to resume from the last checkpoint in {work_dir}")
+            return EXIT_CANCELED
+        raise
     seconds = time.perf_counter() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if training:
         if Path(result.checkpoint).resolve() != args.output.resolve():
             shutil.copyfile(result.checkpoint, args.output)
-        if own_work_dir:
+        if args.loss_curve is not None and result.loss_curve_png:
+            args.loss_curve.parent.mkdir(parents=True, exist_ok=True)
+            args.loss_curve.write_bytes(result.loss_curve_png)
+        finished = result.metrics.get("steps", spec.steps) >= spec.steps
+        if own_work_dir and finished:
             shutil.rmtree(work_dir, ignore_errors=True)
         names = f" styles: {', '.join(result.style_names)}" if result.style_names else ""
-        print(f"wrote {args.output} ({result.kind} checkpoint) in {seconds:.1f}s.{names}", file=sys.stderr)
+        summary = f"wrote {args.output} ({result.kind} checkpoint) in {seconds:.1f}s.{names}"
+        print(f"{summary}  {_format_metrics(result.metrics)}", file=sys.stderr)
+        if not finished:
+            steps = f"step {result.metrics['steps']} of {spec.steps}"
+            _err(f"stopped at {steps} (--max-minutes); rerun the same command to go on from {work_dir / 'checkpoint.pt'}")
     else:
         result.image.save(args.output)
         w, h = result.image.size

@@ -388,6 +388,44 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
     )  # fmt: skip
 
 
+def migrate_database(env: Mapping[str, str], timeout: float = 180.0) -> None:
+    """Migrate once up front, so the API's and the workers' own start-up upgrades are no-ops
+    (they would race otherwise: harmlessly, but slowly)."""
+    code = "from shared.db.migrate import upgrade; upgrade()"
+    res = subprocess.run([sys.executable, "-c", code], env=dict(env), cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    if res.returncode != 0:
+        raise StackError(f"database migration failed:\n{res.stderr[-3000:]}")
+
+
+def start_api_and_workers(
+    stack: Stack,
+    env: Mapping[str, str],
+    *,
+    log_dir: Path,
+    workers: int,
+    worker_prefix: str = "worker",
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    say: Callable[[str], None] = lambda msg: None,
+) -> tuple[str, list[ManagedProcess]]:
+    """Start the API and ``workers`` workers (named ``<worker_prefix>1``, ...) on ``stack``, all
+    at once so their slow imports overlap, then wait until each is ready; returns (API URL,
+    workers). The caller stops the stack if this raises."""
+    api, api_url = api_process(env, port, log_dir=log_dir, host=host)
+    say(f"starting API at {api_url}")
+    stack.start(api, wait=False)
+    started = []
+    for i in range(workers):
+        w = worker_process(env, name=f"{worker_prefix}{i + 1}", log_dir=log_dir)
+        say(f"starting {w.name} (celery, queues gpu,cpu)")
+        started.append(stack.start(w, wait=False))
+    api.wait_ready()
+    for w in started:
+        w.wait_ready()
+    return api_url, started
+
+
 # --- the embedded stack ----------------------------------------------------------------
 
 
@@ -423,33 +461,13 @@ class EmbeddedStack(Stack):
                 "STYLEFARM_BROKER_URL": self.broker_url,
                 **self.extra_env,
             })  # fmt: skip
-            self._migrate()
-            api, self.api_url = api_process(self.env, self.port, log_dir=logs, host=self.host)
-            self._say(f"starting API at {self.api_url}")
-            api.start()
-            self.processes.append(api)
-            ws = []
-            for i in range(self.workers):
-                w = worker_process(self.env, name=f"worker{i + 1}", log_dir=logs)
-                self._say(f"starting {w.name} (celery, queues gpu,cpu)")
-                w.start()
-                self.processes.append(w)
-                ws.append(w)
-            api.wait_ready()
-            for w in ws:
-                w.wait_ready()
+            migrate_database(self.env)
+            self.api_url, _ = start_api_and_workers(self, self.env, log_dir=logs, workers=self.workers,
+                                                    port=self.port, host=self.host, say=self._say)  # fmt: skip
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _migrate(self) -> None:
-        """Migrate once up front so the children's own start-up upgrades are no-ops."""
-        code = "from shared.db.migrate import upgrade; upgrade()"
-        res = subprocess.run([sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
-        if res.returncode != 0:
-            raise StackError(f"database migration failed:\n{res.stderr[-3000:]}")
 
     def __enter__(self) -> "EmbeddedStack":
         return self.up()

@@ -61,6 +61,9 @@ class EngineContext:
       uploads it so a retried job can resume).
     - ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``precision``: ``auto`` | ``fp32`` |
       ``bf16`` | ``fp16``.
+    - ``max_seconds`` (training): stop cleanly after this much training in this call, with a
+      checkpoint and a result as if the last step were reached; the same spec and work dir
+      go on from there (``stylefarm train --max-minutes``: time-boxed stretches).
     """
 
     read_input: Callable[[str], bytes] = _read_file
@@ -72,6 +75,7 @@ class EngineContext:
     on_checkpoint: Callable[[Path], None] = lambda p: None
     device: str = "auto"
     precision: str = "auto"
+    max_seconds: float | None = None
 
     def check_cancel(self) -> None:
         if self.is_canceled():

@@ -104,12 +104,6 @@ def to_image(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def encode_png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (B, C, H, W) on the bottom/right so H and W divide by ``multiple``; returns original (H, W)."""
     h, w = x.shape[-2:]

@@ -20,6 +20,8 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.imaging import IMAGE_SUFFIXES
+
 # --- limits (the API enforces them; the CLI too) ---------------------------------------
 MAX_SIDE = 2048
 MIN_SIDE = 32
@@ -294,8 +296,6 @@ class TrainAdainSpec(JobSpecModel):
 #: image object directly under ``tenants/<tenant>/datasets/NAME/`` (put there with any S3
 #: tool: ``aws s3 sync photos/ s3://BUCKET/tenants/TENANT/datasets/NAME/``).
 DATASET_PREFIX = "prefix:"
-#: The files of a dataset (archive member or storage object) that count as images.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 _DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
 
 

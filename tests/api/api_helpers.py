@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from shared.db import session as db_session
+from shared.imaging import png_bytes as encode_png
 from shared.settings import Settings
 
 MAX_UPLOAD = 300_000
@@ -58,9 +59,7 @@ def make_client(settings: Settings) -> Iterator[TestClient]:
 
 
 def png_bytes(width: int = 16, height: int = 12, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, "PNG")
-    return buf.getvalue()
+    return encode_png(Image.new("RGB", (width, height), color))
 
 
 def zip_bytes(names: dict[str, bytes]) -> bytes:

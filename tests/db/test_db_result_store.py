@@ -17,7 +17,7 @@ from shared.jobs.outcomes import RenderOutcome, TrainOutcome, parse_outcome
 from shared.jobs.methods import parse_spec
 from shared.settings import Settings
 from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, LocalStorage, result_key
-from worker.caches import sha256_file
+from shared.checksums import sha256_file
 from worker.job_runtime import JobRuntime
 from worker.result_store import check_model_name_free, store_result
 

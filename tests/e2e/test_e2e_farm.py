@@ -183,8 +183,9 @@ def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png
 def _crops(photo: str, n: int, size: int = 72) -> list[bytes]:
     """``n`` PNG crops of a scikit-image sample photo."""
     import numpy as np
-    from harness import png_bytes
     from skimage import data
+
+    from shared.imaging import png_bytes
 
     img = getattr(data, photo)()
     rng = np.random.default_rng(len(photo))

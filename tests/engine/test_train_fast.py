@@ -40,16 +40,8 @@ def _net(payload: dict) -> CINTransformer:
     net.load_state_dict(payload["state_dict"])
     return net.eval()
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a shared, busy CPU OpenMP's
-    spinning barriers make 2-thread runs of these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def two_steps(tiny_datasets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
