@@ -104,6 +104,17 @@ def to_image(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def preview_image(x255: torch.Tensor, max_side: int) -> Image.Image:
+    """A small picture of pixels being optimized: (1, 3, H, W) on the 0-255 scale -> PIL RGB
+    with the longest side at most ``max_side`` (area-averaged, so it is cheap at any size)."""
+    _, _, h, w = x255.shape
+    x = x255.detach()
+    if max(h, w) > max_side:
+        pw, ph = fit_size(w, h, max_side)
+        x = F.interpolate(x.float(), size=(ph, pw), mode="area")  # (1, 3, ph, pw)
+    return to_image(x / 255.0)
+
+
 def encode_png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -6,6 +6,7 @@ always land at the same place and retries overwrite instead of duplicating::
     tenants/<tenant>/inputs/<sha256>
     tenants/<tenant>/jobs/<job_id>/<name>                 results (e.g. result.png)
     tenants/<tenant>/jobs/<job_id>/checkpoint.pt          training checkpoints
+    tenants/<tenant>/jobs/<job_id>/preview.png            latest preview of a running job
     tenants/<tenant>/models/<model_id>/<name>             models a tenant trained
     global/models/<model_id>/<name>                       built-in models (tenant None)
     .../models/<model_id>/thumbnails/<style>.png
@@ -26,6 +27,7 @@ from shared.storage.keys import (
     dataset_prefix,
     input_key,
     model_key,
+    preview_key,
     result_key,
     thumbnail_key,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "get_storage",
     "input_key",
     "model_key",
+    "preview_key",
     "result_key",
     "thumbnail_key",
 ]
