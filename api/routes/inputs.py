@@ -12,7 +12,6 @@ from api.problems import problem_responses
 from api.routes.blobs import serve_blob
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
-from shared.jobs import store
 from shared.jobs import inputs
 from shared.errors import PayloadTooLarge
 from shared.storage import input_key

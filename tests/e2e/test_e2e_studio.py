@@ -236,7 +236,7 @@ def test_studio_renders_watches_cancels_paints_and_lists_jobs(
     assert all(p > 10 for p in painted) and 95 < sum(painted) <= 100.1, coverage
     set_param(page, "size", 128)
     set_param(page, "steps", 20)
-    page.eval_on_selector("#content-view", "el => { el.scrollIntoView({block: 'start'}); window.scrollBy(0, -70); }")
+    page.eval_on_selector("#content-view", "el => { el.scrollIntoView({block: 'start'}); window.scrollBy(0, -12); }")
     screenshot(page, "4-masked-painting", shots)
     masked_id = submit_and_get_id(page)
     page.wait_for_selector(f"li.job[data-job-id='{masked_id}'][data-status='succeeded']", timeout=180_000)

@@ -12,6 +12,16 @@ function shortId(id) {
   return id.slice(0, 8);
 }
 
+function downloadButton(job) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "quiet";
+  button.textContent = "Download";
+  button.setAttribute("aria-label", `Download the result of job ${shortId(job.id)}`);
+  button.addEventListener("click", () => download(job.links.result, `stylefarm-${shortId(job.id)}.png`));
+  return button;
+}
+
 export function describeError(err) {
   if (err instanceof ApiError) return `${err.problem.title || "Error"}: ${err.message}`;
   return err?.message || String(err);
@@ -76,12 +86,7 @@ export class JobBoard {
       card.dataset.shown = "result";
       const size = job.result?.width ? `${job.result.width}×${job.result.height}` : "";
       this.showFigure(card, job.links.result, `Result ${size}`, `Result of job ${shortId(job.id)}`);
-      const save = document.createElement("button");
-      save.type = "button";
-      save.className = "quiet";
-      save.textContent = "Download";
-      save.addEventListener("click", () => download(job.links.result, `stylefarm-${shortId(job.id)}.png`));
-      card.querySelector("figcaption").append(" ", save);
+      card.querySelector("figcaption").append(" ", downloadButton(job));
     } else if (!done && job.links.preview && card.dataset.shown !== job.links.preview) {
       card.dataset.shown = job.links.preview;
       this.showFigure(card, job.links.preview, `Preview · step ${p.step}/${p.total}`, `Preview of job ${shortId(job.id)}`);
@@ -177,12 +182,7 @@ export class Gallery {
     caption.innerHTML = `<b></b> <span class="meta"></span>`;
     caption.querySelector("b").textContent = job.method;
     caption.querySelector(".meta").textContent = `${size} · ${when.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" })}`;
-    const save = document.createElement("button");
-    save.type = "button";
-    save.className = "quiet";
-    save.textContent = "Download";
-    save.addEventListener("click", () => download(job.links.result, `stylefarm-${shortId(job.id)}.png`));
-    caption.append(save);
+    caption.append(downloadButton(job));
     item.append(compare, caption);
     if (atTop) this.list.prepend(item);
     else this.list.append(item);
