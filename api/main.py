@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.problems import Problem, install_problem_handlers
-from api.routes import health, inputs, jobs, models
+from api.routes import events, health, inputs, jobs, models
 from shared.db import session as db_session
 from shared.settings import Settings, get_settings
 from shared.storage import get_storage
@@ -33,6 +36,26 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.setdefault("Problem", Problem.model_json_schema())
     app.openapi_schema = schema
     return schema
+
+
+#: The web studio: plain HTML, CSS and JavaScript modules, no build step, nothing from the internet.
+STUDIO_DIR = Path(__file__).with_name("static")
+STUDIO_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data: http: https:; connect-src 'self' http: https:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "Cache-Control": "no-cache",
+}
+
+
+def mount_studio(app: FastAPI) -> None:
+    """``/`` serves the studio page, ``/studio/*`` its files (images and results are read
+    through the API itself, with the key the page keeps in the browser)."""
+
+    @app.get("/", include_in_schema=False)
+    def studio_page() -> FileResponse:
+        return FileResponse(STUDIO_DIR / "index.html", headers=STUDIO_HEADERS)
+
+    app.mount("/studio", StaticFiles(directory=STUDIO_DIR), name="studio")
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -61,8 +84,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.state.storage = get_storage(settings)
     install_problem_handlers(app)
-    for module in (health, inputs, jobs, models):
+    for module in (health, inputs, jobs, events, models):
         app.include_router(module.router)
+    mount_studio(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# One command: set up .venv if needed, make PostgreSQL available for the tests (apt, when
-# root and missing; otherwise the PostgreSQL tests skip with a reason), run the lint and type
-# gate (ruff check, ruff format --check, mypy; configured in pyproject.toml), then the whole
-# suite. Fails on any lint, format or type finding, on any test failure, and when no test ran
-# at all (pytest exit code 5).
+# One command: set up .venv if needed, make PostgreSQL and chromium available for the tests
+# (apt, when root and missing), run the lint and type gate (ruff check, mypy; configured in
+# pyproject.toml), then the whole suite. Fails on any lint or type finding, on any test failure,
+# and when no test ran at all (pytest exit code 5).
 set -euo pipefail
 # shellcheck source=deploy/_bootstrap.sh
 . "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
@@ -17,6 +16,12 @@ mypy
 
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
     apt_install postgresql || echo "note: PostgreSQL is not installed and cannot be installed here; its tests will skip" >&2
+fi
+
+# The studio's browser test (tests/e2e/test_e2e_studio.py) drives Debian's chromium through
+# Playwright; browsers are never downloaded by Playwright itself.
+if ! command -v chromium >/dev/null; then
+    apt_install chromium fonts-liberation || echo "note: chromium is not installed and cannot be installed here; the studio browser test will skip" >&2
 fi
 
 set +e

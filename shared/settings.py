@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     checkpoint_upload_interval_s: float = Field(
         120.0, ge=0, description="minimum seconds between training-checkpoint uploads (the first is uploaded at once)"
     )
+    preview_every: float = Field(
+        0.1, ge=0, le=1, description="optimize/masked jobs: a preview image every this fraction of the steps; 0 = none"
+    )
     model_cache_dir: Path | None = Field(None, description="empty = home/models")
     max_attempts: int = Field(
         5, ge=1, le=100,

@@ -9,7 +9,9 @@ SQL / blob storage (the files it downloads are cached by ``worker.caches``).
   into a flat folder of images, cached by sha256; or a ``prefix:NAME`` dataset, the images
   under the tenant's storage prefix, synced once.
 * ``progress``: throttled to ``Settings.progress_interval_s`` (the last step always goes
-  through); ``record_progress`` answering True (cancel requested) is remembered.
+  through); ``record_progress`` answering True (cancel requested) is remembered. A preview
+  image in the progress (optimize / masked, every ``Settings.preview_every`` of the steps)
+  is uploaded to ``preview_key`` with the next write, which bumps ``preview_version``.
 * ``is_canceled``: the DB flag (checked at most every ``CANCEL_POLL_S``) plus the soft
   time-limit deadline, which raises ``TimeLimitExceeded`` inside the engine.
 * ``on_checkpoint``: uploads the training checkpoint to ``checkpoint_key`` (throttled);
@@ -24,12 +26,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from shared.engine.context import EngineContext, Progress
+from shared.imaging import png_bytes
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
 from shared.jobs import inputs, model_registry, store
 from shared.jobs.specs import dataset_prefix_name
 from shared.settings import Settings
-from shared.storage import Storage, checkpoint_key, dataset_prefix
+from shared.storage import Storage, checkpoint_key, dataset_prefix, preview_key
 from worker.caches import cached_download, extract_archive_cached, sync_prefix_cached
 
 log = logging.getLogger("stylefarm.worker")
@@ -52,6 +57,7 @@ class JobRuntime:
     last_cancel_check: float = 0.0
     last_progress: Progress | None = None
     last_checkpoint_upload: float | None = None  # monotonic
+    pending_preview: Image.Image | None = None
     inputs: dict[str, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -87,20 +93,37 @@ class JobRuntime:
     # --- progress / cancel / limits ---
     def progress(self, p: Progress) -> None:
         self.last_progress = p
+        if p.preview is not None:
+            self.pending_preview = p.preview  # goes out with the next progress write
         now = time.monotonic()
         final = p.total > 0 and p.step >= p.total
         if not final and now - self.last_progress_write < self.settings.progress_interval_s:
             return
         with self.lock:
             self.last_progress_write = now
+            preview = self.upload_preview()
             try:
-                stop = store.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage)
+                stop = store.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage,
+                                             preview=preview)  # fmt: skip
             except Exception as exc:  # a missed progress write must not kill the job
                 log.warning("job %s: progress write failed: %s", self.job_id, exc)
                 return
             if stop:
                 self.cancel_seen = True
                 self.last_cancel_check = now
+
+    def upload_preview(self) -> bool:
+        """Upload the pending preview image to ``preview_key`` (overwriting the last one);
+        True when one was uploaded."""
+        image, self.pending_preview = self.pending_preview, None
+        if image is None:
+            return False
+        try:
+            self.storage.put_bytes(preview_key(self.tenant, self.job_id), png_bytes(image), content_type="image/png")
+            return True
+        except Exception as exc:  # a missed preview must not kill the job
+            log.warning("job %s: preview upload failed: %s", self.job_id, exc)
+            return False
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -158,6 +181,7 @@ class JobRuntime:
             is_canceled=self.is_canceled,
             work_dir=work_dir,
             on_checkpoint=self.on_checkpoint,
+            preview_every=self.settings.preview_every,
             device=device,
             precision=precision,
         )

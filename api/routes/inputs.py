@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
+from api.routes.blobs import serve_blob
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
 from shared.jobs import inputs
@@ -89,3 +90,19 @@ async def upload_input(
 def read_input(input_id: str, tenant: TenantDep) -> InputOut:
     """Metadata of an uploaded input."""
     return input_out(inputs.get_input(input_id, tenant))
+
+
+@router.get(
+    "/{input_id}/content",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "Redirect to a presigned URL"}}
+    | problem_responses(401, 404),
+)
+async def read_input_content(input_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
+    """The uploaded bytes (e.g. the "before" of a job): a redirect to storage, or the bytes
+    with their content type."""
+    row = await run_in_threadpool(inputs.get_input, input_id, tenant)
+    response = await serve_blob(storage, row.key, settings.presign_expiry_s)
+    if response.status_code == 200:
+        response.headers["Content-Type"] = row.content_type
+    return response

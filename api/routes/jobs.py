@@ -22,7 +22,7 @@ from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
 from shared.jobs.status import JobStatus
 from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix
+from shared.storage import Storage, dataset_prefix, preview_key
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -240,3 +240,22 @@ async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, sto
             job_status=job.status,
         )
     return await serve_blob(storage, result_image_key(job), settings.presign_expiry_s)
+
+
+@router.get(
+    "/{job_id}/preview",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
+    | problem_responses(401, 404),
+)
+async def read_preview(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
+    """The latest preview of an ``optimize`` / ``masked`` job (PNG, at most 256 px), replaced
+    every few steps while it runs; 404 problem before the first one. ``links.preview`` and the
+    job's events carry ``?v=<preview version>`` so each new preview has its own URL."""
+    job = await run_in_threadpool(store.get_job, job_id, tenant)
+    if not job.preview_version:
+        raise NotFound(f"Job {job.id} has no preview yet (optimize and masked jobs make them while running).",
+                       job_id=job.id)  # fmt: skip
+    response = await serve_blob(storage, preview_key(job.tenant, job.id), settings.presign_expiry_s)
+    response.headers["Cache-Control"] = "no-cache" if response.status_code == 200 else "no-store"
+    return response

@@ -165,3 +165,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # Also the heartbeat: every progress write bumps it, so a stale running job is visible.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # +1 on every write of the row (status, progress, cancel request): the id of the job's
+    # server-sent events (``GET /v1/jobs/{id}/events``), monotonic whatever the writers' clocks.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # +1 each time the worker uploaded a new preview image (0 = none yet).
+    preview_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

@@ -104,6 +104,18 @@ def to_image(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def preview_image(x255: torch.Tensor, max_side: int) -> Image.Image:
+    """A small picture of pixels being optimized: (1, 3, H, W) on the 0-255 scale -> PIL RGB
+    with the longest side at most ``max_side`` (area-averaged, so it is cheap at any size)."""
+    _, _, h, w = x255.shape
+    x = x255.detach()
+    if max(h, w) > max_side:
+        pw, ph = fit_size(w, h, max_side)
+        x = F.interpolate(x.float(), size=(ph, pw), mode="area")  # (1, 3, ph, pw)
+    return to_image(x / 255.0)
+
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (B, C, H, W) on the bottom/right so H and W divide by ``multiple``; returns original (H, W)."""
     h, w = x.shape[-2:]

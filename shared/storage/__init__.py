@@ -8,6 +8,7 @@ always land at the same place and retries overwrite instead of duplicating::
     tenants/<tenant>/jobs/<job_id>/loss.png               a training job's loss curve
     tenants/<tenant>/jobs/<job_id>/checkpoint.pt          its latest training checkpoint
     tenants/<tenant>/datasets/<name>/...                  ``prefix:NAME`` datasets
+    tenants/<tenant>/jobs/<job_id>/preview.png            latest preview of a running job
     tenants/<tenant>/models/<model_id>/<name>             models a tenant trained
     global/models/<model_id>/<name>                       built-in models (tenant None)
     .../models/<model_id>/thumbnails/<style>.png
@@ -31,6 +32,7 @@ from shared.storage.keys import (
     dataset_prefix,
     input_key,
     model_key,
+    preview_key,
     result_key,
     thumbnail_key,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "get_storage",
     "input_key",
     "model_key",
+    "preview_key",
     "result_key",
     "thumbnail_key",
 ]

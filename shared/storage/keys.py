@@ -50,6 +50,11 @@ def checkpoint_key(tenant: str, job_id: str) -> str:
     return result_key(tenant, job_id, CHECKPOINT_NAME)
 
 
+def preview_key(tenant: str, job_id: str) -> str:
+    """The (overwritten) latest preview image of a running optimize/masked job."""
+    return result_key(tenant, job_id, "preview.png")
+
+
 def model_key(tenant: str | None, model_id: str, name: str = "model.pt") -> str:
     """A model file; ``tenant=None`` for global (built-in) models."""
     owner = "global" if tenant is None else f"tenants/{check_tenant(tenant)}"

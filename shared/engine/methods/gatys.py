@@ -35,9 +35,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from shared.engine import color
-from shared.engine.context import EngineContext
+from shared.engine.context import PREVIEW_MAX_SIDE, EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device, seed_everything
-from shared.engine.images import check_mask_aspect, decode_image, decode_mask, fit_size, resize, to_tensor
+from shared.engine.images import (check_mask_aspect, decode_image, decode_mask, fit_size, preview_image, resize,
+                                  to_tensor)
 from shared.engine.losses import content_loss, gram_matrix, resize_mask, style_loss, total_variation
 from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
 from shared.engine.nets.vgg import LAYER_INDEX, VGG19Features, load_vgg19
@@ -246,8 +247,10 @@ def optimize_pixels(x0: torch.Tensor, objective: Callable[[torch.Tensor], tuple[
     return x.detach().clamp(0.0, 255.0), last
 
 
-def _report(ctx: EngineContext, counter: StepCounter, stage: str, parts: dict) -> None:
-    ctx.report(counter.advance(), counter.total, loss=parts["loss"], stage=stage,
+def _report(ctx: EngineContext, counter: StepCounter, stage: str, parts: dict, x: torch.Tensor) -> None:
+    step = counter.advance()
+    preview = preview_image(x, PREVIEW_MAX_SIDE) if ctx.wants_preview(step, counter.total) else None
+    ctx.report(step, counter.total, loss=parts["loss"], stage=stage, preview=preview,
                content=parts["content"], style=parts["style"], tv=parts["tv"])
 
 
@@ -264,7 +267,7 @@ def _run_adam(x: torch.Tensor, objective: Callable, params: GatysParams, ctx: En
         with torch.no_grad():
             x.clamp_(0.0, 255.0)  # Adam has no curvature model to upset: keep pixels valid
         parts["loss"] = float(total.detach())
-        _report(ctx, counter, stage, parts)
+        _report(ctx, counter, stage, parts, x)
     return parts
 
 
@@ -286,7 +289,7 @@ def _run_lbfgs(x: torch.Tensor, objective: Callable, steps: int, ctx: EngineCont
 
     def flush() -> None:
         if track["best"] is not None and track["iter"] >= 1 and track["reported"] < steps:
-            _report(ctx, counter, stage, track["best"])
+            _report(ctx, counter, stage, track["best"], x)
             track["reported"] += 1
         track["best"] = None
 
@@ -316,7 +319,7 @@ def _run_lbfgs(x: torch.Tensor, objective: Callable, steps: int, ctx: EngineCont
     last = dict(track["best"] or {})
     flush()
     while track["reported"] < steps:  # stopped early: the remaining iterations count as done
-        _report(ctx, counter, stage, last)
+        _report(ctx, counter, stage, last, x)
         track["reported"] += 1
     last["evaluations"] = opt.state[x].get("func_evals", 0)
     return last
