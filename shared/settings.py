@@ -77,6 +77,22 @@ class Settings(BaseSettings):
     )  # fmt: skip
     worker_queues: str = "gpu,cpu"
 
+    # --- archives and worker disk caches (shared.archives, worker.caches) ---
+    # An archive (an uploaded zip/tar, checked by the API and again when the worker extracts
+    # it) is refused the moment it crosses one cap, counted while it is decompressed.
+    archive_max_bytes: int = Field(1 << 30, gt=0, description="most uncompressed bytes in one archive")
+    archive_max_members: int = Field(10_000, gt=0, description="most entries (files and folders) in one archive")
+    archive_max_member_pixels: int | None = Field(
+        None, gt=0, description="most pixels of one image in an archive; empty = max_pixels"
+    )
+    archive_max_total_pixels: int = Field(1_000_000_000, gt=0, description="most pixels of all images in one archive")
+    # Least-recently-used entries are evicted to stay within these; entries a running job
+    # holds are never evicted, so a single entry larger than its budget still works.
+    model_cache_budget_bytes: int = Field(8 << 30, gt=0, description="disk for downloaded model files")
+    dataset_cache_budget_bytes: int = Field(
+        16 << 30, gt=0, description="disk for extracted dataset archives and synced prefix datasets"
+    )
+
     @model_validator(mode="after")
     def _secrets_outside_development(self) -> "Settings":
         if self.env != "development":
@@ -102,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def resolved_model_cache_dir(self) -> Path:
         return (self.model_cache_dir or self.home / "models").resolve()
+
+    @property
+    def resolved_dataset_cache_dir(self) -> Path:
+        return (self.home / "datasets").resolve()
 
     def api_key_tenants(self) -> dict[str, str]:
         pairs = [p.strip() for p in self.api_keys.split(",") if p.strip()]

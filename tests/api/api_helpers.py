@@ -62,6 +62,12 @@ def png_bytes(width: int = 16, height: int = 12, color: tuple[int, int, int] = (
     return encode_png(Image.new("RGB", (width, height), color))
 
 
+def jpeg_bytes(width: int = 16, height: int = 12) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 90, 200)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
 def zip_bytes(names: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
