@@ -43,7 +43,7 @@ def _check_broker(settings: Settings) -> str:
 
 
 def _check_storage(storage: Storage) -> None:
-    storage.ping()
+    storage.probe()  # a real write, read-back and delete: a read-only store is not "ready"
 
 
 @router.get("/readyz", summary="Database, broker and storage are reachable", responses=problem_responses(503))

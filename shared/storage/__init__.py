@@ -13,9 +13,13 @@ always land at the same place and retries overwrite instead of duplicating::
     global/models/<model_id>/<name>                       built-in models (tenant None)
     .../models/<model_id>/thumbnails/<style>.png
 
-Errors: a missing key is ``NotFound``; connection failures and 5xx answers are
-``StorageUnavailable`` (retryable). boto3 is imported lazily so LocalStorage users (and
-the API's import time) do not pay for it.
+Errors: a missing key is ``NotFound``; every other failure of either backend (local:
+read-only or full disk, permissions, I/O errors, a vanished root; S3: refused or reset
+connections, timeouts, 5xx, throttling, access denied) is ``StorageUnavailable``
+(retryable: 503 with ``Retry-After`` at the API, a requeue on the worker) whose detail
+never shows a server path or endpoint. ``probe()`` writes, reads back and deletes an
+object under ``PROBE_PREFIX`` (``/readyz``). boto3 is imported lazily so LocalStorage
+users (and the API's import time) do not pay for it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from shared.storage.keys import (
     CHECKPOINT_NAME,
     LOSS_CURVE_NAME,
+    PROBE_PREFIX,
     RENDER_NAME,
     check_key,
     checkpoint_key,
@@ -48,6 +53,7 @@ __all__ = [
     "LOSS_CURVE_NAME",
     "RENDER_NAME",
     "LocalStorage",
+    "PROBE_PREFIX",
     "S3Storage",
     "Storage",
     "check_key",
