@@ -167,7 +167,7 @@ def _check_image(fp: IO[bytes], name: str, tally: _Tally, full_decode: bool) -> 
         with img:
             if img.format not in MEMBER_FORMATS:
                 raise InvalidImage(
-                    f"The archive member {name!r} is a {img.format} image; use {', '.join(MEMBER_FORMATS)}.", member=name
+                    f"The archive member {name!r} is in {img.format} format; images must be {', '.join(MEMBER_FORMATS)}.", member=name
                 )
             tally.add_image(img.width * img.height, name)
             if full_decode:
@@ -265,8 +265,8 @@ def _scan_tar(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: b
     stream = _TarStream(_decompressed(source))
     try:
         tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
-    except (tarfile.TarError, InvalidImage, *_DECOMPRESS_ERRORS):
-        return False
+    except (tarfile.TarError, *_DECOMPRESS_ERRORS):
+        return False  # (an oversized or undecompressable first header raised InvalidImage: refused)
     with tf:
         try:
             for member in tf:  # each header is read only when the previous member's data was passed

@@ -183,3 +183,5 @@ def execute_job(self: Task, job_id: str) -> str:
         err = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
         _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"
+    finally:
+        rt.release_caches()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from archive_samples import zip_bytes  # noqa: F401  (re-exported for the API tests)
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -65,14 +65,6 @@ def png_bytes(width: int = 16, height: int = 12, color: tuple[int, int, int] = (
 def jpeg_bytes(width: int = 16, height: int = 12) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), (30, 90, 200)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def zip_bytes(names: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in names.items():
-            zf.writestr(name, data)
     return buf.getvalue()
 
 
