@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import gzip
 import io
 import lzma
@@ -130,8 +131,8 @@ class _Tally:
         """One image member of ``pixels`` (None: more than Pillow's own bomb limit)."""
         self.images += 1
         if pixels is None or pixels > self.limits.max_member_pixels:
-            shown = f"more than {2 * Image.MAX_IMAGE_PIXELS}" if pixels is None else str(pixels)
-            raise self._over("max_member_pixels", self.limits.max_member_pixels, name, f"has an image of {shown} pixels")
+            what = "has an image over Pillow's decompression-bomb limit" if pixels is None else f"has an image of {pixels} pixels"
+            raise self._over("max_member_pixels", self.limits.max_member_pixels, name, what)
         self.pixels += pixels
         if self.pixels > self.limits.max_total_pixels:
             raise self._over("max_total_pixels", self.limits.max_total_pixels, name, f"holds more than {self.limits.max_total_pixels} pixels of images")
@@ -209,7 +210,7 @@ def _scan_zip(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: b
             tally.declare(info.file_size, info.filename)
         for info in infos:
             if not info.is_dir() and is_dataset_image(info.filename):
-                _image_member(lambda i=info: zf.open(i), info.filename, tally, sink, full_decode)
+                _image_member(functools.partial(zf.open, info), info.filename, tally, sink, full_decode)
 
 
 # --- tar -------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def _decompressed(source: IO[bytes]) -> IO[bytes]:
     head = source.read(6)
     source.seek(0)
     if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=source, mode="rb")
+        return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[return-value]
     if head.startswith(b"BZh"):
         return bz2.BZ2File(source)  # type: ignore[return-value]
     if head.startswith(b"\xfd7zXZ\x00"):
@@ -260,11 +261,18 @@ def _decompressed(source: IO[bytes]) -> IO[bytes]:
     return source
 
 
+def _tar_member_data(tf: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    data = tf.extractfile(member)
+    if data is None:  # not a regular file: refused before this is asked
+        raise InvalidImage(f"The archive member {member.name!r} is not a regular file.", member=member.name)
+    return data
+
+
 def _scan_tar(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: bool) -> bool:
     """False when ``source`` is not a tar (its first header does not parse)."""
     stream = _TarStream(_decompressed(source))
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
+        tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, *_DECOMPRESS_ERRORS):
         return False  # (an oversized or undecompressable first header raised InvalidImage: refused)
     with tf:
@@ -280,7 +288,7 @@ def _scan_tar(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: b
                     tally.declare(member.size, member.name)
                 stream.allow(member.size if member.isfile() else 0)
                 if member.isfile() and is_dataset_image(member.name):
-                    _image_member(lambda m=member: tf.extractfile(m), member.name, tally, sink, full_decode)  # type: ignore[misc,return-value]
+                    _image_member(functools.partial(_tar_member_data, tf, member), member.name, tally, sink, full_decode)
         except tarfile.TarError as exc:
             raise InvalidImage(f"The tar archive is damaged ({exc}).") from None
     return True

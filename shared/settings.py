@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     # --- archives and worker disk caches (shared.archives, worker.caches) ---
     # An archive (an uploaded zip/tar, checked by the API and again when the worker extracts
     # it) is refused the moment it crosses one cap, counted while it is decompressed.
-    archive_max_bytes: int = Field(1 << 30, gt=0, description="most uncompressed bytes in one archive")
+    archive_max_bytes: int = Field(
+        256 << 20, gt=0, description="most uncompressed bytes in one archive (about 10x max_upload_bytes)"
+    )
     archive_max_members: int = Field(10_000, gt=0, description="most entries (files and folders) in one archive")
     archive_max_member_pixels: int | None = Field(
         None, gt=0, description="most pixels of one image in an archive; empty = max_pixels"

@@ -157,13 +157,13 @@ def test_given_entry_held_by_another_process_expect_never_evicted(tmp_path: Path
     put_entry(cache, "theirs", 40 * KB, used=1_000)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import contextlib, sys\n"
+         ("import contextlib, sys\n"
          "from pathlib import Path\n"
          "from worker.caches import DiskCache\n"
          "with contextlib.ExitStack() as job:\n"
          f"    DiskCache(Path({str(cache.root)!r}), 1).hold('theirs', job)\n"
          "    print('held', flush=True)\n"
-         "    sys.stdin.read()\n"],
+         "    sys.stdin.read()\n")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
     )  # fmt: skip
     try:

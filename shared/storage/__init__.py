@@ -51,9 +51,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINT_NAME",
     "LOSS_CURVE_NAME",
+    "PROBE_PREFIX",
     "RENDER_NAME",
     "LocalStorage",
-    "PROBE_PREFIX",
     "S3Storage",
     "Storage",
     "check_key",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 import shutil
 import stat
 import tempfile
@@ -20,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shared.errors import NotFound, StorageUnavailable
-from shared.storage.keys import TMP_PREFIX, check_key, probe_key
+from shared.storage.keys import TMP_PREFIX, check_key
+from shared.storage.protocol import probe_round_trip
 
 log = logging.getLogger("stylefarm.storage")
 
@@ -161,10 +161,4 @@ class LocalStorage:
     def probe(self) -> None:
         """Write, read back and delete a small object under a reserved key (``probe_key``):
         a read-only, full or vanished store raises ``StorageUnavailable``."""
-        key, payload = probe_key(), secrets.token_bytes(16)
-        self.put_bytes(key, payload)
-        try:
-            if self.get_bytes(key) != payload:
-                raise StorageUnavailable("Local storage returned other bytes than it was given; check the disk.")
-        finally:
-            self.delete(key)
+        probe_round_trip(self, "Local storage")

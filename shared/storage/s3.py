@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import NotFound, StorageUnavailable
-from shared.storage.keys import TMP_PREFIX, check_key, probe_key
+from shared.storage.keys import TMP_PREFIX, check_key
+from shared.storage.protocol import probe_round_trip
 
 log = logging.getLogger("stylefarm.storage")
 
@@ -197,10 +197,4 @@ class S3Storage:
     def probe(self) -> None:
         """Write, read back and delete a small object under a reserved key (``probe_key``):
         an unreachable, failing or read-only store raises ``StorageUnavailable``."""
-        key, payload = probe_key(), secrets.token_bytes(16)
-        self.put_bytes(key, payload)
-        try:
-            if self.get_bytes(key) != payload:
-                raise StorageUnavailable("Object storage returned other bytes than it was given.")
-        finally:
-            self.delete(key)
+        probe_round_trip(self, "Object storage")
