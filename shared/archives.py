@@ -138,13 +138,28 @@ class _Tally:
             raise self._over("max_total_pixels", self.limits.max_total_pixels, name, f"holds more than {self.limits.max_total_pixels} pixels of images")
 
 
+#: How each of ``MEMBER_FORMATS`` begins: a member that begins otherwise is refused after
+#: its first chunk instead of being decompressed to the end.
+IMAGE_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF", b"BM", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",
+    b"GIF87a", b"GIF89a",
+)  # fmt: skip
+
+
 def _copy_member(src: IO[bytes], dst: IO[bytes], tally: _Tally, name: str) -> None:
-    """Decompress ``src`` into ``dst`` in bounded reads, counting every byte."""
+    """Decompress ``src`` into ``dst`` in bounded reads, counting every byte; a member that
+    does not begin like an image is refused after its first chunk."""
+    first = True
     while True:
         try:
             chunk = src.read(CHUNK)
         except (*_DECOMPRESS_ERRORS, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
             raise InvalidImage(f"The archive member {name!r} could not be decompressed ({exc}).", member=name) from None
+        if first and not chunk.startswith(IMAGE_SIGNATURES):
+            raise InvalidImage(
+                f"The archive member {name!r} is not an image; images must be {', '.join(MEMBER_FORMATS)}.", member=name
+            )
+        first = False
         if not chunk:
             return
         tally.add_bytes(len(chunk), name)

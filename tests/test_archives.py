@@ -17,28 +17,36 @@ from shared.errors import ArchiveTooLarge, InvalidImage
 LIMITS = ArchiveLimits(max_bytes=4 * CHUNK, max_members=20, max_member_pixels=10_000, max_total_pixels=30_000)
 
 
-class EndlessZeros(io.RawIOBase):
-    """A member stream that never ends (a header that understated its size), counting what
-    was asked of it."""
+class EndlessStream(io.RawIOBase):
+    """A member stream that never ends (a header that understated its size): ``head``, then
+    zeros, counting what was asked of it."""
 
-    def __init__(self) -> None:
-        self.served = 0
+    def __init__(self, head: bytes = b"") -> None:
+        self.head, self.served = head, 0
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         n = CHUNK if size is None or size < 0 else size
+        data = (self.head + bytes(n))[:n] if self.served == 0 else bytes(n)
         self.served += n
-        return bytes(n)
+        return data
 
 
 def test_given_member_longer_than_its_header_when_copied_expect_cut_off_at_the_cap() -> None:
-    source, tally = EndlessZeros(), archives._Tally(LIMITS)
+    source = EndlessStream(head=image_bytes()[:16])  # begins like a PNG
     with pytest.raises(ArchiveTooLarge) as info:
-        archives._copy_member(source, io.BytesIO(), tally, "endless.png")
+        archives._copy_member(source, io.BytesIO(), archives._Tally(LIMITS), "endless.png")  # type: ignore[arg-type]
     assert info.value.extra["limit"] == "archive_max_bytes" and info.value.extra["member"] == "endless.png"
     assert source.served <= LIMITS.max_bytes + CHUNK  # bounded reads: at most one chunk past the cap
+
+
+def test_given_member_not_beginning_like_an_image_expect_refused_after_one_chunk() -> None:
+    source = EndlessStream()
+    with pytest.raises(InvalidImage, match="not an image") as info:
+        archives._copy_member(source, io.BytesIO(), archives._Tally(LIMITS), "zeros.png")  # type: ignore[arg-type]
+    assert info.value.extra["member"] == "zeros.png" and source.served == CHUNK
 
 
 def test_given_tar_bomb_expect_refused_from_its_header_before_its_data(tmp_path: Path) -> None:
