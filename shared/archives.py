@@ -110,7 +110,9 @@ class _Tally:
     def member(self, name: str) -> None:
         self.members += 1
         if self.members > self.limits.max_members:
-            raise self._over("max_members", self.limits.max_members, name, f"has more than {self.limits.max_members} members")
+            raise self._over(
+                "max_members", self.limits.max_members, name, f"has more than {self.limits.max_members} members"
+            )
         path = PurePosixPath(name.replace("\\", "/"))
         if path.is_absolute() or ".." in path.parts:
             raise InvalidImage(f"The archive member {name!r} points outside the archive.", member=name)
@@ -119,23 +121,39 @@ class _Tally:
         """A member's size as its header states it (refuses early, before decompressing)."""
         self.declared += max(0, size)
         if self.declared > self.limits.max_bytes:
-            raise self._over("max_bytes", self.limits.max_bytes, name, f"declares more than {self.limits.max_bytes} uncompressed bytes")
+            raise self._over(
+                "max_bytes",
+                self.limits.max_bytes,
+                name,
+                f"declares more than {self.limits.max_bytes} uncompressed bytes",
+            )
 
     def add_bytes(self, n: int, name: str) -> None:
         """Bytes actually decompressed."""
         self.bytes += n
         if self.bytes > self.limits.max_bytes:
-            raise self._over("max_bytes", self.limits.max_bytes, name, f"holds more than {self.limits.max_bytes} uncompressed bytes")
+            raise self._over(
+                "max_bytes", self.limits.max_bytes, name, f"holds more than {self.limits.max_bytes} uncompressed bytes"
+            )
 
     def add_image(self, pixels: int | None, name: str) -> None:
         """One image member of ``pixels`` (None: more than Pillow's own bomb limit)."""
         self.images += 1
         if pixels is None or pixels > self.limits.max_member_pixels:
-            what = "has an image over Pillow's decompression-bomb limit" if pixels is None else f"has an image of {pixels} pixels"
+            what = (
+                "has an image over Pillow's decompression-bomb limit"
+                if pixels is None
+                else f"has an image of {pixels} pixels"
+            )
             raise self._over("max_member_pixels", self.limits.max_member_pixels, name, what)
         self.pixels += pixels
         if self.pixels > self.limits.max_total_pixels:
-            raise self._over("max_total_pixels", self.limits.max_total_pixels, name, f"holds more than {self.limits.max_total_pixels} pixels of images")
+            raise self._over(
+                "max_total_pixels",
+                self.limits.max_total_pixels,
+                name,
+                f"holds more than {self.limits.max_total_pixels} pixels of images",
+            )
 
 
 #: How each of ``MEMBER_FORMATS`` begins: a member that begins otherwise is refused after
@@ -178,25 +196,33 @@ def _check_image(fp: IO[bytes], name: str, tally: _Tally, full_decode: bool) -> 
             return
         except UnidentifiedImageError:  # its message shows the file object (a local path): not repeated
             raise InvalidImage(f"The archive member {name!r} is not an image Pillow can read.", member=name) from None
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types on broken headers
-            raise InvalidImage(f"The archive member {name!r} has a damaged image header ({exc}).", member=name) from None
+        except Exception as exc:
+            raise InvalidImage(
+                f"The archive member {name!r} has a damaged image header ({exc}).", member=name
+            ) from None
         with img:
             if img.format not in MEMBER_FORMATS:
                 raise InvalidImage(
-                    f"The archive member {name!r} is in {img.format} format; images must be {', '.join(MEMBER_FORMATS)}.", member=name
+                    f"The archive member {name!r} is in {img.format} format; "
+                    f"images must be {', '.join(MEMBER_FORMATS)}.",
+                    member=name,
                 )
             tally.add_image(img.width * img.height, name)
             if full_decode:
                 try:
                     img.load()
-                except Exception as exc:  # noqa: BLE001
-                    raise InvalidImage(f"The archive member {name!r} is damaged or truncated ({exc}).", member=name) from None
+                except Exception as exc:
+                    raise InvalidImage(
+                        f"The archive member {name!r} is damaged or truncated ({exc}).", member=name
+                    ) from None
 
 
 MemberSink = Callable[[str], contextlib.AbstractContextManager[IO[bytes]]]
 
 
-def _image_member(open_member: Callable[[], IO[bytes]], name: str, tally: _Tally, sink: MemberSink, full_decode: bool) -> None:
+def _image_member(
+    open_member: Callable[[], IO[bytes]], name: str, tally: _Tally, sink: MemberSink, full_decode: bool
+) -> None:
     with sink(name) as dst:
         try:
             src = open_member()
@@ -213,7 +239,7 @@ def _image_member(open_member: Callable[[], IO[bytes]], name: str, tally: _Tally
 def _scan_zip(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: bool) -> None:
     try:
         zf = zipfile.ZipFile(source)
-    except Exception as exc:  # noqa: BLE001 - a crafted central directory raises many types
+    except Exception as exc:
         raise InvalidImage(f"The zip archive is damaged ({exc}).") from None
     with zf:
         infos = zf.infolist()
@@ -270,9 +296,9 @@ def _decompressed(source: IO[bytes]) -> IO[bytes]:
     if head.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[return-value]
     if head.startswith(b"BZh"):
-        return bz2.BZ2File(source)  # type: ignore[return-value]
+        return bz2.BZ2File(source)
     if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(source)  # type: ignore[return-value]
+        return lzma.LZMAFile(source)
     return source
 
 
@@ -287,7 +313,7 @@ def _scan_tar(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: b
     """False when ``source`` is not a tar (its first header does not parse)."""
     stream = _TarStream(_decompressed(source))
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115 - closed by the with below
+        tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, *_DECOMPRESS_ERRORS):
         return False  # (an oversized or undecompressable first header raised InvalidImage: refused)
     with tf:
@@ -296,14 +322,17 @@ def _scan_tar(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: b
                 tally.member(member.name)
                 if not (member.isfile() or member.isdir()):
                     raise InvalidImage(
-                        f"The archive member {member.name!r} is a link or a special file; only regular files are accepted.",
+                        f"The archive member {member.name!r} is a link or a special file; "
+                        "only regular files are accepted.",
                         member=member.name,
                     )
                 if member.isfile():
                     tally.declare(member.size, member.name)
                 stream.allow(member.size if member.isfile() else 0)
                 if member.isfile() and is_dataset_image(member.name):
-                    _image_member(functools.partial(_tar_member_data, tf, member), member.name, tally, sink, full_decode)
+                    _image_member(
+                        functools.partial(_tar_member_data, tf, member), member.name, tally, sink, full_decode
+                    )
         except tarfile.TarError as exc:
             raise InvalidImage(f"The tar archive is damaged ({exc}).") from None
     return True
@@ -313,7 +342,7 @@ def _scan_tar(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: b
 
 
 def _spooled(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # type: ignore[return-value]
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
 
 
 def _numbered_files(folder: Path) -> MemberSink:

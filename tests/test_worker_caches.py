@@ -128,7 +128,9 @@ def test_given_full_cache_when_entry_added_expect_least_recently_used_evicted(
     assert sum(e.size for e in cache.entries()) <= cache.budget_bytes
 
 
-def test_given_entry_used_again_expect_it_touched_and_kept_over_a_newer_one(tmp_path: Path, holds: contextlib.ExitStack) -> None:
+def test_given_entry_used_again_expect_it_touched_and_kept_over_a_newer_one(
+    tmp_path: Path, holds: contextlib.ExitStack
+) -> None:
     cache = DiskCache(tmp_path / "c", budget_bytes=100 * KB)
     put_entry(cache, "a", 40 * KB, used=1_000)
     put_entry(cache, "b", 40 * KB, used=2_000)
@@ -178,7 +180,9 @@ def test_given_entry_held_by_another_process_expect_never_evicted(tmp_path: Path
     assert leftovers(cache) == []
 
 
-def test_given_small_model_budget_expect_released_model_evicted_for_the_next(storage: LocalStorage, tmp_path: Path) -> None:
+def test_given_small_model_budget_expect_released_model_evicted_for_the_next(
+    storage: LocalStorage, tmp_path: Path
+) -> None:
     cache = DiskCache(tmp_path / "models", budget_bytes=150 * KB)
     files = {name: os.urandom(100 * KB) for name in ("m1", "m2")}
     for name, data in files.items():

@@ -196,7 +196,9 @@ def cached_download(
             storage.download_to(key, tmp)
             got = sha256_file(Path(tmp))
             if checksum and len(checksum) == 64 and got != checksum:
-                raise ModelUnavailable(f"model file {key} is corrupt (checksum {got[:12]}..., expected {checksum[:12]}...)")
+                raise ModelUnavailable(
+                    f"model file {key} is corrupt (checksum {got[:12]}..., expected {checksum[:12]}...)"
+                )
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):

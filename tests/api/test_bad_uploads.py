@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, assert_problem, upload
 from archive_samples import (
     BOMB_BYTES,
     image_bytes,
@@ -23,6 +22,8 @@ from archive_samples import (
 from fastapi.testclient import TestClient
 
 from shared.settings import Settings
+
+from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, assert_problem, upload
 
 ARCHIVE_BYTES = 8 * 1024 * 1024
 ARCHIVE_MEMBERS = 40
@@ -97,7 +98,9 @@ def assert_nothing_kept(client: TestClient, settings: Settings, data: bytes, enq
     assert enqueued.calls == []
 
 
-@pytest.mark.parametrize(("build", "status", "slug", "limit", "member"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("build", "status", "slug", "limit", "member"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_given_hostile_archive_when_uploaded_expect_refused_naming_member_and_nothing_kept(
     client: TestClient, settings: Settings, enqueued: EnqueueRecorder, build, status, slug, limit, member
 ) -> None:

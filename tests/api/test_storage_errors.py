@@ -25,15 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import assert_problem, png_bytes, upload
 from fastapi.testclient import TestClient
-from harness import S3Server, Unavailable
 
 from shared.errors import NotFound, StorageUnavailable
 from shared.settings import Settings
 from shared.storage import PROBE_PREFIX, LocalStorage, S3Storage, input_key
 from shared.storage import local as local_storage
 from worker.job_runtime import JobRuntime
+
+from api_helpers import assert_problem, png_bytes, upload
+from harness import S3Server, Unavailable
 
 RETRYABLE_ERRNOS = [errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EIO, errno.ENOTDIR]
 
@@ -100,7 +101,9 @@ def test_given_working_local_root_expect_missing_key_still_not_found(tmp_path: P
 # --- the API and the worker on broken local storage --------------------------------------
 
 
-def test_given_broken_storage_when_uploading_expect_503_retry_after_no_path_no_row(client: TestClient, settings: Settings) -> None:
+def test_given_broken_storage_when_uploading_expect_503_retry_after_no_path_no_row(
+    client: TestClient, settings: Settings
+) -> None:
     client.get("/readyz")  # the storage object exists before it breaks
     break_local_root(settings.resolved_storage_dir)
     data = png_bytes()
@@ -113,7 +116,9 @@ def test_given_broken_storage_when_uploading_expect_503_retry_after_no_path_no_r
     assert_problem(client.get(f"/v1/inputs/{hashlib.sha256(data).hexdigest()}"), 404)  # no row without its object
 
 
-def test_given_broken_storage_expect_readyz_reports_storage_without_path(client: TestClient, settings: Settings) -> None:
+def test_given_broken_storage_expect_readyz_reports_storage_without_path(
+    client: TestClient, settings: Settings
+) -> None:
     assert client.get("/readyz").json()["checks"]["storage"] == "ok"
     assert LocalStorage(settings.resolved_storage_dir).list(PROBE_PREFIX) == []  # probe objects are deleted
 
@@ -136,7 +141,9 @@ def test_given_stored_input_lost_when_same_bytes_uploaded_again_expect_object_re
 
     assert again.status_code == 200 and again.json()["id"] == input_id
     assert stored.read_bytes() == data
-    runtime = JobRuntime(job_id="j1", tenant="default", settings=settings, storage=LocalStorage(settings.resolved_storage_dir))
+    runtime = JobRuntime(
+        job_id="j1", tenant="default", settings=settings, storage=LocalStorage(settings.resolved_storage_dir)
+    )
     assert runtime.read_input(input_id) == data  # what a job using it reads
 
 
@@ -145,7 +152,9 @@ def test_given_broken_storage_when_a_job_reads_its_input_expect_retryable_withou
 ) -> None:
     input_id = upload(client, png_bytes()).json()["id"]
     break_local_root(settings.resolved_storage_dir)
-    runtime = JobRuntime(job_id="j1", tenant="default", settings=settings, storage=LocalStorage(settings.resolved_storage_dir))
+    runtime = JobRuntime(
+        job_id="j1", tenant="default", settings=settings, storage=LocalStorage(settings.resolved_storage_dir)
+    )
 
     with pytest.raises(StorageUnavailable) as info:
         runtime.read_input(input_id)
@@ -188,7 +197,11 @@ def test_given_s3_stopped_then_killed_expect_unavailable_then_back_after_resume(
 
     moto.process.signal(signal.SIGSTOP, group=True)  # hung: connections open, nothing answers
     started = time.monotonic()
-    for operation in (lambda: storage.put_bytes("tenants/a/inputs/x", b"1"), lambda: storage.get_bytes("k"), storage.probe):
+    for operation in (
+        lambda: storage.put_bytes("tenants/a/inputs/x", b"1"),
+        lambda: storage.get_bytes("k"),
+        storage.probe,
+    ):
         with pytest.raises(StorageUnavailable) as info:
             operation()
         assert info.value.retryable
@@ -206,7 +219,13 @@ def test_given_s3_stopped_then_killed_expect_unavailable_then_back_after_resume(
 
 @pytest.mark.parametrize(
     ("code", "http"),
-    [("InternalError", 500), ("ServiceUnavailable", 503), ("SlowDown", 503), ("Throttling", 400), ("AccessDenied", 403)],
+    [
+        ("InternalError", 500),
+        ("ServiceUnavailable", 503),
+        ("SlowDown", 503),
+        ("Throttling", 400),
+        ("AccessDenied", 403),
+    ],
 )
 def test_given_s3_error_answer_expect_unavailable_with_its_code(code: str, http: int) -> None:
     from botocore.exceptions import ClientError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from harness import Farm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
