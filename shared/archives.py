@@ -45,7 +45,7 @@ from typing import IO, TYPE_CHECKING
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import ArchiveTooLarge, InvalidImage
-from shared.jobs.specs import IMAGE_SUFFIXES
+from shared.imaging import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -381,4 +381,4 @@ def scan_archive(
 
 
 def no_images_error(what: str) -> InvalidImage:
-    return InvalidImage(f"{what} contains no images; expected files ending in {', '.join(sorted(IMAGE_SUFFIXES))}.")
+    return InvalidImage(f"{what} contains no images; expected files ending in {', '.join(IMAGE_SUFFIXES)}.")

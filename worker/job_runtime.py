@@ -34,8 +34,8 @@ from PIL import Image
 
 from shared.archives import ArchiveLimits
 from shared.engine.context import EngineContext, Progress
-from shared.imaging import png_bytes
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
+from shared.imaging import png_bytes
 from shared.jobs import inputs, model_registry, store
 from shared.jobs.specs import dataset_prefix_name
 from shared.settings import Settings
