@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from api_helpers import EnqueueRecorder, assert_problem, make_client, png_bytes, upload_id
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -27,8 +26,11 @@ from api.routes import events
 from shared.cli.stack import free_port
 from shared.db import session as db_session
 from shared.jobs import store
+from shared.jobs.outcomes import RenderKeys, RenderOutcome
 from shared.settings import Settings
 from shared.storage import get_storage, preview_key
+
+from api_helpers import EnqueueRecorder, assert_problem, make_client, png_bytes, upload_id
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,7 +138,9 @@ def test_given_a_job_when_watched_expect_every_change_in_order_then_the_stream_e
     half = stream.next()
     store.record_progress(job_id, step=2, total=4, stage="render", preview=True)
     preview = stream.next()
-    store.succeed_job(job_id, {"keys": {}, "width": 16, "height": 12, "metrics": {}}, task_id="t1")
+    outcome = RenderOutcome(keys=RenderKeys(image=f"tenants/default/jobs/{job_id}/output.png"), width=16, height=12,
+                            size_bytes=100, metrics={})
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), task_id="t1")
     done = stream.next()
     # expect one event per change, in order, with increasing ids, then the end of the stream
     assert running and half and preview and done
