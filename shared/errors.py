@@ -67,6 +67,10 @@ class PayloadTooLarge(StylefarmError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class UnsupportedMediaType(StylefarmError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
 class NotFound(StylefarmError):
     status, title, slug = 404, "Not found", "not-found"
 
