@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StorageDep, TenantDep
+from api.mask_checks import check_mask_shapes
 from api.problems import problem_responses
 from api.request_limits import read_json_object
 from api.routes.blobs import BLOB_RESPONSES, serve_blob
@@ -145,6 +146,7 @@ async def submit_job(
     body = await read_json_object(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
+    await run_in_threadpool(check_mask_shapes, tenant, spec)
     await run_in_threadpool(_check_models, tenant, spec)
     job, created = await run_in_threadpool(
         lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None)
