@@ -18,7 +18,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from api.problems import Problem, install_problem_handlers
+from api.allowed_methods import OptionsMiddleware
+from api.problems import Problem, document_validation_problems, install_problem_handlers
+from api.request_limits import BodyLimitMiddleware
 from api.routes import events, health, inputs, jobs, models
 from shared.db import session as db_session
 from shared.settings import Settings, get_settings
@@ -34,6 +36,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name, definition in jobs.JOB_SPEC_DEFS.items():
         components.setdefault(name, definition)
     components.setdefault("Problem", Problem.model_json_schema())
+    document_validation_problems(schema)
     app.openapi_schema = schema
     return schema
 
@@ -84,6 +87,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.state.storage = get_storage(settings)
     install_problem_handlers(app)
+    app.add_middleware(OptionsMiddleware, routes=app.router.routes)
+    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes)
     for module in (health, inputs, jobs, events, models):
         app.include_router(module.router)
     mount_studio(app)

@@ -74,6 +74,10 @@ class ArchiveTooLarge(PayloadTooLarge):
     title, slug = "Archive too large", "archive-too-large"
 
 
+class UnsupportedMediaType(StylefarmError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
 class NotFound(StylefarmError):
     status, title, slug = 404, "Not found", "not-found"
 

@@ -268,9 +268,13 @@ def test_tiny_real_fast_render(images, capsys) -> None:
 @needs_fast
 def test_out_of_range_style_index_is_an_error(images, capsys) -> None:
     out = Path(images["dir"]) / "fast.png"
-    code = cli.main(["render", "fast", images["content"], "--size", "32", "--style", "99", "-o", str(out), "-q"])
+    # 30: within the spec's bound (0..63) but past the built-in model's 26 styles
+    code = cli.main(["render", "fast", images["content"], "--size", "32", "--style", "30", "-o", str(out), "-q"])
     assert code == 2
     assert "out of range" in capsys.readouterr().err
+    # 99: past every model's styles, refused by the spec itself
+    assert cli.main(["render", "fast", images["content"], "--style", "99", "-o", str(out), "-q"]) == 2
+    assert "less than or equal to 63" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from api.routes.blobs import serve_blob
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
 from shared.archives import ArchiveLimits
-from shared.errors import PayloadTooLarge
 from shared.jobs import inputs
+from shared.errors import PayloadTooLarge
 from shared.storage import input_key
 
 router = APIRouter(prefix="/v1/inputs", tags=["inputs"])
@@ -42,7 +42,7 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
     response_model=InputOut,
     status_code=status.HTTP_201_CREATED,
     responses={200: {"description": "The same bytes were uploaded before", "model": InputOut}}
-    | problem_responses(401, 413, 422, 503),
+    | problem_responses(400, 401, 413, 422, 503),
     summary="Upload an image or a zip/tar archive of images",
 )
 async def upload_input(
@@ -94,7 +94,7 @@ async def upload_input(
     return input_out(row)
 
 
-@router.get("/{input_id}", response_model=InputOut, responses=problem_responses(401, 404))
+@router.get("/{input_id}", response_model=InputOut, responses=problem_responses(401, 404, 503))
 def read_input(input_id: str, tenant: TenantDep) -> InputOut:
     """Metadata of an uploaded input."""
     return input_out(inputs.get_input(input_id, tenant))

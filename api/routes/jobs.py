@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any, Literal
 
@@ -10,8 +9,10 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StorageDep, TenantDep
+from api.mask_checks import check_mask_shapes
 from api.problems import problem_responses
-from api.routes.blobs import serve_blob
+from api.request_limits import read_json_object
+from api.routes.blobs import BLOB_RESPONSES, serve_blob
 from api.schemas import JobListOut, JobOut, job_out
 from shared.jobs import store
 from shared.jobs import inputs
@@ -41,17 +42,6 @@ JOB_SPEC_DEFS: dict[str, Any] = JOB_SPEC_SCHEMA.pop("$defs", {})
 
 def _base(settings: SettingsDep) -> str:
     return settings.public_url.rstrip("/")
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidSpec(f"The body is not valid JSON ({exc}).") from None
-    if not isinstance(body, dict):
-        raise InvalidSpec("The body must be a JSON object: a job spec with a 'method' field.")
-    return body
 
 
 def _check_refs(tenant: str, spec: JobSpecModel, storage: Storage) -> None:
@@ -131,7 +121,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
     responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}}
-    | problem_responses(401, 422, 503),
+    | problem_responses(401, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
     },
@@ -150,9 +140,10 @@ async def submit_job(
     With ``Idempotency-Key`` a retried request returns the same job (200) instead of
     creating another; the same key with a different body is a 422 problem.
     """
-    body = await _json_body(request)
+    body = await read_json_object(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
+    await run_in_threadpool(check_mask_shapes, tenant, spec)
     await run_in_threadpool(_check_models, tenant, spec)
     job, created = await run_in_threadpool(
         lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None)
@@ -165,7 +156,7 @@ async def submit_job(
     return job_out(job, _base(settings))
 
 
-@router.get("", response_model=JobListOut, responses=problem_responses(400, 401, 422))
+@router.get("", response_model=JobListOut, responses=problem_responses(400, 401, 422, 503))
 def list_jobs(
     tenant: TenantDep,
     settings: SettingsDep,
@@ -180,7 +171,7 @@ def list_jobs(
     return JobListOut(items=[job_out(j, base) for j in items], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404, 503))
 def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     """Status, progress, timings, error and result summary of a job."""
     return job_out(store.get_job(job_id, tenant), _base(settings))
@@ -194,7 +185,7 @@ def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:
     "/{job_id}/cancel",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 503),
 )
 def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     """A queued job is canceled at once; a running one stops at its next step (watch
@@ -206,7 +197,7 @@ def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     "/{job_id}",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 503),
     summary="Cancel a job (alias of POST /v1/jobs/{job_id}/cancel)",
 )
 def delete_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
@@ -226,8 +217,7 @@ def result_image_key(job: Job) -> str:
 @router.get(
     "/{job_id}/result",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
-    | problem_responses(401, 404, 409),
+    responses=BLOB_RESPONSES | problem_responses(401, 404, 409, 503),
 )
 async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """The output image: a 307 to a short-lived storage URL, or the PNG bytes with local

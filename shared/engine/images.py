@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from shared.errors import InvalidImage, InvalidMask
+from shared.jobs.shapes import ASPECT_TOLERANCE, fit_size, mask_mismatch
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -69,12 +70,6 @@ def decode_mask(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "
     if img.mode in ("RGBA", "LA"):
         return img.getchannel("A")
     return img.convert("L")
-
-
-def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(w, h) scaled so the longest side is ``max_side``, aspect kept, each side >= 1."""
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -137,12 +132,11 @@ def mask_tensor(mask: Image.Image, size_hw: tuple[int, int], device: torch.devic
     return F.interpolate(m, size=size_hw, mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def check_mask_aspect(mask: Image.Image, content_size: tuple[int, int], what: str, tolerance: float = 0.02) -> None:
-    """A content mask must have the content image's aspect ratio (any resolution)."""
-    mw, mh = mask.size
-    cw, ch = content_size
-    if abs(mw / mh - cw / ch) > tolerance * (cw / ch):
-        raise InvalidMask(
-            f"{what}: aspect ratio {mw}x{mh} does not match the content image {cw}x{ch}; "
-            "a mask must have the same shape as the image it covers"
-        )
+def check_mask_aspect(
+    mask: Image.Image, content_size: tuple[int, int], what: str, tolerance: float = ASPECT_TOLERANCE
+) -> None:
+    """A content mask must have the content image's aspect ratio (any resolution); the API
+    applies the same rule (``shared.jobs.shapes``) to the uploaded sizes before queueing."""
+    problem = mask_mismatch(mask.size, content_size, what, tolerance)
+    if problem:
+        raise InvalidMask(problem)

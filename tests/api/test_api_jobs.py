@@ -124,15 +124,6 @@ def test_given_invalid_spec_expect_422_problem_with_errors(client: TestClient) -
     assert "size" in body["detail"] and body["errors"]
 
 
-def test_given_unknown_method_expect_422(client: TestClient) -> None:
-    assert_problem(submit(client, {"method": "paint", "content": "x"}), 422, "invalid-spec")
-
-
-def test_given_non_json_body_expect_422(client: TestClient) -> None:
-    response = client.post("/v1/jobs", content=b"{nope", headers={"content-type": "application/json"})
-    assert "JSON" in assert_problem(response, 422, "invalid-spec")["detail"]
-
-
 def test_given_image_as_dataset_expect_422(client: TestClient) -> None:
     image = upload_id(client)
     spec = {"method": "train-fast", "name": "mine", "styles": [image], "dataset": image}
