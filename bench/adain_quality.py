@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for name in photos:
             r = adain.run(AdainSpec(content=f"photo:{name}", styles=[StyleRef(image=first_style)], alpha=0.0,
-                                    size=size, model=args.decoder), ctx)  # fmt: skip
+                                    size=size, model=args.decoder), ctx)
             ref = resize(decode_image(photos[name]), r.image.size)
             a, b = np.asarray(ref), np.asarray(r.image)
             rows[name] = {
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if not recon_imgs and not args.gatys_only:  # the sheet needs them at --size
         for name in photos:
             recon_imgs[name] = adain.run(AdainSpec(content=f"photo:{name}", styles=[StyleRef(image=first_style)],
-                                                   alpha=0.0, size=args.size, model=args.decoder), ctx).image  # fmt: skip
+                                                   alpha=0.0, size=args.size, model=args.decoder), ctx).image
 
     # 2. stylization (+ Gatys on a subset of pairs)
     adain_imgs: dict[tuple[str, str], Image.Image] = {}
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             return decode_image(cached.read_bytes()), meta["seconds"]
         t0 = time.perf_counter()
         g = optimize.run(OptimizeSpec(content=f"photo:{p}", styles=[StyleRef(image=f"style:{s}")],
-                                      size=args.size, steps=args.gatys_steps), ctx)  # fmt: skip
+                                      size=args.size, steps=args.gatys_steps), ctx)
         secs = round(time.perf_counter() - t0, 1)
         data = png_bytes(g.image)
         if cached is not None:
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     for p, s in pairs:
         t0 = time.perf_counter()
         r = adain.run(AdainSpec(content=f"photo:{p}", styles=[StyleRef(image=f"style:{s}")], alpha=1.0,
-                                size=args.size, style_size=args.size, model=args.decoder), ctx)  # fmt: skip
+                                size=args.size, style_size=args.size, model=args.decoder), ctx)
         secs = time.perf_counter() - t0
         img = decode_image(png_bytes(r.image))  # evaluate what a user gets (8-bit)
         adain_imgs[(p, s)] = img
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         cf = ev.feats(content_img)[CONTENT_LAYER]
         targets = ev.style_targets(decode_image(style_bytes[s]), img.size)
         row = {"adain": ev.losses(img, targets, cf), "content_image": ev.losses(content_img, targets, cf),
-               "adain_seconds": round(secs, 3), "unseen_style": s in UNSEEN_STYLES}  # fmt: skip
+               "adain_seconds": round(secs, 3), "unseen_style": s in UNSEEN_STYLES}
         factors_vs_content.append(row["adain"]["style"] / row["content_image"]["style"])
         if (p, s) in gatys_pairs:
             gimg, row["gatys_seconds"] = gatys_render(p, s)
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [styles_row]
     for p in photos:
         rows.append([label(decode_image(photos[p]), p), label(recon_imgs[p], "alpha=0")]
-                    + [adain_imgs[(p, s)] for s in style_names])  # fmt: skip
+                    + [adain_imgs[(p, s)] for s in style_names])
     args.sheet.parent.mkdir(parents=True, exist_ok=True)
     sheet(rows, args.cell).save(args.sheet)
     result["sheet"] = str(args.sheet)
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         grows = []
         for (p, s), g in gatys_imgs.items():
             grows.append([label(decode_image(photos[p]), p), label(decode_image(style_bytes[s]), s),
-                          label(adain_imgs[(p, s)], "AdaIN"), label(g, "Gatys")])  # fmt: skip
+                          label(adain_imgs[(p, s)], "AdaIN"), label(g, "Gatys")])
         gpath = args.sheet.with_name(args.sheet.stem + "_vs_gatys.png")
         sheet(grows, args.cell).save(gpath)
         result["sheet_vs_gatys"] = str(gpath)

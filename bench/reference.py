@@ -112,7 +112,7 @@ def fast(net, content: Image.Image, size: int, style: int) -> torch.Tensor:
 
 
 def adain(vgg: VGG19Features, decoder, content: Image.Image, style: Image.Image, size: int, style_size: int,
-          alpha: float = 1.0) -> torch.Tensor:  # fmt: skip
+          alpha: float = 1.0) -> torch.Tensor:
     """Encoder (full VGG19, relu4_1 taken) -> AdaIN -> decoder, fp32 NCHW: (1, 3, H, W) in [0, 1]."""
     w, h = fit_size(*content.size, size)
     c = _t(resize(content, (w, h)))  # (1, 3, H, W)

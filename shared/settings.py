@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", validation_alias=AliasChoices("STYLEFARM_DATABASE_URL", "DATABASE_URL"),
         description="SQLAlchemy URL; empty = SQLite under home",
-    )  # fmt: skip
+    )
 
     # --- broker ---
     broker_url: str = Field(
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         description="the one retry budget: Job.attempts counts every run of a job (redeliveries included); "
         "the worker retries a transient error, and the reconciler requeues a job whose worker went silent, "
         "only while attempts < max_attempts; otherwise the job fails",
-    )  # fmt: skip
+    )
     worker_queues: str = "gpu,cpu"
 
     @model_validator(mode="after")

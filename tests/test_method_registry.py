@@ -151,7 +151,7 @@ def test_api_accepts_the_spec_and_sends_it_to_its_queue(
     job = response.json()
     assert job["method"] == method.name and job["status"] == "queued"
     assert enqueued.calls == [{"job_id": job["id"], "queue": method.queue, "priority": 0, "method": method.name,
-                               "settings": enqueued.calls[0]["settings"]}]  # fmt: skip
+                               "settings": enqueued.calls[0]["settings"]}]
     listed = client.get("/v1/jobs", params={"method": method.name}).json()["items"]
     assert [j["id"] for j in listed] == [job["id"]]
 

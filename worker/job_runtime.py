@@ -68,7 +68,7 @@ class JobRuntime:
     def resolve_model(self, ref: str) -> Path:
         model = model_registry.get_model(ref, self.tenant)
         return cached_download(self.storage, model.storage_key, model.checksum,
-                               self.settings.resolved_model_cache_dir, suffix=".pt")  # fmt: skip
+                               self.settings.resolved_model_cache_dir, suffix=".pt")
 
     # --- datasets ---
     def dataset_dir(self, ref: str) -> Path:

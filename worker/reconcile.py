@@ -91,7 +91,7 @@ def job_ids_in_broker(settings: Settings | None = None) -> set[str]:
 
 
 def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_S,
-              max_attempts: int | None = None, settings: Settings | None = None) -> Report:  # fmt: skip
+              max_attempts: int | None = None, settings: Settings | None = None) -> Report:
     """One pass; ``max_attempts`` defaults to ``Settings.max_attempts``."""
     report = Report()
     if max_attempts is None:
@@ -102,13 +102,13 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
             select(Job.id, Job.queue, Job.priority, Job.method)
             .where(Job.status == "queued", Job.updated_at < now - timedelta(seconds=queued_after_s))
             .order_by(Job.created_at).limit(BATCH)
-        ))  # fmt: skip
+        ))
         oldest_limit = min(m.hard_limit_s for m in REGISTRY.values())
         running = list(session.execute(
             select(Job.id, Job.queue, Job.priority, Job.method, Job.attempts, Job.updated_at)
             .where(Job.status == "running", Job.updated_at < now - timedelta(seconds=oldest_limit + grace_s))
             .order_by(Job.updated_at).limit(BATCH)
-        ))  # fmt: skip
+        ))
 
     if queued:
         try:
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queued-after", type=float, default=QUEUED_AFTER_S, help="seconds a job may wait queued")
     parser.add_argument("--grace", type=float, default=GRACE_S, help="seconds past the hard limit before a running job is stale")
     parser.add_argument("--max-attempts", type=int, default=None,
-                        help="runs a job may have before it fails (default: STYLEFARM_MAX_ATTEMPTS)")  # fmt: skip
+                        help="runs a job may have before it fails (default: STYLEFARM_MAX_ATTEMPTS)")
     parser.add_argument("--loop", type=float, default=0, help="repeat every N seconds (0 = once)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -103,7 +103,7 @@ def _finish(fn, *args, **kwargs) -> None:
 
 
 @app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=get_settings().max_attempts, acks_late=True,
-          reject_on_worker_lost=True, ignore_result=True)  # fmt: skip
+          reject_on_worker_lost=True, ignore_result=True)
 def execute_job(self: Task, job_id: str) -> str:
     """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when
     another task holds it or it has finished)."""
@@ -127,7 +127,7 @@ def execute_job(self: Task, job_id: str) -> str:
     method = REGISTRY.get(job.method)  # None only for a stored method since removed: parse_spec fails it
     soft_s = method.soft_limit_s if method is not None else None
     rt = JobRuntime(job_id=job_id, tenant=job.tenant, settings=settings, storage=storage,
-                    soft_limit_s=soft_s, deadline=(time.monotonic() + soft_s) if soft_s else None)  # fmt: skip
+                    soft_limit_s=soft_s, deadline=(time.monotonic() + soft_s) if soft_s else None)
     jlog.info("claimed by %s (task %s, attempt %s, method %s)", worker_name, task_id, job.attempts, job.method)
     started = time.monotonic()
     try:

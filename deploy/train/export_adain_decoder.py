@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "losses": info["losses"],
         "commands": args.command,
         "weights_dtype": "float32" if args.fp32 else "float16",
-    })  # fmt: skip
+    })
     if args.stage:
         meta["stages"] = {}
         for s in args.stage:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     # Read it back the way the engine will.
     decoder_from_checkpoint(load_checkpoint(out, kind=CHECKPOINT_KIND), str(out))
     print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "steps": info["step"], "hours": info["hours"],
-                      "final": info["losses"].get("final_mean")}, indent=1))  # fmt: skip
+                      "final": info["losses"].get("final_mean")}, indent=1))
     return 0
 
 

@@ -98,7 +98,7 @@ def demo_images() -> dict[str, bytes]:
 def demo_jobs(ids: dict[str, str], size: int, steps: int) -> list[tuple[str, dict]]:
     """(label, spec) of one job per method (fast twice: one style, a mix)."""
     gatys = {"size": size, "steps": steps, "optimizer": "adam", "learning_rate": 4.0,
-             "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], "content_layers": ["relu4_1"]}  # fmt: skip
+             "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], "content_layers": ["relu4_1"]}
     return [
         ("optimize", {"method": "optimize", "content": ids["astronaut"], "styles": [{"image": ids["swirls"]}], **gatys}),
         ("masked", {
@@ -107,11 +107,11 @@ def demo_jobs(ids: dict[str, str], size: int, steps: int) -> list[tuple[str, dic
                 {"style": {"image": ids["swirls"]}, "mask": ids["mask-left"]},
                 {"style": {"image": ids["flower"]}, "mask": ids["mask-right"]},
             ],
-        }),  # fmt: skip
+        }),
         ("fast-style", {"method": "fast", "content": ids["china"], "size": max(size, 256), "style": 19}),
         ("fast-mix", {"method": "fast", "content": ids["astronaut"], "size": max(size, 256), "mix": {"0": 0.5, "7": 0.5}}),
         ("adain", {"method": "adain", "content": ids["chelsea"], "styles": [{"image": ids["swirls"]}],
-                   "size": max(size, 256), "style_size": 256}),  # fmt: skip
+                   "size": max(size, 256), "style_size": 256}),
     ]
 
 
@@ -164,9 +164,9 @@ def run_demo(api_url: str, out_dir: Path, *, size: int, steps: int, timeout: flo
 
     bars = {
         j.label: tqdm(total=100, desc=f"{j.label:<10} {j.status:<18}", position=i, leave=True, disable=quiet,
-                      bar_format="{desc} |{bar}| {n:3.0f}% {elapsed}")  # fmt: skip
+                      bar_format="{desc} |{bar}| {n:3.0f}% {elapsed}")
         for i, j in enumerate(jobs) if j.id
-    }  # fmt: skip
+    }
     deadline = time.monotonic() + timeout
     pending = [j for j in jobs if j.id]
     try:

@@ -55,9 +55,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         device, precision = fields["device"].default, fields["precision"].default
     g = p.add_argument_group("run")
     g.add_argument("--device", default=device,
-                   help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")  # fmt: skip
+                   help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")
     g.add_argument("--precision", choices=get_args(fields["precision"].annotation), default=precision,
-                   help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")  # fmt: skip
+                   help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
     g.add_argument("--print-spec", action="store_true", help="print the validated JSON spec and exit")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -75,9 +75,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
     options: dict[str, list[FieldOption]] = {}
 
     render = sub.add_parser("render", help="stylize an image in this process (no servers)",
-                            description="Stylize one image in this process with a progress bar.")  # fmt: skip
+                            description="Stylize one image in this process with a progress bar.")
     train = sub.add_parser("train", help="train a model in this process; checkpoint to -o",
-                           description="Train a fast (multi-style) network or an AdaIN decoder.")  # fmt: skip
+                           description="Train a fast (multi-style) network or an AdaIN decoder.")
     method_subs = {
         "render": render.add_subparsers(dest="method", metavar="METHOD", required=True),
         "train": train.add_subparsers(dest="method", metavar="KIND", required=True),
@@ -93,12 +93,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
             p.add_argument("-o", "--output", type=Path, help="where to write the checkpoint (.pt)")
             p.add_argument("--work-dir", type=Path,
                            help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on "
-                                "success); a run whose work dir holds checkpoint.pt resumes from it")  # fmt: skip
+                                "success); a run whose work dir holds checkpoint.pt resumes from it")
             p.add_argument("--max-minutes", type=float, default=None, metavar="M",
                            help="stop cleanly after M minutes of training (checkpoint kept, -o written); "
-                                "rerun the same command to go on")  # fmt: skip
+                                "rerun the same command to go on")
             p.add_argument("--loss-curve", type=Path, default=None, metavar="PATH",
-                           help="also write the loss curve (PNG) here")  # fmt: skip
+                           help="also write the loss curve (PNG) here")
         else:
             p.add_argument("-o", "--output", type=Path, help="output image (.png, .jpg, .webp...)")
         _run_options(p)
@@ -209,7 +209,7 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         result.image.save(args.output)
         w, h = result.image.size
         print(f"wrote {args.output} ({w}x{h}) in {seconds:.1f}s  {_format_metrics(result.metrics)}".rstrip(),
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
     return 0
 
 

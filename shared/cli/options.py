@@ -259,7 +259,7 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
 
     if name == "content" and info.is_required() and tp is str:
         return FieldOption(name, (), {"metavar": "CONTENT", "nargs": "?", "default": argparse.SUPPRESS,
-                                      "help": _help(info, "the content image (file path)")})  # fmt: skip
+                                      "help": _help(info, "the content image (file path)")})
     if tp is bool:
         return FieldOption(name, (flag,), {**kw, "action": argparse.BooleanOptionalAction, "help": _help(info)})
     if (choices := _literal_values(tp)) is not None:
@@ -269,20 +269,20 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
         if nullable:
             metavar += "|none"
         return FieldOption(name, (flag,), {**kw, "type": _scalar_parser(tp, nullable, metavar), "metavar": metavar,
-                                           "help": _help(info)})  # fmt: skip
+                                           "help": _help(info)})
     if origin is tuple:
         args = get_args(tp)
         item = _strip_annotated(args[0])
         choices = _literal_values(item)
         metavar = "LAYER,..." if choices and all(str(c).startswith("relu") for c in choices) else "A,B,..."
         return FieldOption(name, (flag,), {**kw, "type": _list_parser(choices, item), "metavar": metavar,
-                                           "help": _help(info, "comma separated")})  # fmt: skip
+                                           "help": _help(info, "comma separated")})
     if origin is dict:
         key, value = (_strip_annotated(a) for a in get_args(tp))
         if (key, value) != (int, float):
             raise TypeError(f"spec field {name}: no CLI mapping for {tp}")
         return FieldOption(name, (flag,), {**kw, "type": parse_mix_token, "metavar": "I:W,...",
-                                           "help": _help(info, "e.g. 3:0.5,12:0.5")})  # fmt: skip
+                                           "help": _help(info, "e.g. 3:0.5,12:0.5")})
     if origin is list:
         raw_item = get_args(tp)[0]
         item = _strip_annotated(raw_item)
@@ -295,14 +295,14 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
         if item is StyleRef:
             return FieldOption(name, (sflag,), {**kw, "type": parse_style_token, "metavar": "PATH[:WEIGHT][@MASK]",
                                                 "help": _help(info, "repeat for several styles; @MASK: take the style "
-                                                                    "only from the white part of this style-image mask")})  # fmt: skip
+                                                                    "only from the white part of this style-image mask")})
         if item is Region:
             return FieldOption(name, (sflag,), {**kw, "type": parse_region_token,
                                                 "metavar": "STYLE[@STYLE_MASK]:MASK[:WEIGHT]",
-                                                "help": _help(info, "repeat for each region (white in MASK = STYLE)")})  # fmt: skip
+                                                "help": _help(info, "repeat for each region (white in MASK = STYLE)")})
         if item is str:
             return FieldOption(name, (sflag,), {**kw, "metavar": "PATH" if item_is_ref else "TEXT",
-                                                "help": _help(info, "repeat for several")})  # fmt: skip
+                                                "help": _help(info, "repeat for several")})
     raise TypeError(f"spec field {name}: no CLI mapping for {info.annotation}")
 
 

@@ -339,11 +339,11 @@ def redis_process(data_dir: Path, port: int | None = None, *, log_dir: Path | No
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
         "--daemonize", "no", "--protected-mode", "no", "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--loglevel", "warning",
-    ]  # fmt: skip
+    ]
     proc = ManagedProcess(
         "redis", argv, log_path=(log_dir or data_dir) / "redis.log",
         ready=lambda: redis_ping(port), ready_timeout=20, stop_timeout=5,
-    )  # fmt: skip
+    )
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
@@ -352,13 +352,13 @@ def api_process(env: Mapping[str, str], port: int | None = None, *, log_dir: Pat
     """``uvicorn api.main:app`` on ``host:port``; ready when ``/readyz`` answers 200."""
     port = port or free_port()
     argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", str(port),
-            "--no-access-log", "--log-level", "warning"]  # fmt: skip
+            "--no-access-log", "--log-level", "warning"]
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{probe_host}:{port}"
     proc = ManagedProcess(
         name, argv, env=env, cwd=REPO_ROOT, log_path=log_dir / f"{name}.log",
         ready=lambda: http_ok(url + "/readyz"), ready_timeout=90, stop_timeout=10, tier=1,
-    )  # fmt: skip
+    )
     return proc, url
 
 
@@ -379,13 +379,13 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "-Q", queues, "--concurrency", "1", "--pool", "prefork", "-n", f"{name}@%h",
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+    ]
     wenv = dict(env)
     wenv["STYLEFARM_WORKER_NAME"] = name
     return ManagedProcess(
         name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path,
         ready=_log_contains(log_path, " ready."), ready_timeout=180, stop_timeout=15, tier=1,
-    )  # fmt: skip
+    )
 
 
 def migrate_database(env: Mapping[str, str], timeout: float = 180.0) -> None:
@@ -393,7 +393,7 @@ def migrate_database(env: Mapping[str, str], timeout: float = 180.0) -> None:
     (they would race otherwise: harmlessly, but slowly)."""
     code = "from shared.db.migrate import upgrade; upgrade()"
     res = subprocess.run([sys.executable, "-c", code], env=dict(env), cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=timeout)  # fmt: skip
+                         capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise StackError(f"database migration failed:\n{res.stderr[-3000:]}")
 
@@ -460,10 +460,10 @@ class EmbeddedStack(Stack):
                 "STYLEFARM_HOME": str(self.home),
                 "STYLEFARM_BROKER_URL": self.broker_url,
                 **self.extra_env,
-            })  # fmt: skip
+            })
             migrate_database(self.env)
             self.api_url, _ = start_api_and_workers(self, self.env, log_dir=logs, workers=self.workers,
-                                                    port=self.port, host=self.host, say=self._say)  # fmt: skip
+                                                    port=self.port, host=self.host, say=self._say)
         except BaseException:
             self.stop()
             raise

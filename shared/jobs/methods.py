@@ -84,9 +84,9 @@ REGISTRY: dict[str, Method] = {
         Method("fast", FastSpec, "shared.engine.methods.fast:run", (300, 360)),
         Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360)),
         Method("train-fast", TrainFastSpec, "shared.engine.training.train_fast:run",
-               (3 * _HOUR, 3 * _HOUR + 600), trains=True),  # fmt: skip
+               (3 * _HOUR, 3 * _HOUR + 600), trains=True),
         Method("train-adain", TrainAdainSpec, "shared.engine.training.train_adain:run",
-               (3 * _HOUR, 3 * _HOUR + 600), trains=True),  # fmt: skip
+               (3 * _HOUR, 3 * _HOUR + 600), trains=True),
     )
 }
 

@@ -35,14 +35,14 @@ VGG_LAYERS = (
     "relu3_1", "relu3_2", "relu3_3", "relu3_4",
     "relu4_1", "relu4_2", "relu4_3", "relu4_4",
     "relu5_1", "relu5_2", "relu5_3", "relu5_4",
-)  # fmt: skip
+)
 VggLayer = Literal[
     "relu1_1", "relu1_2",
     "relu2_1", "relu2_2",
     "relu3_1", "relu3_2", "relu3_3", "relu3_4",
     "relu4_1", "relu4_2", "relu4_3", "relu4_4",
     "relu5_1", "relu5_2", "relu5_3", "relu5_4",
-]  # fmt: skip
+]
 
 BUILTIN_FAST_MODEL = "multistyle26"
 DEFAULT_ADAIN_MODEL = "adain-default"

@@ -31,7 +31,7 @@ def test_given_valid_spec_when_submitted_expect_202_queued_and_enqueued(
     assert job["status"] == "queued" and job["method"] == "fast" and job["spec"]["style"] == 3
     assert job["spec"]["model"] == "multistyle26"  # default filled in from shared.jobs.specs
     assert enqueued.calls == [{"job_id": job["id"], "queue": "gpu", "priority": 0, "method": "fast",
-                               "settings": enqueued.calls[0]["settings"]}]  # fmt: skip
+                               "settings": enqueued.calls[0]["settings"]}]
 
 
 def test_given_job_when_read_expect_progress_timings_links(client: TestClient) -> None:
@@ -62,7 +62,7 @@ def test_given_unknown_input_ref_expect_422_naming_it(client: TestClient, enqueu
 
 def _register(name: str, kind: str, n_styles: int = 0) -> None:
     model_registry.register_model(name=name, kind=kind, checksum="c" * 64, storage_key=f"global/models/{name}/model.pt",
-                        style_names=[f"s{i}" for i in range(n_styles)], model_id=name)  # fmt: skip
+                        style_names=[f"s{i}" for i in range(n_styles)], model_id=name)
 
 
 def test_given_bad_model_references_expect_422_and_nothing_queued(client: TestClient, enqueued: EnqueueRecorder) -> None:
@@ -76,7 +76,7 @@ def test_given_bad_model_references_expect_422_and_nothing_queued(client: TestCl
         ({"method": "fast", "content": content, "model": "two-styles", "mix": {"0": 1, "5": 1}}, "style 5 does not exist"),
         ({"method": "adain", "content": content, "styles": [{"image": style}], "model": "two-styles"},
          "needs a 'adain-decoder' model"),
-    ]  # fmt: skip
+    ]
     for spec, message in cases:
         # when a job names a missing model, one of the wrong kind, or a style it does not have
         body = assert_problem(submit(client, spec), 422, "model-unavailable")
@@ -105,7 +105,7 @@ def test_given_storage_prefix_dataset_expect_accepted_only_with_images(
     queued = len(enqueued.calls)
     for ref, message in [("prefix:docs", "no images directly under tenants/default/datasets/docs/"),
                          ("prefix:empty", "no images directly under"),
-                         ("prefix:../other", "storage prefix dataset is 'prefix:NAME'")]:  # fmt: skip
+                         ("prefix:../other", "storage prefix dataset is 'prefix:NAME'")]:
         body = assert_problem(submit(client, {**spec, "dataset": ref}), 422, "invalid-spec")
         assert message in body["detail"], body
     assert len(enqueued.calls) == queued

@@ -73,7 +73,7 @@ def _stale_running_job(attempts: int) -> str:
 def test_given_a_silent_worker_when_reconciled_expect_requeued_below_the_budget_failed_at_it(
     db_url: str, max_attempts: int, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
     attempts: int, expect: str,
-) -> None:  # fmt: skip
+) -> None:
     import redis
 
     from worker.reconcile import reconcile

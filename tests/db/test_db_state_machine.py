@@ -291,7 +291,7 @@ def test_guard_sql_is_part_of_the_transition_condition() -> None:
     claim = str(store.allowed_condition(JobStatus.RUNNING, task_id="t-9").compile(compile_kwargs={"literal_binds": True}))
     assert "task_id = 't-9'" in claim
     canceled = str(store.allowed_condition(JobStatus.CANCELED, only_from=[JobStatus.RUNNING])
-                   .compile(compile_kwargs={"literal_binds": True}))  # fmt: skip
+                   .compile(compile_kwargs={"literal_binds": True}))
     assert "'running'" in canceled and "'queued'" not in canceled
 
 

@@ -169,14 +169,14 @@ def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png
     assert created
     time.sleep(1.5)
     out = subprocess.run([sys.executable, "-m", "worker.reconcile", "--queued-after", "1"],
-                         env=farm.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+                         env=farm.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert job.id in report["reenqueued"]
     assert farm.wait(job.id, timeout=120)["status"] == "succeeded"
     # a second pass finds nothing to do for it
     out2 = subprocess.run([sys.executable, "-m", "worker.reconcile", "--queued-after", "1"],
-                          env=farm.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+                          env=farm.env, capture_output=True, text=True, timeout=120)
     assert job.id not in json.loads(out2.stdout.strip().splitlines()[-1])["reenqueued"]
 
 
@@ -216,7 +216,7 @@ def test_train_adain_registers_a_model_that_renders(farm: Farm, content_png: byt
     styles = farm.upload(_zip_of_crops("coffee", 6), "styles.zip")
     name = f"e2e-decoder-{farm.backend}"
     job = farm.create({"method": "train-adain", "name": name, "content_dataset": contents, "style_dataset": styles,
-                       "steps": 4, "batch_size": 2, "image_size": 64, "checkpoint_every": 2})  # fmt: skip
+                       "steps": 4, "batch_size": 2, "image_size": 64, "checkpoint_every": 2})
     done = farm.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
     model_id = done["model_id"]
@@ -231,7 +231,7 @@ def test_train_adain_registers_a_model_that_renders(farm: Farm, content_png: byt
 
     content, style = farm.upload(content_png), farm.upload(style_png)
     render = farm.create({"method": "adain", "content": content, "styles": [{"image": style}], "size": 64,
-                          "style_size": 64, "model": model_id})  # fmt: skip
+                          "style_size": 64, "model": model_id})
     out = farm.wait(render["id"], timeout=180)
     assert out["status"] == "succeeded", out["error"]
     assert Image.open(io.BytesIO(farm.result_png(render["id"]))).size == (64, 48)
@@ -254,12 +254,12 @@ def test_train_fast_reads_a_dataset_from_a_storage_prefix(farm: Farm, style_png:
     for i, crop in enumerate(_crops("chelsea", 4)):
         put_object(farm, f"tenants/default/datasets/{name}/{i}.png", crop)
     job = farm.create({"method": "train-fast", "name": name, "dataset": f"prefix:{name}", "styles": [farm.upload(style_png)],
-                       "steps": 3, "batch_size": 2, "image_size": 32, "style_size": 32})  # fmt: skip
+                       "steps": 3, "batch_size": 2, "image_size": 32, "style_size": 32})
     done = farm.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
     assert done["model_id"]
     refused = farm.submit({"method": "train-fast", "name": name, "dataset": "prefix:nothing-here",
-                           "styles": [farm.upload(style_png)], "steps": 3})  # fmt: skip
+                           "styles": [farm.upload(style_png)], "steps": 3})
     assert refused.status_code == 422 and "no images directly under" in refused.json()["detail"]
 
 
@@ -305,7 +305,7 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(
         spec = {"method": method, "content_dataset": contents, "style_dataset": styles, "image_size": 32, **common}
     else:
         spec = {"method": method, "dataset": contents, "styles": [farm.upload(style_png)], "image_size": 32,
-                "style_size": 32, **common}  # fmt: skip
+                "style_size": 32, **common}
     job = farm.create(spec)
     farm.wait(job["id"], until=lambda j: j["status"] == "running" and j["progress"]["step"] >= 12, timeout=300)
     assert f"tenants/default/jobs/{job['id']}/checkpoint.pt" in result_keys(farm, job["id"])
@@ -324,7 +324,7 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(
     content = farm.upload(content_png)
     if method == "train-adain":
         render = {"method": "adain", "content": content, "styles": [{"image": farm.upload(style_png)}], "size": 64,
-                  "style_size": 64, "model": done["model_id"]}  # fmt: skip
+                  "style_size": 64, "model": done["model_id"]}
     else:
         render = {"method": "fast", "content": content, "size": 64, "model": done["model_id"], "style": 0}
     out = farm.wait(farm.create(render)["id"], timeout=180)

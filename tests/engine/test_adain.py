@@ -164,7 +164,7 @@ def test_masks_of_any_resolution_with_the_right_aspect_are_accepted(files, adain
     spec = AdainSpec(
         content="content", styles=[StyleRef(image="style-a"), StyleRef(image="style-b")],
         masks=["left-small", "right"], model=str(adain_checkpoint), size=48,
-    )  # fmt: skip
+    )
     assert adain.run(spec, _ctx(files)).image.size == (48, 32)
 
 

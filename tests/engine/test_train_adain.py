@@ -22,7 +22,7 @@ from shared.jobs.specs import TrainAdainSpec
 def _spec(datasets: tuple[Path, Path], **kw) -> TrainAdainSpec:
     content, style = datasets
     args = dict(name="t", content_dataset=str(content), style_dataset=str(style), steps=2, batch_size=2,
-                image_size=32, checkpoint_every=2)  # fmt: skip
+                image_size=32, checkpoint_every=2)
     args.update(kw)
     return TrainAdainSpec(**args)
 

@@ -143,7 +143,7 @@ class Decoder(nn.Module):
             _ConvReLU(256, 128), up(),                                  # mirrors conv3_1, pool2
             _ConvReLU(128, 128), _ConvReLU(128, 64), up(),              # mirrors conv2_x, pool1
             _ConvReLU(64, 64), _ConvReLU(64, 3, relu=False),            # mirrors conv1_x
-        )  # fmt: skip
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.body(t)  # (B, 512, h, w) -> (B, 3, 8h, 8w)
@@ -329,7 +329,7 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
             mask_bytes = ctx.read_input(style.mask) if style.mask else None
             mask_sha = style_cache.sha256_bytes(mask_bytes) if mask_bytes else None
             key = ("adain", style_cache.sha256_bytes(style_bytes), mask_sha, spec.style_size,
-                   color_key, vgg_weights, str(device), str(dtype))  # fmt: skip
+                   color_key, vgg_weights, str(device), str(dtype))
             stats.append(
                 style_cache.get_or_compute(
                     key,
@@ -338,7 +338,7 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
                         content if spec.preserve_color else None, f"style {i + 1}",
                     ),
                 )
-            )  # fmt: skip
+            )
             ctx.check_cancel()
         ctx.report(2, total, stage="style")
 

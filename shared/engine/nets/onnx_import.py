@@ -142,7 +142,7 @@ def _check_graph(model, cfg: TransformerConfig) -> None:
         "Constant", "ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Pad", "Conv",
         "Unsqueeze", "Mul", "ReduceSum", "ReduceMean", "Sub", "Pow", "Add", "Sqrt", "Div", "Relu",
         "Resize", "Sigmoid",
-    }  # fmt: skip
+    }
     extra = {n.op_type for n in g.node} - allowed
     if extra:
         problems.append(f"unsupported operators {sorted(extra)}")

