@@ -43,7 +43,7 @@ def _inspect_image(data: bytes, max_pixels: int) -> UploadInfo | None:
             return None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidImage(f"The image has too many pixels; the limit is {max_pixels}.") from None
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types on broken headers
+        except Exception as exc:  # Pillow raises many types on broken headers
             raise InvalidImage(f"The image header could not be read ({exc}).") from None
     if fmt not in ALLOWED_IMAGE_FORMATS:
         raise InvalidImage(f"{fmt} images are not accepted; use one of {', '.join(ALLOWED_IMAGE_FORMATS)}.")
@@ -54,7 +54,7 @@ def _inspect_image(data: bytes, max_pixels: int) -> UploadInfo | None:
             img.verify()  # structural checks (chunk CRCs, ...)
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # and a full decode: verify() misses truncated JPEGs
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidImage(f"The {fmt} image is damaged or truncated ({exc}).") from None
     return UploadInfo("image", Image.MIME.get(fmt, "application/octet-stream"), width, height)
 

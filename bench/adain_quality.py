@@ -37,20 +37,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+# Run as a script (`python bench/adain_quality.py`): the repo root goes first on sys.path so that
+# `shared` imports from this checkout. A bare sys.path call is the one statement ruff allows above imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.engine.context import EngineContext
+from shared.engine.images import decode_image, fit_size, resize, to_tensor
+from shared.engine.losses import content_loss, gram_matrix, style_loss
+from shared.engine.methods import adain, optimize
+from shared.engine.nets.vgg import load_vgg19
+from shared.imaging import png_bytes
+from shared.jobs.specs import AdainSpec, OptimizeSpec, StyleRef
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from shared.engine.methods import adain
-
-from shared.engine.methods import optimize  # noqa: E402
-from shared.engine.context import EngineContext  # noqa: E402
-from shared.engine.images import decode_image, fit_size, resize, to_tensor  # noqa: E402
-from shared.engine.losses import content_loss, gram_matrix, style_loss  # noqa: E402
-from shared.engine.nets.vgg import load_vgg19  # noqa: E402
-from shared.imaging import png_bytes  # noqa: E402
-from shared.jobs.specs import AdainSpec, OptimizeSpec, StyleRef  # noqa: E402
-
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 DEFAULT_STYLES = "shipwreck,udnie,wheat_field_with_cypresses,kandinsky_composition_viii,candy,mosaic"
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = load_checkpoint(args.decoder, kind="adain-decoder").get("meta") or {}
         result["decoder_steps"] = meta.get("steps")
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:  # informational only
         pass
 
     # 1. reconstruction (skipped with --gatys-only)

@@ -220,8 +220,8 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
 
     spec = AdainSpec(content=job["content"], styles=[{"image": job["style"]}], size=job["size"], model=job["decoder"])
     if job["variant"] == "ref":
-        from shared.engine.methods.adain import decoder_from_checkpoint
         from shared.engine.checkpoint import load_checkpoint
+        from shared.engine.methods.adain import decoder_from_checkpoint
 
         decoder = decoder_from_checkpoint(load_checkpoint(job["decoder"], kind="adain-decoder"), "bench")
         vgg = reference.plain_vgg()

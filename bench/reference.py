@@ -9,7 +9,7 @@ within 40 dB PSNR; their speed is what the engine's optimizations are measured a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

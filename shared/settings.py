@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     worker_queues: str = "gpu,cpu"
 
     @model_validator(mode="after")
-    def _secrets_outside_development(self) -> "Settings":
+    def _secrets_outside_development(self) -> Settings:
         if self.env != "development":
             missing = []
             if not self.database_url:

@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -56,7 +57,7 @@ class RedisServer:
     url: str
 
     @classmethod
-    def start(cls, base: Path) -> "RedisServer":
+    def start(cls, base: Path) -> RedisServer:
         proc, url = redis_process(base / "redis", log_dir=base / "logs", appendonly=False)
         proc.start().wait_ready()
         return cls(proc, url)
@@ -95,7 +96,7 @@ class PostgresServer:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
     @classmethod
-    def start(cls) -> "PostgresServer":
+    def start(cls) -> PostgresServer:
         bindir = find_pg_bindir()
         if bindir is None:
             raise Unavailable("no PostgreSQL binaries (initdb/postgres) found; install them with: apt-get install -y postgresql")
@@ -186,7 +187,7 @@ class S3Server:
     bucket: str = S3_BUCKET
 
     @classmethod
-    def start(cls, base: Path) -> "S3Server":
+    def start(cls, base: Path) -> S3Server:
         moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
         if not Path(moto).exists():
             raise Unavailable("moto_server is not installed (pip install 'moto[server]')")

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import RedisServer
 
 from shared.broker.celery_config import RUN_JOB_TASK_NAME, celery_config, kombu_priority, queue_list_names
+from shared.cli.stack import ManagedProcess, Stack, free_port
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
-from shared.cli.stack import ManagedProcess, Stack, free_port
+
+from harness import RedisServer
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, url: str) -> Settings:

@@ -20,8 +20,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from shared.errors import InvalidSpec, ModelUnavailable
 from shared.checksums import sha256_file
+from shared.errors import InvalidSpec, ModelUnavailable
 from shared.imaging import IMAGE_SUFFIXES
 from shared.jobs.specs import prefix_dataset_images
 from shared.storage import Storage

@@ -27,12 +27,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from shared.jobs import store
 from shared.broker.celery_config import QUEUES, RECONCILE_TASK_NAME, queue_list_names
+from shared.broker.client import client_app, enqueue_job
 from shared.db.orm import Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import EngineError, InvalidTransition, StylefarmError
-from shared.broker.client import client_app, enqueue_job
+from shared.jobs import store
 from shared.jobs.methods import MAX_HARD_LIMIT_S, REGISTRY
 from shared.settings import Settings, get_settings
 from worker.celery_app import app

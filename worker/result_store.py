@@ -18,11 +18,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-
 from shared.checksums import sha256_file
 from shared.engine.results import RenderResult, TrainResult
-from shared.imaging import png_bytes
 from shared.errors import Conflict, EngineError, NotFound
+from shared.imaging import png_bytes
 from shared.jobs import model_registry
 from shared.jobs.outcomes import JobOutcome, RenderKeys, RenderOutcome, TrainKeys, TrainOutcome, json_safe
 from shared.jobs.specs import JobSpecModel, TrainAdainSpec, TrainFastSpec

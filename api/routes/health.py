@@ -58,7 +58,7 @@ def readyz(settings: SettingsDep, storage: StorageDep) -> dict[str, Any]:
         try:
             outcome = check()
             checks[name] = outcome if isinstance(outcome, str) else "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        except Exception as exc:  # any failure means "not ready"
             checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]
     failed = [name for name, outcome in checks.items() if outcome.startswith("error")]
     if failed:

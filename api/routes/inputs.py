@@ -11,8 +11,8 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
-from shared.jobs import inputs
 from shared.errors import PayloadTooLarge
+from shared.jobs import inputs
 from shared.storage import input_key
 
 router = APIRouter(prefix="/v1/inputs", tags=["inputs"])

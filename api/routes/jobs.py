@@ -13,16 +13,11 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.routes.blobs import serve_blob
 from api.schemas import JobListOut, JobOut, job_out
-from shared.jobs import store
-from shared.jobs import inputs
-from shared.jobs import model_registry
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
+from shared.jobs import inputs, model_registry, store
 from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
-from shared.jobs.status import JobStatus
-from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -30,6 +25,9 @@ from shared.jobs.specs import (
     dataset_prefix_name,
     prefix_dataset_images,
 )
+from shared.jobs.status import JobStatus
+from shared.settings import Settings
+from shared.storage import Storage, dataset_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -122,7 +120,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
 
     try:
         enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
-    except Exception as exc:  # noqa: BLE001 - BrokerUnavailable, or anything kombu/redis raise
+    except Exception as exc:  # BrokerUnavailable, or anything kombu/redis raise
         log.warning("job %s stays queued for the reconciler: enqueue failed: %s", job.id, exc)
 
 

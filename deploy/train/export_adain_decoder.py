@@ -27,12 +27,11 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script: the repo root goes first on sys.path so that `shared` imports from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from shared.engine.methods.adain import CHECKPOINT_KIND, Decoder, decoder_from_checkpoint  # noqa: E402
-from shared.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from shared.engine.checkpoint import load_checkpoint, save_checkpoint
+from shared.engine.methods.adain import CHECKPOINT_KIND, Decoder, decoder_from_checkpoint
 
 
 def summarize(history: torch.Tensor, blocks: int = 20) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidImage

@@ -24,8 +24,9 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, get_args
+from typing import Any, get_args
 
 from shared.cli.options import FieldOption, add_spec_arguments, describe_errors, spec_data
 from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError

@@ -29,8 +29,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 log = logging.getLogger("stylefarm.stack")
 
@@ -71,7 +71,7 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URLs only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # local URLs only
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -104,7 +104,7 @@ def find_redis_server() -> str:
 
 # --- processes ---------------------------------------------------------------------------
 
-_live: set["ManagedProcess"] = set()
+_live: set[ManagedProcess] = set()
 _live_lock = threading.Lock()
 
 
@@ -179,7 +179,7 @@ class ManagedProcess:
         return f"<ManagedProcess {self.name} pid={self.pid}>"
 
     # -- lifecycle --
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         if self.alive():
             return self
         if self.log_path:
@@ -203,7 +203,7 @@ class ManagedProcess:
         log.debug("started %s pid %s: %s", self.name, self.proc.pid, " ".join(self.argv))
         return self
 
-    def wait_ready(self, timeout: float | None = None) -> "ManagedProcess":
+    def wait_ready(self, timeout: float | None = None) -> ManagedProcess:
         if self.ready is None:
             return self
         deadline = time.monotonic() + (timeout if timeout is not None else self.ready_timeout)
@@ -267,7 +267,7 @@ class ManagedProcess:
         return self.proc.returncode
 
 
-def _quiet_stop(proc: "ManagedProcess") -> None:
+def _quiet_stop(proc: ManagedProcess) -> None:
     try:
         proc.stop()
     except Exception as exc:  # pragma: no cover - best effort during shutdown
@@ -309,7 +309,7 @@ class Stack:
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.processes if not p.alive()]
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -449,7 +449,7 @@ class EmbeddedStack(Stack):
         if not self.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    def up(self) -> "EmbeddedStack":
+    def up(self) -> EmbeddedStack:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         try:
@@ -469,7 +469,7 @@ class EmbeddedStack(Stack):
             raise
         return self
 
-    def __enter__(self) -> "EmbeddedStack":
+    def __enter__(self) -> EmbeddedStack:
         return self.up()
 
 

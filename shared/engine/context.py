@@ -7,9 +7,10 @@ cancel question. Every method module has one entry point taking ``(spec, ctx)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from shared.errors import JobCanceled
 

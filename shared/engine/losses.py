@@ -16,7 +16,7 @@ autocast cast features to fp32 before calling them (sums of squares overflow bf1
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

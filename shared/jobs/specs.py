@@ -184,7 +184,7 @@ class FastSpec(_OutputSize):
         return v
 
     @model_validator(mode="after")
-    def _style_or_mix(self) -> "FastSpec":
+    def _style_or_mix(self) -> FastSpec:
         if self.style is not None and self.mix is not None:
             raise ValueError("give either style or mix, not both")
         return self
@@ -217,7 +217,7 @@ class AdainSpec(_OutputSize):
     model: str = Field(DEFAULT_ADAIN_MODEL, description="decoder model id or name, or checkpoint path in the CLI")
 
     @model_validator(mode="after")
-    def _masks_match(self) -> "AdainSpec":
+    def _masks_match(self) -> AdainSpec:
         if self.masks is not None and len(self.masks) != len(self.styles):
             raise ValueError(f"masks: got {len(self.masks)} masks for {len(self.styles)} styles; give one per style")
         return self
@@ -256,7 +256,7 @@ class TrainFastSpec(JobSpecModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _names_match(self) -> "TrainFastSpec":
+    def _names_match(self) -> TrainFastSpec:
         if self.style_names is not None and len(self.style_names) != len(self.styles):
             raise ValueError("style_names must have one name per style")
         return self

@@ -42,11 +42,10 @@ class LocalStorage:
                 os.unlink(tmp)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        with self._atomic_target(key) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with self._atomic_target(key) as tmp, open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 
-from api_helpers import MAX_UPLOAD, assert_problem, png_bytes, upload, zip_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from api_helpers import MAX_UPLOAD, assert_problem, png_bytes, upload, zip_bytes
 
 
 def test_given_png_when_uploaded_expect_201_with_sha256_id(client: TestClient) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from api_helpers import EnqueueRecorder, assert_problem, png_bytes, upload_id, zip_bytes
 from fastapi.testclient import TestClient
 
 from shared.jobs import model_registry, store
 from shared.jobs.outcomes import RenderKeys, RenderOutcome, TrainKeys, TrainOutcome
 from shared.settings import Settings
 from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, get_storage, model_key, result_key
+
+from api_helpers import EnqueueRecorder, assert_problem, png_bytes, upload_id, zip_bytes
 
 
 def fast_spec(client: TestClient, **extra: object) -> dict:

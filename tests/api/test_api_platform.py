@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import assert_problem, make_client, png_bytes, upload_id
 from fastapi.testclient import TestClient
 
-from shared.jobs import store
-
-from shared.jobs import model_registry
+from shared.jobs import model_registry, store
 from shared.settings import Settings
 from shared.storage import get_storage, thumbnail_key
+
+from api_helpers import assert_problem, make_client, png_bytes, upload_id
 
 REPO = Path(__file__).resolve().parents[2]
 

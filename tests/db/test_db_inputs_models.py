@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.jobs import store
-
-from shared.jobs import inputs
-
-from shared.jobs import model_registry
 from shared.errors import Conflict, NotFound
+from shared.jobs import inputs, model_registry, store
 
 SHA = "cd" * 32
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from harness import RedisServer
 from sqlalchemy import update
 
 from shared.db.orm import Job, utcnow
@@ -18,6 +17,8 @@ from shared.errors import StorageUnavailable
 from shared.jobs import store
 from shared.jobs.methods import REGISTRY
 from shared.settings import Settings, get_settings
+
+from harness import RedisServer
 
 SPEC = {"method": "fast", "content": "a" * 64}
 

@@ -8,11 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.jobs import store
-
-from shared.jobs import status as job_status
 from shared.errors import IdempotencyKeyReused, InvalidTransition, NotFound
-from shared.jobs.store import JobStatus
+from shared.jobs import status as job_status
+from shared.jobs import store
+from shared.jobs.status import JobStatus
 
 SPEC = {"method": "fast", "content": "a" * 64}
 PROBLEM = {"type": "https://stylefarm.dev/problems/engine-error", "title": "x", "status": 500, "detail": "boom"}
@@ -345,7 +344,7 @@ def _race(n: int, fn: Callable[[int], object]) -> list[object]:
         barrier.wait()
         try:
             results[i] = fn(i)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+        except Exception as exc:  # collected for the assertions
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]

@@ -16,8 +16,9 @@ import time
 import uuid
 
 import pytest
-from harness import Farm, child_pids
 from PIL import Image
+
+from harness import Farm, child_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -156,8 +157,8 @@ def test_worker_killed_mid_job_is_redelivered(farm: Farm, content_png: bytes, st
 
 def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png: bytes) -> None:
     """A queued row with no message anywhere in Redis (broker lost it) is sent again."""
-    from shared.jobs import store
     from shared.db import session as db_session
+    from shared.jobs import store
 
     content = farm.upload(content_png)
     db_session.configure(farm.db_url)

@@ -9,10 +9,10 @@ import pydantic
 import pytest
 import torch
 
-from shared.engine.methods import adain
 from shared.engine.context import EngineContext
 from shared.engine.images import to_image
 from shared.engine.losses import mean_std
+from shared.engine.methods import adain
 from shared.errors import InvalidMask, ModelUnavailable
 from shared.jobs.specs import AdainSpec, StyleRef
 

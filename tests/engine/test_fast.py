@@ -9,10 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine.methods import fast
 from shared.engine.context import EngineContext
 from shared.engine.images import fit_size, to_tensor
-from shared.engine.nets.onnx_import import BUILTIN_STYLE_NAMES, builtin_onnx_path, config_from_onnx, load_onnx_transformer
+from shared.engine.methods import fast
+from shared.engine.nets.onnx_import import (
+    BUILTIN_STYLE_NAMES,
+    builtin_onnx_path,
+    config_from_onnx,
+    load_onnx_transformer,
+)
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.errors import InvalidSpec
 from shared.jobs.specs import FastSpec
@@ -161,11 +166,11 @@ def test_preserve_color_keeps_the_content_chroma(content_path: Path) -> None:
     plain = _render(content_path, style=17)
     kept = _render(content_path, style=17, preserve_color=True)
     content = Image.open(content_path).convert("RGB").resize(kept.image.size, Image.Resampling.LANCZOS)
-    iq = lambda img: rgb_to_yiq(to_tensor(img))[:, 1:]  # noqa: E731
+    iq = lambda img: rgb_to_yiq(to_tensor(img))[:, 1:]
     # expect the chroma of the content (up to clamping/rounding), the luma of the stylized image
     assert (iq(kept.image) - iq(content)).abs().mean() < 0.02
     assert (iq(plain.image) - iq(content)).abs().mean() > 0.04
-    luma = lambda img: rgb_to_yiq(to_tensor(img))[:, :1]  # noqa: E731
+    luma = lambda img: rgb_to_yiq(to_tensor(img))[:, :1]
     assert (luma(kept.image) - luma(plain.image)).abs().mean() < 0.03
 
 

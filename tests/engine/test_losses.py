@@ -129,7 +129,7 @@ def test_style_cache_is_bounded_by_entries_and_bytes() -> None:
     cache.get_or_compute(("big",), lambda: torch.zeros(20))  # 80 bytes: evicts down to <= 100
     assert cache.stats().bytes <= 100
     cache.get_or_compute(("huge",), lambda: torch.zeros(1000))  # larger than the cache: not kept
-    assert ("huge",) not in [k for k in cache._items]  # noqa: SLF001
+    assert ("huge",) not in [k for k in cache._items]
 
 
 def test_process_cache_is_shared() -> None:

@@ -12,9 +12,9 @@ from PIL import Image
 
 from shared.cli.main import main as stylefarm
 from shared.engine.checkpoint import load_checkpoint
+from shared.engine.context import EngineContext
 from shared.engine.methods import adain
 from shared.engine.training import train_adain
-from shared.engine.context import EngineContext
 from shared.errors import InvalidImage, JobCanceled
 from shared.jobs.specs import TrainAdainSpec
 

@@ -9,12 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine.methods import fast
-
-from shared.engine.training import train_fast
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.context import EngineContext, Progress
+from shared.engine.methods import fast
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.training import train_fast
 from shared.errors import InvalidSpec, JobCanceled
 from shared.jobs.specs import FastSpec, TrainFastSpec
 

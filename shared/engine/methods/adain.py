@@ -41,8 +41,9 @@ from __future__ import annotations
 import functools
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,8 +65,8 @@ from shared.engine.images import (
     to_tensor,
 )
 from shared.engine.losses import masked_mean_std, mean_std, resize_mask
-from shared.engine.results import RenderResult
 from shared.engine.nets.vgg import VGG19Features, load_vgg19
+from shared.engine.results import RenderResult
 from shared.errors import InvalidMask, ModelUnavailable
 from shared.jobs.specs import DEFAULT_ADAIN_MODEL, AdainSpec
 
@@ -176,7 +177,7 @@ def _decoder_path(model: str, ctx: EngineContext) -> Path:
     return Path(ctx.resolve_model(model))
 
 
-_DECODERS: "OrderedDict[tuple, tuple[Decoder, str]]" = OrderedDict()
+_DECODERS: OrderedDict[tuple, tuple[Decoder, str]] = OrderedDict()
 
 
 def load_decoder(model: str, ctx: EngineContext, device: torch.device) -> tuple[Decoder, str]:

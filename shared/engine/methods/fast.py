@@ -37,8 +37,8 @@ from shared.engine.color import combine_luminance, luminance
 from shared.engine.context import EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device
 from shared.engine.images import crop_to, decode_image, fit_size, pad_to_multiple, resize, to_image, to_tensor
-from shared.engine.results import RenderResult
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.results import RenderResult
 from shared.errors import InvalidSpec, ModelUnavailable
 from shared.jobs.specs import BUILTIN_FAST_MODEL, FastSpec
 
@@ -84,7 +84,7 @@ def _checkpoint_cpu(path: Path, name: str) -> FastModel:
     return FastModel(name, net.eval().requires_grad_(False), tuple(names), str(path))
 
 
-_models: "collections.OrderedDict[tuple, FastModel]" = collections.OrderedDict()
+_models: collections.OrderedDict[tuple, FastModel] = collections.OrderedDict()
 _models_lock = threading.Lock()
 
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,8 @@ from shared.engine.context import EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device, seed_everything
 from shared.engine.images import check_mask_aspect, decode_image, decode_mask, fit_size, resize, to_tensor
 from shared.engine.losses import content_loss, gram_matrix, resize_mask, style_loss, total_variation
-from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
 from shared.engine.nets.vgg import LAYER_INDEX, VGG19Features, load_vgg19
+from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
 from shared.errors import EngineError, InvalidImage, InvalidMask
 from shared.jobs.specs import MAX_SIDE, GatysParams, StyleRef
 

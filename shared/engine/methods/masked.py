@@ -32,6 +32,7 @@ from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
 from shared.engine.context import EngineContext
+from shared.engine.images import check_mask_aspect, decode_mask, fit_size, resize, to_image, to_tensor
 from shared.engine.methods.gatys import (
     StepCounter,
     StyleInput,
@@ -41,7 +42,6 @@ from shared.engine.methods.gatys import (
     render,
     total_steps,
 )
-from shared.engine.images import check_mask_aspect, decode_mask, fit_size, resize, to_image, to_tensor
 from shared.engine.results import RenderResult
 from shared.errors import InvalidMask
 from shared.jobs.specs import MaskedSpec

@@ -95,7 +95,7 @@ class TransformerConfig:
         return {"arch": ARCH, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TransformerConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TransformerConfig:
         d = dict(d)
         arch = d.pop("arch", ARCH)
         if arch != ARCH:

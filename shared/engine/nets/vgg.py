@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
