@@ -21,6 +21,7 @@ the same padded input. PSNR compares ours against the reference output of the sa
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -141,7 +142,7 @@ def _child_gatys(job: dict) -> tuple[dict, Any]:
         result = run_engine(spec, ctx)
         out = to_tensor(result.image)
         dtype = str(result.metrics.get("precision", result.metrics.get("dtype", "?")))
-    per_iter = [b - a for a, b in zip(stamps, stamps[1:])]  # the first iteration (kernel build) is not counted
+    per_iter = [b - a for a, b in itertools.pairwise(stamps)]  # the first iteration (kernel build) is not counted
     return {"seconds": statistics.median(per_iter), "setup_s": stamps[0] - t0, "job_s": time.perf_counter() - t0,
             "dtype": dtype, "samples": len(per_iter)}, out
 

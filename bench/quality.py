@@ -261,7 +261,9 @@ def _loss_caption(r: Render) -> str:
 
 
 def build_rows(inputs: Inputs, renders: list[Render]) -> list:
-    open_ = lambda p: Image.open(p).convert("RGB")
+    def open_(p: Path) -> Image.Image:
+        return Image.open(p).convert("RGB")
+
     rows = []
     by = {(r.method, r.content, r.style): r for r in renders}
     for c in inputs.contents:
@@ -300,7 +302,9 @@ def print_losses(renders: list[Render]) -> list[dict]:
         c, s = r.losses or (None, None)
         g = gatys.get((r.content, r.style)) if r.method != "optimize" else None
         ratio = s / g[1] if (s is not None and g and g[1]) else None
-        f = lambda v, spec=".4g": "-" if v is None else format(v, spec)
+        def f(v: float | None, spec: str = ".4g") -> str:
+            return "-" if v is None else format(v, spec)
+
         print(f"{r.method:9s} {r.content.name[:16]:16s} {r.style[:34]:34s} {f(c):>13s} {f(s):>11s} "
               f"{f(g[0] if g else None):>14s} {f(g[1] if g else None):>12s} {f(ratio, '.2f'):>12s} "
               f"{f(r.seconds if r.image else None, '.1f'):>6s}" + (f"  {r.note}" if r.note else ""))

@@ -34,7 +34,7 @@ def full_forward(vgg: VGG19Features, rgb: torch.Tensor, wanted: list[str]) -> di
     """All 37 modules of VGG19's features, every time; returns the ``wanted`` activations."""
     x = vgg.preprocess(rgb)
     out = {}
-    for name, module in zip(LAYER_NAMES, vgg.features):
+    for name, module in zip(LAYER_NAMES, vgg.features, strict=True):
         x = module(x)
         if name in wanted:
             out[name] = x

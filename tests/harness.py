@@ -122,8 +122,8 @@ class PostgresServer:
             os.chown(root, popen_user["user"], popen_user["group"])
             os.chown(sock, popen_user["user"], popen_user["group"])
         res = subprocess.run(
-            run_as + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                      "-E", "UTF8", "--locale=C", "--no-sync"],
+            [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--locale=C", "--no-sync"],
             capture_output=True, text=True, timeout=180,
         )
         if res.returncode != 0:

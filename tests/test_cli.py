@@ -32,7 +32,7 @@ def images(tmp_path: Path) -> dict[str, str]:
 
 
 def _spec(argv: list[str], capsys) -> dict:
-    assert cli.main(argv + ["--print-spec"]) == 0, capsys.readouterr().err
+    assert cli.main([*argv, "--print-spec"]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)
 
 

@@ -118,7 +118,7 @@ def execute_job(self: Task, job_id: str) -> str:
     except StylefarmError as exc:
         if exc.retryable and self.request.retries + 1 < max_attempts:
             jlog.warning("claim failed (%s); retrying", exc)
-            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=max_attempts)
+            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=max_attempts) from exc
         raise
     if job is None:
         jlog.info("not claimable (finished, canceled or held by another task); dropping message")
@@ -175,7 +175,7 @@ def execute_job(self: Task, job_id: str) -> str:
                 store.requeue_job(job_id, problem, task_id=task_id)
             except Exception as exc:  # DB down too: the retry message still comes back
                 jlog.warning("requeue failed: %s", exc)
-            raise self.retry(countdown=delay, max_retries=max_attempts)
+            raise self.retry(countdown=delay, max_retries=max_attempts) from err
         jlog.info("failed: %s (%s)", err.detail, err.slug)
         _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"

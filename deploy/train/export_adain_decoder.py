@@ -19,6 +19,7 @@ started from) in the meta, read from their own checkpoints.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -41,7 +42,7 @@ def summarize(history: torch.Tensor, blocks: int = 20) -> dict[str, Any]:
         return {"steps": 0, "blocks": []}
     edges = sorted({round(i * n / blocks) for i in range(blocks + 1)})
     rows = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
         m = history[a:b].double().mean(0)

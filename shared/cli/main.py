@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("aborted")
         return EXIT_CANCELED
     except BrokenPipeError:  # output piped into head & co.
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout until the process exits
         return 0
     except InvalidSpec as exc:
         _err(f"invalid spec: {exc.detail}")

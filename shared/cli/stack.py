@@ -184,7 +184,7 @@ class ManagedProcess:
             return self
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_fh = open(self.log_path, "ab", buffering=0)
+            self._log_fh = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed by stop()
         out = self._log_fh if self._log_fh else subprocess.DEVNULL
         kwargs: dict = dict(self.popen_kwargs)
         self.proc = subprocess.Popen(

@@ -116,7 +116,7 @@ def masked_mean_std(
     ``mean = sum(m f) / sum(m)``, ``var = sum(m (f - mean)^2) / sum(m)``.
     Returns ((B, C, 1, 1), (B, C, 1, 1)).
     """
-    b, c, h, w = feat.shape
+    h, w = feat.shape[-2:]
     m = resize_mask(mask.to(feat.dtype), (h, w))  # (B|1, 1, H, W)
     area = m.sum(dim=(2, 3), keepdim=True).clamp_min(1e-8)  # (B|1, 1, 1, 1)
     mean = (feat * m).sum(dim=(2, 3), keepdim=True) / area  # (B, C, 1, 1)

@@ -57,10 +57,7 @@ class LocalStorage:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        try:
-            self._path(key).unlink()
-        except FileNotFoundError:
-            pass
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
         # Walk only the folder the prefix names (its part up to the last '/').

@@ -358,7 +358,7 @@ def _race(n: int, fn: Callable[[int], object]) -> list[object]:
 def test_given_queued_when_workers_race_to_claim_expect_exactly_one_winner(db_url: str) -> None:
     for _ in range(3):
         job_id = make(JobStatus.QUEUED)
-        results = _race(8, lambda i: store.claim_job(job_id, task_id=f"task-{i}", worker=f"w{i}"))
+        results = _race(8, lambda i, job_id=job_id: store.claim_job(job_id, task_id=f"task-{i}", worker=f"w{i}"))
         winners = [r for r in results if r is not None]
         assert len(winners) == 1, results
         job = store.get_job(job_id)

@@ -91,7 +91,7 @@ def test_checkpoint_export_round_trips(builtin: CINTransformer, tmp_path: Path) 
     model = fast.load_fast_model(str(path))
     x = torch.rand(1, 3, 32, 32)
     # expect the same network (bit-equal weights), names included
-    assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), builtin.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), builtin.state_dict().values(), strict=True))
     with torch.inference_mode():
         assert torch.allclose(model.net(x, model.net.style_vector(4)), builtin(x, builtin.style_vector(4)), atol=1e-5)
     assert list(model.style_names) == BUILTIN_STYLE_NAMES
@@ -166,11 +166,16 @@ def test_preserve_color_keeps_the_content_chroma(content_path: Path) -> None:
     plain = _render(content_path, style=17)
     kept = _render(content_path, style=17, preserve_color=True)
     content = Image.open(content_path).convert("RGB").resize(kept.image.size, Image.Resampling.LANCZOS)
-    iq = lambda img: rgb_to_yiq(to_tensor(img))[:, 1:]
+    def iq(img: Image.Image) -> torch.Tensor:
+        return rgb_to_yiq(to_tensor(img))[:, 1:]  # (1, 2, H, W): chroma
+
     # expect the chroma of the content (up to clamping/rounding), the luma of the stylized image
     assert (iq(kept.image) - iq(content)).abs().mean() < 0.02
     assert (iq(plain.image) - iq(content)).abs().mean() > 0.04
-    luma = lambda img: rgb_to_yiq(to_tensor(img))[:, :1]
+
+    def luma(img: Image.Image) -> torch.Tensor:
+        return rgb_to_yiq(to_tensor(img))[:, :1]  # (1, 1, H, W)
+
     assert (luma(kept.image) - luma(plain.image)).abs().mean() < 0.03
 
 

@@ -96,6 +96,7 @@ def test_masked_mean_std_is_the_statistics_of_the_region() -> None:
     assert torch.allclose(mean, ref_mean, atol=1e-5)
     assert torch.allclose(std, ref_std, atol=1e-5)
     full_mean, full_std = masked_mean_std(feat, torch.ones(1, 1, 8, 8))
+    assert torch.allclose(full_mean, mean_std(feat)[0], atol=1e-5)
     assert torch.allclose(full_std, mean_std(feat)[1], atol=1e-5)
 
 

@@ -171,7 +171,7 @@ def _prep_style(prep: Prepared, s01: torch.Tensor, c01: torch.Tensor, mask: torc
 
 
 def _style_size(style: Image.Image, level_wh: tuple[int, int], scale: float) -> tuple[int, int]:
-    side = int(round(max(level_wh) * scale))
+    side = round(max(level_wh) * scale)
     return fit_size(*style.size, max(MIN_STYLE_SIDE, min(MAX_SIDE, side)))
 
 
@@ -343,7 +343,7 @@ def initial_image(kind: str, content255: torch.Tensor, styles255: list[torch.Ten
     if all(r is None for r in regions):
         return resized[0].clamp(0, 255)
     out = content255.clone()
-    for img, region in zip(resized, regions):
+    for img, region in zip(resized, regions, strict=True):
         if region is not None:
             out = out * (1 - region) + img * region  # (1, 3, H, W)
     return out.clamp(0, 255)
@@ -391,7 +391,7 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
             sw, sh = _style_size(st.image, (w, h), params.style_scale)
             s_mask = region_tensor(st.mask, (sh, sw), device) if st.mask is not None else None  # (1, 1, sh, sw)
 
-            def compute(st=st, sw=sw, sh=sh, s_mask=s_mask) -> dict[str, torch.Tensor]:
+            def compute(st=st, sw=sw, sh=sh, s_mask=s_mask, c01=c01) -> dict[str, torch.Tensor]:
                 s01 = _prep_style(prep, to_tensor(resize(st.image, (sw, sh)), device), c01, s_mask)
                 return style_grams(vgg, s01, params.style_layers, s_mask, device, dtype)
 
@@ -446,7 +446,6 @@ def _cache_hits() -> int:
 
 def total_steps(params: GatysParams, content: Image.Image) -> int:
     """Iterations of one render of ``content`` (all levels)."""
-    out_w, out_h = fit_size(*content.size, params.size)
     block = deepest_block(list(params.style_layers) + list(params.content_layers))
     return params.steps * len(level_sizes(*content.size, params.size, params.levels, 2 ** (block - 1)))
 

@@ -105,7 +105,7 @@ def run(spec: MaskedSpec, ctx: EngineContext) -> RenderResult:
     styles, coverage = load_regions(spec, ctx, content)
     per_render = total_steps(spec, content)
     if spec.mode == "joint":
-        weighted = [replace(s, weight=s.weight * c) for s, c in zip(styles, coverage["coverage"])]
+        weighted = [replace(s, weight=s.weight * c) for s, c in zip(styles, coverage["coverage"], strict=True)]
         x01, metrics = render(spec, content, digest, weighted, ctx, StepCounter(per_render))
     else:
         counter = StepCounter(per_render * len(styles))

@@ -150,7 +150,7 @@ def _check_graph(model, cfg: TransformerConfig) -> None:
     expected_strides = [1] + [2] * (len(cfg.down_channels) - 1) + [1] * (2 * cfg.n_res + len(cfg.up_channels) + 1)
     if len(convs) != len(expected_strides):
         problems.append(f"{len(convs)} Conv nodes, expected {len(expected_strides)}")
-    for node, stride in zip(convs, expected_strides):
+    for node, stride in zip(convs, expected_strides, strict=False):  # a count mismatch is reported above
         attrs = {a.name: a for a in node.attribute}
         strides = list(attrs["strides"].ints) if "strides" in attrs else [1, 1]
         pads = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]

@@ -106,8 +106,8 @@ def perceptual_losses(
     with autocast(device, dtype):
         out = net(content, weights)  # (B, 3, S, S) fp32
         feats = vgg(out.contiguous(memory_format=torch.channels_last), layers)  # {layer: (B, C, h, w)}
-    loss_c = sum(content_loss(feats[l].float(), content_feats[l].float()) for l in spec.content_layers)
-    loss_s = style_loss({l: feats[l].float() for l in spec.style_layers}, targets)
+    loss_c = sum(content_loss(feats[k].float(), content_feats[k].float()) for k in spec.content_layers)
+    loss_s = style_loss({k: feats[k].float() for k in spec.style_layers}, targets)
     loss_tv = total_variation(out)
     return spec.content_weight * loss_c, spec.style_weight * loss_s, spec.tv_weight * loss_tv
 
