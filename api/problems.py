@@ -81,7 +81,11 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Only plain fields: pydantic's ctx may hold exception objects that are not JSON.
     errors = [
-        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": ".".join(str(p) for p in e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in exc.errors()
     ]
     detail = "; ".join(f"{e['loc'] or 'request'}: {e['msg']}" for e in errors) or "The request is invalid."

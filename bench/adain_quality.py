@@ -85,7 +85,9 @@ class Evaluator:
         return {k: gram_matrix(f[k]) for k in STYLE_LAYERS}
 
     @torch.no_grad()
-    def losses(self, img: Image.Image, targets: dict[str, torch.Tensor], content_feat: torch.Tensor) -> dict[str, float]:
+    def losses(
+        self, img: Image.Image, targets: dict[str, torch.Tensor], content_feat: torch.Tensor
+    ) -> dict[str, float]:
         f = self.feats(img)
         return {"style": float(style_loss(f, targets)), "content": float(content_loss(f[CONTENT_LAYER], content_feat))}
 
@@ -124,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--styles", default=DEFAULT_STYLES, help="comma-separated stems in --style-dir")
     ap.add_argument("--size", type=int, default=256, help="longest side of the outputs")
     ap.add_argument("--recon-sizes", default="256,512", help="sizes for the alpha-0 reconstruction")
-    ap.add_argument("--gatys-pairs", type=int, default=4, help="(photo, style) pairs also rendered with Gatys; 0 = none")
+    ap.add_argument("--gatys-pairs", type=int, default=4,
+                    help="(photo, style) pairs also rendered with Gatys; 0 = none")
     ap.add_argument("--gatys-steps", type=int, default=300)
     ap.add_argument("--gatys-cache", type=Path, default=None,
                     help="folder (outside the repo) to keep/reuse Gatys renders: they do not depend on the decoder")
     ap.add_argument("--gatys-only", action="store_true", help="only render (and cache) the Gatys pairs, then stop")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cpu", help="where the AdaIN and Gatys renders run (the loss evaluation stays on the CPU)")
+    ap.add_argument("--device", default="cpu",
+                    help="where the AdaIN and Gatys renders run (the loss evaluation stays on the CPU)")
     ap.add_argument("--out-json", type=Path, default=Path("/tmp/adain_quality.json"))
     ap.add_argument("--sheet", type=Path, default=Path("/tmp/adain_sheet.png"))
     ap.add_argument("--cell", type=int, default=192)
@@ -145,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     style_names = [s.strip() for s in args.styles.split(",") if s.strip()]
     style_bytes = {}
     for s in style_names:
-        path = next((args.style_dir / f"{s}{ext}" for ext in (".jpg", ".png", ".jpeg") if (args.style_dir / f"{s}{ext}").is_file()), None)
+        candidates = (args.style_dir / f"{s}{ext}" for ext in (".jpg", ".png", ".jpeg"))
+        path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise SystemExit(f"style {s!r} not found in {args.style_dir}")
         style_bytes[s] = path.read_bytes()
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                 recon_imgs[name] = r.image
         rows["mean"] = {k: float(np.mean([v[k] for v in rows.values()])) for k in ("psnr", "ssim")}
         result["reconstruction"][str(size)] = rows
-        print(f"reconstruction @{size}: PSNR {rows['mean']['psnr']:.2f} dB  SSIM {rows['mean']['ssim']:.3f}", flush=True)
+        print(f"reconstruction @{size}: PSNR {rows['mean']['psnr']:.2f} dB  SSIM {rows['mean']['ssim']:.3f}",
+              flush=True)
     if not recon_imgs and not args.gatys_only:  # the sheet needs them at --size
         for name in photos:
             recon_imgs[name] = adain.run(AdainSpec(content=f"photo:{name}", styles=[StyleRef(image=first_style)],

@@ -322,7 +322,8 @@ def run_bench(sizes: list[int], repeat: int, methods: list[str], quick: bool, ti
     from shared.engine.device import cpu_has_native_bf16
 
     return {
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": threads or torch.get_num_threads(),
+        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "threads": threads or torch.get_num_threads(),
                     "native_bf16": cpu_has_native_bf16(), "loadavg": os.getloadavg()},
         "settings": {"sizes": sizes, "repeat": repeat, "quick": quick,
                      "gatys_iterations": {s: iterations_for(s, quick) for s in sizes}},
@@ -345,7 +346,8 @@ def print_table(report: dict) -> None:
         p = r.get("psnr_db")
         flag = "" if p is None or p >= PSNR_FLOOR else " LOW"
         print(f"{r['method']:9s} {r['size']:5d} {r['unit']:8s} {_fmt(ref.get('seconds')):>9s} "
-              f"{_fmt(ours.get('seconds')):>9s} {_fmt(r.get('speedup'), '.2f') + 'x':>8s} {str(ours.get('dtype', '-'))[:9]:9s} "
+              f"{_fmt(ours.get('seconds')):>9s} {_fmt(r.get('speedup'), '.2f') + 'x':>8s} "
+              f"{str(ours.get('dtype', '-'))[:9]:9s} "
               f"{_fmt(ref.get('peak_rss_mb'), '.0f'):>8s} {_fmt(ours.get('peak_rss_mb'), '.0f'):>9s} "
               f"{('inf' if p == float('inf') else _fmt(p, '.1f')) + flag:>8s}")
         for variant in ("ref", "ours", "onnxruntime"):
@@ -360,7 +362,8 @@ def print_table(report: dict) -> None:
               f"{'RSS ort':>8s} {'PSNR vs ort':>12s}")
         for r in ort:
             o, ours = r["onnxruntime"], r.get("ours", {})
-            print(f"{'multistyle26.onnx':20s} {r['size']:5d} {_fmt(o.get('seconds')):>10s} {_fmt(ours.get('seconds')):>11s} "
+            print(f"{'multistyle26.onnx':20s} {r['size']:5d} {_fmt(o.get('seconds')):>10s} "
+                  f"{_fmt(ours.get('seconds')):>11s} "
                   f"{_fmt(r.get('ours_over_onnxruntime'), '.2f'):>9s} {_fmt(o.get('peak_rss_mb'), '.0f'):>8s} "
                   f"{_fmt(r.get('psnr_vs_onnxruntime_db'), '.1f'):>12s}")
     m = report["machine"]
@@ -375,7 +378,8 @@ def print_table(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="256,512,1024", help="longest sides, comma separated (default: 256,512,1024)")
+    parser.add_argument("--sizes", default="256,512,1024",
+                        help="longest sides, comma separated (default: 256,512,1024)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per fast/adain measurement (default 3)")
     parser.add_argument("--methods", default=",".join(METHODS), help="subset of optimize,masked,fast,adain")
     parser.add_argument("--quick", action="store_true", help="256 and 512 px, 1 repeat, 2 Gatys iterations")
@@ -390,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child_main(json.loads(args.child))
         return 0
-    sizes = [256, 512] if args.quick and args.sizes == parser.get_default("sizes") else [int(s) for s in args.sizes.split(",")]
+    if args.quick and args.sizes == parser.get_default("sizes"):
+        sizes = [256, 512]
+    else:
+        sizes = [int(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else max(1, args.repeat)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]

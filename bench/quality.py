@@ -65,7 +65,8 @@ def team_inputs(data: Path, n_contents: int, n_styles: int) -> Inputs:
 
     contents = pick(data / "content", CONTENTS, n_contents)
     styles = pick(data / "style", STYLES, n_styles)
-    masks = {c: data / "mask" / MASKS[c.name] for c in contents if c.name in MASKS and (data / "mask" / MASKS[c.name]).is_file()}
+    masks = {c: data / "mask" / MASKS[c.name] for c in contents
+             if c.name in MASKS and (data / "mask" / MASKS[c.name]).is_file()}
     return Inputs(contents, styles, masks, f"team images from {data} (read only)")
 
 
@@ -192,13 +193,15 @@ def render_all(inputs: Inputs, size: int, steps: int, fast_styles: tuple[int, ..
                 content=str(c), styles=[{"image": str(s)}], size=size)) if has_decoder else None))
     for c, m in inputs.masks.items():
         s1, s2 = inputs.styles[0], inputs.styles[1 % len(inputs.styles)]
-        jobs.append(("masked", c, f"{s1.stem} in mask / {s2.stem} outside", None, lambda c=c, m=m, s1=s1, s2=s2: MaskedSpec(
+        jobs.append(("masked", c, f"{s1.stem} in mask / {s2.stem} outside", None,
+                     lambda c=c, m=m, s1=s1, s2=s2: MaskedSpec(
             content=str(c), size=size, steps=steps, regions=[
                 {"style": {"image": str(s1)}, "mask": str(m)},
                 {"style": {"image": str(s2)}, "mask": str(inverted(m, inputs.scratch))}])))
     for c in inputs.contents:
         for i in fast_styles:
-            jobs.append(("fast", c, f"built-in {i}", None, lambda c=c, i=i: FastSpec(content=str(c), size=size, style=i)))
+            jobs.append(("fast", c, f"built-in {i}", None,
+                         lambda c=c, i=i: FastSpec(content=str(c), size=size, style=i)))
 
     from tqdm import tqdm
 
@@ -285,7 +288,8 @@ def build_rows(inputs: Inputs, renders: list[Render]) -> list:
         fast = [r for r in renders if r.method == "fast" and r.content == c]
         if not fast:
             continue
-        cells = [(f"content\n{c.name}", open_(c))] + [(f"{r.style}\n" + _loss_caption(r).split("\n", 1)[-1], r.image) for r in fast]
+        cells = [(f"content\n{c.name}", open_(c))]
+        cells += [(f"{r.style}\n" + _loss_caption(r).split("\n", 1)[-1], r.image) for r in fast]
         rows.append((f"{c.stem}: fast (built-in multistyle26 styles)", cells))
     return rows
 

@@ -111,7 +111,9 @@ def _test_postgres_env(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def farm(request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def farm(
+    request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Farm]:
     backend: str = request.param
     postgres = s3 = None
     if backend == "postgres-s3":

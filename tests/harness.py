@@ -99,7 +99,9 @@ class PostgresServer:
     def start(cls) -> PostgresServer:
         bindir = find_pg_bindir()
         if bindir is None:
-            raise Unavailable("no PostgreSQL binaries (initdb/postgres) found; install them with: apt-get install -y postgresql")
+            raise Unavailable(
+                "no PostgreSQL binaries (initdb/postgres) found; install them with: apt-get install -y postgresql"
+            )
         as_root = os.geteuid() == 0
         run_as: list[str] = []
         popen_user: dict[str, Any] = {}
@@ -350,7 +352,10 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
         raise ValueError(backend)
     env_over.update(extra_env or {})
     # Drop variables of the outer environment that would point the children elsewhere.
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("STYLEFARM_", "AWS_")) and k not in ("DATABASE_URL", "REDIS_URL")}
+    base = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("STYLEFARM_", "AWS_")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     env = child_env(env_over, base=base)
 
     stack = Stack(f"farm-{backend}")

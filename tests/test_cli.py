@@ -289,5 +289,6 @@ def test_tiny_real_train_fast_writes_a_usable_checkpoint(images, tmp_path, capsy
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert ckpt.is_file() and not (tmp_path / "tiny.pt.work").exists()
     out = tmp_path / "out.png"
-    assert cli.main(["render", "fast", images["content"], "--model", str(ckpt), "--size", "32", "-o", str(out), "-q"]) == 0
+    argv = ["render", "fast", images["content"], "--model", str(ckpt), "--size", "32", "-o", str(out), "-q"]
+    assert cli.main(argv) == 0
     assert Image.open(out).size == (32, 24)

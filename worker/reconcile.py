@@ -167,7 +167,8 @@ def reconcile_task() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.reconcile", description=__doc__.splitlines()[0])
     parser.add_argument("--queued-after", type=float, default=QUEUED_AFTER_S, help="seconds a job may wait queued")
-    parser.add_argument("--grace", type=float, default=GRACE_S, help="seconds past the hard limit before a running job is stale")
+    parser.add_argument("--grace", type=float, default=GRACE_S,
+                        help="seconds past the hard limit before a running job is stale")
     parser.add_argument("--max-attempts", type=int, default=None,
                         help="runs a job may have before it fails (default: STYLEFARM_MAX_ATTEMPTS)")
     parser.add_argument("--loop", type=float, default=0, help="repeat every N seconds (0 = once)")

@@ -79,7 +79,9 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     def _alarm(signum, frame):
-        raise TimeLimitExceeded(f"the job ran longer than its {seconds:.0f}s time limit and was stopped", limit_s=seconds)
+        raise TimeLimitExceeded(
+            f"the job ran longer than its {seconds:.0f}s time limit and was stopped", limit_s=seconds
+        )
 
     old = signal.signal(signal.SIGALRM, _alarm)
     # a little later than the cooperative deadline, which stops the engine more cleanly

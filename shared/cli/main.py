@@ -205,7 +205,8 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         print(f"{summary}  {_format_metrics(result.metrics)}", file=sys.stderr)
         if not finished:
             steps = f"step {result.metrics['steps']} of {spec.steps}"
-            _err(f"stopped at {steps} (--max-minutes); rerun the same command to go on from {work_dir / 'checkpoint.pt'}")
+            _err(f"stopped at {steps} (--max-minutes); rerun the same command to go on from "
+                 f"{work_dir / 'checkpoint.pt'}")
     else:
         result.image.save(args.output)
         w, h = result.image.size
@@ -290,7 +291,9 @@ def _cmd_worker(rest: list[str]) -> int:
 
     _need_module("worker.celery_app", "stylefarm worker")
     queues = get_settings().worker_queues
-    return _exec_python_module(["celery", "-A", "worker.celery_app", "worker", "-Q", queues, "--concurrency", "1", *rest])
+    return _exec_python_module(
+        ["celery", "-A", "worker.celery_app", "worker", "-Q", queues, "--concurrency", "1", *rest]
+    )
 
 
 def _cmd_api(rest: list[str]) -> int:

@@ -146,7 +146,9 @@ def parse_mix_token(token: str) -> dict[int, float]:
         try:
             key = int(idx)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"mix {token!r}: {idx!r} is not a style index; use e.g. 3:0.5,12:0.5") from None
+            raise argparse.ArgumentTypeError(
+                f"mix {token!r}: {idx!r} is not a style index; use e.g. 3:0.5,12:0.5"
+            ) from None
         if key in mix:
             raise argparse.ArgumentTypeError(f"mix {token!r}: style {key} is named twice")
         mix[key] = _float(weight, f"mix weight of style {key}") if weight else 1.0
@@ -179,7 +181,9 @@ def _list_parser(choices: tuple | None, item: type) -> Callable[[str], tuple]:
         if choices is not None:
             bad = [v for v in values if v not in choices]
             if bad:
-                raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)}; choose from {', '.join(map(str, choices))}")
+                raise argparse.ArgumentTypeError(
+                    f"unknown {', '.join(bad)}; choose from {', '.join(map(str, choices))}"
+                )
             return tuple(values)
         return tuple(item(v) for v in values)
 
@@ -266,7 +270,10 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
     if (choices := _literal_values(tp)) is not None:
         return FieldOption(name, (flag,), {**kw, "choices": choices, "help": _help(info)})
     if tp in (int, float, str):
-        metavar = "DIR" if "dataset" in name else "PATH" if _is_image_ref(info) else {int: "N", float: "X", str: "TEXT"}[tp]
+        if "dataset" in name:
+            metavar = "DIR"
+        else:
+            metavar = "PATH" if _is_image_ref(info) else {int: "N", float: "X", str: "TEXT"}[tp]
         if nullable:
             metavar += "|none"
         return FieldOption(name, (flag,), {**kw, "type": _scalar_parser(tp, nullable, metavar), "metavar": metavar,
@@ -295,8 +302,9 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
         kw = {**kw, "action": "append"}
         if item is StyleRef:
             return FieldOption(name, (sflag,), {**kw, "type": parse_style_token, "metavar": "PATH[:WEIGHT][@MASK]",
-                                                "help": _help(info, "repeat for several styles; @MASK: take the style "
-                                                                    "only from the white part of this style-image mask")})
+                                                "help": _help(info, "repeat for several styles; @MASK: take the "
+                                                                    "style only from the white part of this "
+                                                                    "style-image mask")})
         if item is Region:
             return FieldOption(name, (sflag,), {**kw, "type": parse_region_token,
                                                 "metavar": "STYLE[@STYLE_MASK]:MASK[:WEIGHT]",

@@ -217,7 +217,8 @@ class ManagedProcess:
             if self.ready():
                 return self
             if time.monotonic() > deadline:
-                raise StackError(f"{self.name} was not ready after {timeout or self.ready_timeout:.0f}s{self._tail_for_error()}")
+                waited = timeout or self.ready_timeout
+                raise StackError(f"{self.name} was not ready after {waited:.0f}s{self._tail_for_error()}")
             time.sleep(delay)
             delay = min(0.5, delay * 1.5)
 
@@ -253,7 +254,8 @@ class ManagedProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s (pid %s) did not stop in %.0fs; killing its process group", self.name, self.pid, timeout)
+                log.warning("%s (pid %s) did not stop in %.0fs; killing its process group",
+                            self.name, self.pid, timeout)
         # Leftovers (pool children, a stuck leader): kill the group, then reap the leader.
         self.signal(signal.SIGKILL, group=True)
         with contextlib.suppress(subprocess.TimeoutExpired):

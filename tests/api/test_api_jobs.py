@@ -66,7 +66,9 @@ def _register(name: str, kind: str, n_styles: int = 0) -> None:
                         style_names=[f"s{i}" for i in range(n_styles)], model_id=name)
 
 
-def test_given_bad_model_references_expect_422_and_nothing_queued(client: TestClient, enqueued: EnqueueRecorder) -> None:
+def test_given_bad_model_references_expect_422_and_nothing_queued(
+    client: TestClient, enqueued: EnqueueRecorder
+) -> None:
     # given a registered 2-style fast model and a registered AdaIN decoder
     _register("two-styles", "fast", n_styles=2)
     _register("my-decoder", "adain-decoder")
@@ -74,7 +76,8 @@ def test_given_bad_model_references_expect_422_and_nothing_queued(client: TestCl
     cases = [
         ({"method": "fast", "content": content, "model": "nope"}, "'nope' does not exist"),
         ({"method": "fast", "content": content, "model": "my-decoder"}, "needs a 'fast' model"),
-        ({"method": "fast", "content": content, "model": "two-styles", "mix": {"0": 1, "5": 1}}, "style 5 does not exist"),
+        ({"method": "fast", "content": content, "model": "two-styles", "mix": {"0": 1, "5": 1}},
+         "style 5 does not exist"),
         ({"method": "adain", "content": content, "styles": [{"image": style}], "model": "two-styles"},
          "needs a 'adain-decoder' model"),
     ]

@@ -177,7 +177,8 @@ def test_given_task_id_when_other_task_finishes_expect_invalid_transition(db_url
 def test_transition_table_matches_docstring() -> None:
     assert job_status.can_transition("queued", "running") and job_status.can_transition("running", "queued")
     assert job_status.can_transition("running", "running")
-    assert not job_status.can_transition("succeeded", "running") and not job_status.can_transition("queued", "succeeded")
+    assert not job_status.can_transition("succeeded", "running")
+    assert not job_status.can_transition("queued", "succeeded")
     for final in job_status.FINAL_STATUSES:
         assert not job_status.TRANSITIONS[final]
     table = {(s.value, t.value) for s, targets in job_status.TRANSITIONS.items() for t in targets}
@@ -261,7 +262,9 @@ def diagram_edges(text: str) -> set[tuple[str, str]]:
             if (y, x) in border or cell == " ":
                 source = box_at(y, x, dy, dx)
                 if source is None:
-                    raise ValueError(f"the arrow at line {r + 1}, column {c + 1} breaks at line {y + 1}, column {x + 1}")
+                    raise ValueError(
+                        f"the arrow at line {r + 1}, column {c + 1} breaks at line {y + 1}, column {x + 1}"
+                    )
                 break
             if cell == "+":
                 turns = [(ty, tx) for ty, tx in ((dx, dy), (-dx, -dy)) if at(y + ty, x + tx) == ("|" if ty else "-")]
@@ -287,7 +290,8 @@ def test_guard_sql_is_part_of_the_transition_condition() -> None:
     """queued -> failed carries ``attempts = 0``; running -> running the claiming task id."""
     failed = str(store.allowed_condition(JobStatus.FAILED).compile(compile_kwargs={"literal_binds": True}))
     assert "attempts = 0" in failed and "'queued'" in failed and "'running'" in failed
-    claim = str(store.allowed_condition(JobStatus.RUNNING, task_id="t-9").compile(compile_kwargs={"literal_binds": True}))
+    condition = store.allowed_condition(JobStatus.RUNNING, task_id="t-9")
+    claim = str(condition.compile(compile_kwargs={"literal_binds": True}))
     assert "task_id = 't-9'" in claim
     canceled = str(store.allowed_condition(JobStatus.CANCELED, only_from=[JobStatus.RUNNING])
                    .compile(compile_kwargs={"literal_binds": True}))

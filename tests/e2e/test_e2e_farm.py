@@ -94,7 +94,9 @@ def test_failing_job_records_problem_details(
     """Given a job the API accepts but the engine refuses (a 1:1 mask for a 4:3 photo, found
     only when the worker decodes the images), then the job fails with problem details."""
     content, style, mask = farm.upload(content_png), farm.upload(style_png), farm.upload(square_mask_png)
-    job = farm.create({"method": "adain", "content": content, "styles": [{"image": style}], "masks": [mask], "size": 64})
+    job = farm.create(
+        {"method": "adain", "content": content, "styles": [{"image": style}], "masks": [mask], "size": 64}
+    )
     done = farm.wait(job["id"], timeout=120)
     assert done["status"] == "failed"
     problem = done["error"]
@@ -254,7 +256,8 @@ def test_train_fast_reads_a_dataset_from_a_storage_prefix(farm: Farm, style_png:
     name = f"e2e-prefix-{farm.backend}"
     for i, crop in enumerate(_crops("chelsea", 4)):
         put_object(farm, f"tenants/default/datasets/{name}/{i}.png", crop)
-    job = farm.create({"method": "train-fast", "name": name, "dataset": f"prefix:{name}", "styles": [farm.upload(style_png)],
+    job = farm.create({"method": "train-fast", "name": name, "dataset": f"prefix:{name}",
+                       "styles": [farm.upload(style_png)],
                        "steps": 3, "batch_size": 2, "image_size": 32, "style_size": 32})
     done = farm.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
@@ -286,7 +289,9 @@ def test_builtin_model_is_registered_with_style_thumbnails(farm: Farm, content_p
     assert farm.client.get(f"/v1/models/{model['id']}/thumbnails/26").status_code == 404
 
     content = farm.upload(content_png)
-    job = farm.create({"method": "fast", "content": content, "size": 64, "model": model["id"], "mix": {"7": 1, "19": 1}})
+    job = farm.create(
+        {"method": "fast", "content": content, "size": 64, "model": model["id"], "mix": {"7": 1, "19": 1}}
+    )
     done = farm.wait(job["id"], timeout=120)
     assert done["status"] == "succeeded", done["error"]
 

@@ -59,7 +59,8 @@ def test_config_from_onnx_reads_the_architecture() -> None:
     cfg = config_from_onnx(model)
     # expect the 26-style 32-32-32 / 6-block / 8-4 network
     assert cfg == TransformerConfig(
-        n_styles=26, down_channels=(32, 32, 32), n_res=6, up_channels=(8, 4), first_kernel=9, last_kernel=9, norm_eps=1e-5
+        n_styles=26, down_channels=(32, 32, 32), n_res=6, up_channels=(8, 4), first_kernel=9, last_kernel=9,
+        norm_eps=1e-5,
     )
     assert len(BUILTIN_STYLE_NAMES) == 26 and len(set(BUILTIN_STYLE_NAMES)) == 26
 
@@ -91,7 +92,8 @@ def test_checkpoint_export_round_trips(builtin: CINTransformer, tmp_path: Path) 
     model = fast.load_fast_model(str(path))
     x = torch.rand(1, 3, 32, 32)
     # expect the same network (bit-equal weights), names included
-    assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), builtin.state_dict().values(), strict=True))
+    pairs = zip(model.net.state_dict().values(), builtin.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     with torch.inference_mode():
         assert torch.allclose(model.net(x, model.net.style_vector(4)), builtin(x, builtin.style_vector(4)), atol=1e-5)
     assert list(model.style_names) == BUILTIN_STYLE_NAMES

@@ -77,7 +77,9 @@ def _checkpoint_cpu(path: Path, name: str) -> FastModel:
         net = CINTransformer(TransformerConfig.from_dict(payload["config"]))
         net.load_state_dict(payload["state_dict"], strict=True)
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise ModelUnavailable(f"model '{name}': checkpoint {path.name} does not hold a CIN transformer ({exc})") from None
+        raise ModelUnavailable(
+            f"model '{name}': checkpoint {path.name} does not hold a CIN transformer ({exc})"
+        ) from None
     names = list(payload.get("style_names") or [])
     if len(names) != net.n_styles:
         names = [f"style-{i:02d}" for i in range(net.n_styles)]
@@ -137,7 +139,8 @@ def style_vector(model: FastModel, weights: dict[int, float]) -> torch.Tensor:
         raise InvalidSpec(
             f"style index {', '.join(map(str, bad))} is out of range: model '{model.name}' has "
             f"{model.n_styles} styles (0 to {model.n_styles - 1})",
-            errors=[{"loc": "style" if len(weights) == 1 else "mix", "msg": f"index must be 0 to {model.n_styles - 1}"}],
+            errors=[{"loc": "style" if len(weights) == 1 else "mix",
+                     "msg": f"index must be 0 to {model.n_styles - 1}"}],
         )
     return model.net.style_vector(weights)
 

@@ -230,7 +230,8 @@ class StepCounter:
 
 
 def optimize_pixels(x0: torch.Tensor, objective: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
-                    params: GatysParams, ctx: EngineContext, counter: StepCounter, stage: str) -> tuple[torch.Tensor, dict]:
+                    params: GatysParams, ctx: EngineContext, counter: StepCounter,
+                    stage: str) -> tuple[torch.Tensor, dict]:
     """Run ``params.steps`` iterations from ``x0`` (1, 3, H, W) on the 0-255 scale.
 
     Reports progress once per iteration and checks the cancel flag before every loss

@@ -104,7 +104,9 @@ def _load_model(path: Path | str):
     try:
         return onnx.load(str(path))
     except Exception as exc:
-        raise ModelUnavailable(f"{Path(path).name} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise ModelUnavailable(
+            f"{Path(path).name} is not a readable ONNX model ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _initializers(model) -> dict[str, np.ndarray]:
@@ -156,7 +158,8 @@ def _check_graph(model, cfg: TransformerConfig) -> None:
         pads = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
         group = attrs["group"].i if "group" in attrs else 1
         if strides != [stride, stride] or any(pads) or group != 1 or len(node.input) > 2:
-            problems.append(f"Conv {node.input[1]}: strides={strides} pads={pads} group={group} inputs={len(node.input)}")
+            problems.append(f"Conv {node.input[1]}: strides={strides} pads={pads} group={group} "
+                            f"inputs={len(node.input)}")
     for node in g.node:
         attrs = {a.name: a for a in node.attribute}
         if node.op_type == "Pad" and attrs.get("mode") is not None and attrs["mode"].s != b"reflect":

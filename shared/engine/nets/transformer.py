@@ -249,7 +249,10 @@ class CINTransformer(nn.Module):
         if w.dim() == 1:
             w = w.unsqueeze(0).expand(b, -1)  # (B, S)
         if w.shape != (b, self.n_styles):
-            raise ValueError(f"style_weights must be ({self.n_styles},) or ({b}, {self.n_styles}), got {tuple(style_weights.shape)}")
+            raise ValueError(
+                f"style_weights must be ({self.n_styles},) or ({b}, {self.n_styles}), "
+                f"got {tuple(style_weights.shape)}"
+            )
         m = self.config.multiple
         if image.shape[-2] % m or image.shape[-1] % m:
             raise ValueError(f"image sides must be multiples of {m}, got {tuple(image.shape[-2:])}")

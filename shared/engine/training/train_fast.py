@@ -157,10 +157,14 @@ def run(spec: TrainFastSpec, ctx: EngineContext) -> TrainResult:
     while run.next_step():
         style_index = run.step % len(spec.styles)
         content = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
-        loss_c, loss_s, loss_tv = perceptual_losses(spec, net, vgg, content, style_index, targets[style_index], device, dtype)
+        loss_c, loss_s, loss_tv = perceptual_losses(
+            spec, net, vgg, content, style_index, targets[style_index], device, dtype
+        )
         loss = loss_c + loss_s + loss_tv
         if not torch.isfinite(loss):
-            raise EngineError(f"training diverged at step {run.step + 1} (loss {float(loss.detach())}); lower the learning rate")
+            raise EngineError(
+                f"training diverged at step {run.step + 1} (loss {float(loss.detach())}); lower the learning rate"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
