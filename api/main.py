@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     install_problem_handlers(app)
     for module in (health, inputs, jobs, models):
         app.include_router(module.router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's hook for a custom schema
     return app
 
 

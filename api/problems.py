@@ -9,6 +9,7 @@ FastAPI's ``RequestValidationError`` (422 with an ``errors`` list), Starlette's
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -37,15 +38,17 @@ class Problem(BaseModel):
     instance: str | None = None
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting problem+json answers."""
-    return {
-        status: {
+def problem_responses(
+    *statuses: int, others: Mapping[int | str, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json answers, after the route's ``others``."""
+    responses: dict[int | str, dict[str, Any]] = dict(others or {})
+    for status in statuses:
+        responses[status] = {
             "description": HTTPStatus(status).phrase,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for status in statuses
-    }
+    return responses
 
 
 def problem_response(
@@ -55,7 +58,7 @@ def problem_response(
     slug: str,
     *,
     instance: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     """A problem+json response from its parts."""

@@ -102,7 +102,8 @@ class Settings(BaseSettings):
 
     def api_key_tenants(self) -> dict[str, str]:
         pairs = [p.strip() for p in self.api_keys.split(",") if p.strip()]
-        return dict(p.split("=", 1) if "=" in p else (p, self.default_tenant) for p in pairs)
+        split = (p.partition("=") for p in pairs)  # KEY=TENANT, or a bare KEY of the default tenant
+        return {key: tenant if sep else self.default_tenant for key, sep, tenant in split}
 
 
 @lru_cache

@@ -87,7 +87,7 @@ def register_builtin_fast_model() -> str:
         key = model_key(None, BUILTIN_FAST_MODEL)
         storage.upload_file(path, key)
         size = path.stat().st_size
-    thumbnails = {}
+    thumbnails: dict[int | str, str] = {}
     for index, png in render_thumbnails(net).items():
         tkey = thumbnail_key(None, BUILTIN_FAST_MODEL, index)
         storage.put_bytes(tkey, png, "image/png")

@@ -117,15 +117,15 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
             report.errors.append(f"broker unreachable: {exc}")
             in_broker = None
         if in_broker is not None:
-            for row in queued:
-                if row.id in in_broker:
+            for waiting in queued:
+                if waiting.id in in_broker:
                     continue
                 try:
-                    enqueue_job(row.id, row.queue, row.priority, method=row.method, settings=settings)
-                    report.reenqueued.append(row.id)
-                    log.warning("job %s was queued with no message in the broker; sent again", row.id)
+                    enqueue_job(waiting.id, waiting.queue, waiting.priority, method=waiting.method, settings=settings)
+                    report.reenqueued.append(waiting.id)
+                    log.warning("job %s was queued with no message in the broker; sent again", waiting.id)
                 except StylefarmError as exc:
-                    report.errors.append(f"{row.id}: {exc}")
+                    report.errors.append(f"{waiting.id}: {exc}")
 
     for row in running:
         method = REGISTRY.get(row.method)

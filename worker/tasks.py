@@ -30,7 +30,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from shared.storage import get_storage
 from worker import process_state
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
-from worker.result_store import check_model_name_free, store_result
+from worker.result_store import check_model_name_free, store_result, trained_model_name
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -61,9 +61,15 @@ BACKOFF_BASE_S = 5
 BACKOFF_MAX_S = 300
 
 
-class JobLog(logging.LoggerAdapter):
-    def process(self, msg, kwargs):
-        return f"job {self.extra['job_id']}: {msg}", kwargs
+class JobLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes each message with ``job <id>:``."""
+
+    def __init__(self, logger: logging.Logger, job_id: str) -> None:
+        super().__init__(logger, {"job_id": job_id})
+        self.job_id = job_id
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"job {self.job_id}: {msg}", kwargs
 
 
 def backoff_s(retries: int) -> int:
@@ -110,7 +116,7 @@ def _finish(fn, *args, **kwargs) -> None:
 def execute_job(self: Task, job_id: str) -> str:
     """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when
     another task holds it or it has finished)."""
-    jlog = JobLog(log, {"job_id": job_id})
+    jlog = JobLog(log, job_id)
     worker_name = self.request.hostname or process_state.worker_name()
     task_id = self.request.id
     settings = get_settings()
@@ -139,7 +145,7 @@ def execute_job(self: Task, job_id: str) -> str:
             work_dir = Path(tmp)
             trains = method is not None and method.trains
             if trains:
-                check_model_name_free(job.tenant, spec.name, job_id)
+                check_model_name_free(job.tenant, trained_model_name(spec), job_id)
                 rt.restore_checkpoint(work_dir)
             process_state.warm_up(job.method)
             ctx = rt.context(work_dir, process_state.device(), settings.precision)
@@ -160,9 +166,9 @@ def execute_job(self: Task, job_id: str) -> str:
         _finish(store.mark_canceled, job_id, task_id=task_id)
         return "canceled"
     except SoftTimeLimitExceeded:
-        err = TimeLimitExceeded("the job ran longer than its time limit and was stopped", limit_s=soft_s)
-        jlog.warning("%s", err)
-        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
+        timeout = TimeLimitExceeded("the job ran longer than its time limit and was stopped", limit_s=soft_s)
+        jlog.warning("%s", timeout)
+        _finish(store.fail_job, job_id, _problem(timeout, job_id), task_id=task_id)
         return "failed"
     except StylefarmError as err:
         if err.retryable:
@@ -183,6 +189,6 @@ def execute_job(self: Task, job_id: str) -> str:
         return "failed"
     except Exception as exc:  # a bug or an unexpected library error: fail, never leak a traceback
         jlog.exception("unexpected error")
-        err = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
-        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
+        failure = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
+        _finish(store.fail_job, job_id, _problem(failure, job_id), task_id=task_id)
         return "failed"

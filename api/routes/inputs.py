@@ -39,8 +39,9 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
     "",
     response_model=InputOut,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "The same bytes were uploaded before", "model": InputOut}}
-    | problem_responses(401, 413, 422, 503),
+    responses=problem_responses(
+        401, 413, 422, 503, others={200: {"description": "The same bytes were uploaded before", "model": InputOut}}
+    ),
     summary="Upload an image or a zip/tar archive of images",
 )
 async def upload_input(

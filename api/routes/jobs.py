@@ -128,8 +128,10 @@ def _enqueue(job: Job, settings: Settings) -> None:
     "",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}}
-    | problem_responses(401, 422, 503),
+    responses=problem_responses(
+        401, 422, 503,
+        others={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}},
+    ),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
     },
@@ -168,6 +170,7 @@ def list_jobs(
     tenant: TenantDep,
     settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    # a Literal of the registry's names, built at run time (an enum in the schema): not a static type
     method: Annotated[Literal[METHOD_NAMES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=store.MAX_LIST_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -224,8 +227,10 @@ def result_image_key(job: Job) -> str:
 @router.get(
     "/{job_id}/result",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
-    | problem_responses(401, 404, 409),
+    responses=problem_responses(
+        401, 404, 409,
+        others={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}},
+    ),
 )
 async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """The output image: a 307 to a short-lived storage URL, or the PNG bytes with local

@@ -31,8 +31,9 @@ def read_model(model_id: str, tenant: TenantDep, settings: SettingsDep) -> Model
 
 @router.get(
     "/{model_id}/thumbnails/{style}",
-    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
-    | problem_responses(401, 404),
+    responses=problem_responses(
+        401, 404, others={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
+    ),
     response_class=Response,
 )
 async def read_thumbnail(

@@ -30,7 +30,7 @@ FINAL = ("succeeded", "failed", "canceled")
 
 def fit(img: Image.Image, longest: int) -> Image.Image:
     scale = longest / max(img.size)
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS)
 
 
 def painted_swirls(size: int = 256, seed: int = 7) -> Image.Image:

@@ -23,8 +23,8 @@ class ProgressBar:
     def __init__(self, enabled: bool = True, unit: str = "step") -> None:
         self.enabled = enabled
         self.unit = unit
-        self._bar = None
-        self._stage = None
+        self._bar: Any = None  # a tqdm bar, made on the first report (tqdm has no type information)
+        self._stage: str | None = None
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled:

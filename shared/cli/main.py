@@ -165,7 +165,7 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         _err(exc.detail)
         return EXIT_USAGE
 
-    work_dir = None
+    work_dir: Path | None = None
     own_work_dir = False
     if training:
         work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
@@ -192,6 +192,7 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
     seconds = time.perf_counter() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if training:
+        assert work_dir is not None  # every training run has one (above)
         if Path(result.checkpoint).resolve() != args.output.resolve():
             shutil.copyfile(result.checkpoint, args.output)
         if args.loss_curve is not None and result.loss_curve_png:

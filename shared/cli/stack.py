@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger("stylefarm.stack")
 
@@ -154,7 +155,7 @@ class ManagedProcess:
         self.popen_kwargs = dict(popen_kwargs or {})  # e.g. user/group to drop root
         self.tier = tier  # Stack.stop stops higher tiers first (apps before the servers they use)
         self.proc: subprocess.Popen | None = None
-        self._log_fh = None
+        self._log_fh: BinaryIO | None = None
 
     # -- state --
     @property

@@ -78,13 +78,14 @@ def style_loss(
     """
     if not targets:
         raise ValueError("style_loss needs at least one target layer")
-    total = None
+    total: torch.Tensor | None = None
     for layer, target in targets.items():
         weight = layer_weights[layer] if layer_weights is not None else 1.0 / len(targets)
         m = mask[layer] if isinstance(mask, Mapping) else mask
         term = weight * gram_loss(gram_matrix(feats[layer], m), target)
         total = term if total is None else total + term
-    return total  # type: ignore[return-value]
+    assert total is not None  # targets is not empty (checked above)
+    return total
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

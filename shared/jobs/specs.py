@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -73,6 +73,9 @@ class JobSpecModel(_Spec):
     A spec says which references it names, so the API can check them before queueing and the
     CLI can check the files: override the three methods below when a spec names any.
     """
+
+    if TYPE_CHECKING:  # each subclass declares its own ``method: Literal[...]`` field (the union's tag)
+        method: str
 
     def image_refs(self) -> list[str]:
         """Every image input the spec names (content, styles, masks), in order, each once."""

@@ -112,7 +112,7 @@ class RecordingContext:
             precision=precision,
             **kwargs,
         )
-        ctx.reports = reports  # type: ignore[attr-defined]
+        ctx.reports = reports  # type: ignore[attr-defined]  # the tests read what was reported
         return ctx
 
 

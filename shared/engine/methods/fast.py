@@ -25,6 +25,7 @@ import collections
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ _models_lock = threading.Lock()
 
 
 def _on_device(model: FastModel, device: torch.device) -> FastModel:
-    net = model.net.to(device=device, memory_format=torch.channels_last)
+    net = model.net.to(device).to(memory_format=torch.channels_last)
     return FastModel(model.name, net, model.style_names, model.source)
 
 
@@ -104,7 +105,7 @@ def load_fast_model(ref: str, ctx: EngineContext | None = None, device: torch.de
     device = torch.device(device)
     if ref == BUILTIN_FAST_MODEL:
         key: tuple = (BUILTIN_FAST_MODEL, str(device))
-        loader = _builtin_cpu
+        loader: Callable[[], FastModel] = _builtin_cpu
     else:
         ctx = ctx or EngineContext()
         path = Path(ctx.resolve_model(ref))

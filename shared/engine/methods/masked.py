@@ -116,7 +116,10 @@ def run(spec: MaskedSpec, ctx: EngineContext) -> RenderResult:
             renders.append(xi)
             parts.append(mi)
         h, w = renders[0].shape[-2:]
-        masks = [region_tensor(s.region, (h, w), xi.device) for s in styles]  # [(1, 1, H, W)]
+        masks = []  # [(1, 1, H, W)]
+        for s in styles:
+            assert s.region is not None  # load_regions gives every style its region
+            masks.append(region_tensor(s.region, (h, w), xi.device))
         content01 = to_tensor(resize(content, (w, h)), renders[0].device)  # (1, 3, H, W)
         x01 = blend_renders(renders, masks, content01, spec.feather)
         metrics = {

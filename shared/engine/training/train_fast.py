@@ -76,7 +76,7 @@ def style_targets(
     spec: TrainFastSpec, ctx: EngineContext, vgg: VGG19Features, device: torch.device, dtype: torch.dtype
 ) -> list[dict[str, torch.Tensor]]:
     """Per style, ``{layer: (1, C, C)}`` fp32 Gram matrices of the style image at ``style_size``."""
-    targets = []
+    targets: list[dict[str, torch.Tensor]] = []
     for i, ref in enumerate(spec.styles):
         img = resize_max_side(decode_image(ctx.read_input(ref), what=f"style {i}"), spec.style_size)
         x = to_tensor(img, device).contiguous(memory_format=torch.channels_last)  # (1, 3, h, w)
@@ -106,7 +106,9 @@ def perceptual_losses(
     with autocast(device, dtype):
         out = net(content, weights)  # (B, 3, S, S) fp32
         feats = vgg(out.contiguous(memory_format=torch.channels_last), layers)  # {layer: (B, C, h, w)}
-    loss_c = sum(content_loss(feats[k].float(), content_feats[k].float()) for k in spec.content_layers)
+    # a tensor start keeps the sum a tensor (0 + x is x exactly)
+    loss_c = sum((content_loss(feats[k].float(), content_feats[k].float()) for k in spec.content_layers),
+                 out.new_zeros((), dtype=torch.float32))
     loss_s = style_loss({k: feats[k].float() for k in spec.style_layers}, targets)
     loss_tv = total_variation(out)
     return spec.content_weight * loss_c, spec.style_weight * loss_s, spec.tv_weight * loss_tv
