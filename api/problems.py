@@ -9,6 +9,7 @@ FastAPI's ``RequestValidationError`` (422 with an ``errors`` list), Starlette's
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -81,7 +82,7 @@ def problem_response(
     slug: str,
     *,
     instance: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     """A problem+json response from its parts."""
@@ -107,7 +108,11 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Only plain fields: pydantic's ctx may hold exception objects that are not JSON.
     errors = [
-        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": ".".join(str(p) for p in e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in exc.errors()
     ]
     detail = "; ".join(f"{e['loc'] or 'request'}: {e['msg']}" for e in errors) or "The request is invalid."

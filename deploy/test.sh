@@ -9,8 +9,6 @@ set -euo pipefail
 
 echo "+ ruff check ." >&2
 ruff check .
-echo "+ ruff format --check ." >&2
-ruff format --check .
 echo "+ mypy" >&2
 mypy
 

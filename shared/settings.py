@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", validation_alias=AliasChoices("STYLEFARM_DATABASE_URL", "DATABASE_URL"),
         description="SQLAlchemy URL; empty = SQLite under home",
-    )  # fmt: skip
+    )
 
     # --- broker ---
     broker_url: str = Field(
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         description="the one retry budget: Job.attempts counts every run of a job (redeliveries included); "
         "the worker retries a transient error, and the reconciler requeues a job whose worker went silent, "
         "only while attempts < max_attempts; otherwise the job fails",
-    )  # fmt: skip
+    )
     worker_queues: str = "gpu,cpu"
 
     # --- archives and worker disk caches (shared.archives, worker.caches) ---
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _secrets_outside_development(self) -> "Settings":
+    def _secrets_outside_development(self) -> Settings:
         if self.env != "development":
             missing = []
             if not self.database_url:
@@ -127,7 +127,8 @@ class Settings(BaseSettings):
 
     def api_key_tenants(self) -> dict[str, str]:
         pairs = [p.strip() for p in self.api_keys.split(",") if p.strip()]
-        return dict(p.split("=", 1) if "=" in p else (p, self.default_tenant) for p in pairs)
+        split = (p.partition("=") for p in pairs)  # KEY=TENANT, or a bare KEY of the default tenant
+        return {key: tenant if sep else self.default_tenant for key, sep, tenant in split}
 
 
 @lru_cache

@@ -18,15 +18,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="stylefarm-test-home-"))
 os.environ["STYLEFARM_HOME"] = str(_SESSION_HOME)
 
-from harness import (  # noqa: E402  (after STYLEFARM_HOME is set; tests/ is on sys.path)
+from harness import (  # noqa: E402 - after STYLEFARM_HOME is set (tests/ is on sys.path)
     Farm,
     PostgresServer,
     RedisServer,
@@ -111,7 +111,9 @@ def _test_postgres_env(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def farm(request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def farm(
+    request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Farm]:
     backend: str = request.param
     postgres = s3 = None
     if backend == "postgres-s3":

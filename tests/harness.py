@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -56,7 +57,7 @@ class RedisServer:
     url: str
 
     @classmethod
-    def start(cls, base: Path) -> "RedisServer":
+    def start(cls, base: Path) -> RedisServer:
         proc, url = redis_process(base / "redis", log_dir=base / "logs", appendonly=False)
         proc.start().wait_ready()
         return cls(proc, url)
@@ -95,10 +96,12 @@ class PostgresServer:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
     @classmethod
-    def start(cls) -> "PostgresServer":
+    def start(cls) -> PostgresServer:
         bindir = find_pg_bindir()
         if bindir is None:
-            raise Unavailable("no PostgreSQL binaries (initdb/postgres) found; install them with: apt-get install -y postgresql")
+            raise Unavailable(
+                "no PostgreSQL binaries (initdb/postgres) found; install them with: apt-get install -y postgresql"
+            )
         as_root = os.geteuid() == 0
         run_as: list[str] = []
         popen_user: dict[str, Any] = {}
@@ -121,10 +124,10 @@ class PostgresServer:
             os.chown(root, popen_user["user"], popen_user["group"])
             os.chown(sock, popen_user["user"], popen_user["group"])
         res = subprocess.run(
-            run_as + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                      "-E", "UTF8", "--locale=C", "--no-sync"],
+            [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--locale=C", "--no-sync"],
             capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+        )
         if res.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             raise StackError(f"initdb failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
@@ -133,12 +136,12 @@ class PostgresServer:
             str(bindir / "postgres"), "-D", str(data), "-k", str(sock), "-p", str(port), "-h", "127.0.0.1",
             "-F", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200", "-c", "shared_buffers=64MB",
-        ]  # fmt: skip
+        ]
         log_path = root / "postgres.log"
         proc = ManagedProcess(
             "postgres", argv, log_path=log_path, ready=lambda: _pg_ready(port), ready_timeout=60,
             stop_signal=2, stop_timeout=10, popen_kwargs=popen_user,  # SIGINT = fast shutdown
-        )  # fmt: skip
+        )
         if as_root:
             log_path.touch()
             os.chown(log_path, popen_user["user"], popen_user["group"])
@@ -186,7 +189,7 @@ class S3Server:
     bucket: str = S3_BUCKET
 
     @classmethod
-    def start(cls, base: Path) -> "S3Server":
+    def start(cls, base: Path) -> S3Server:
         moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
         if not Path(moto).exists():
             raise Unavailable("moto_server is not installed (pip install 'moto[server]')")
@@ -196,7 +199,7 @@ class S3Server:
             "moto", [moto, "-H", "127.0.0.1", "-p", str(port)], log_path=base / "logs" / "moto.log",
             env=child_env({"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY}),
             ready=lambda: http_ok(endpoint + "/moto-api/"), ready_timeout=60, stop_timeout=5,
-        )  # fmt: skip
+        )
         proc.start().wait_ready()
         server = cls(proc, endpoint)
         server.client().create_bucket(Bucket=server.bucket)
@@ -206,7 +209,7 @@ class S3Server:
         import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)  # fmt: skip
+                            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)
 
     def keys(self, prefix: str = "") -> list[str]:
         out = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
@@ -266,7 +269,7 @@ class Farm:
         return r.json()
 
     def wait(self, job_id: str, until: Callable[[dict], bool] | None = None, timeout: float = 180,
-             interval: float = 0.2, seen: list[dict] | None = None) -> dict:  # fmt: skip
+             interval: float = 0.2, seen: list[dict] | None = None) -> dict:
         """Poll until ``until(job)`` (default: a final status); ``seen`` collects every poll."""
         until = until or (lambda j: j["status"] in ("succeeded", "failed", "canceled"))
         deadline = time.monotonic() + timeout
@@ -319,7 +322,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: PostgresServer | None = None,
-               s3: S3Server | None = None, workers: int = 2, extra_env: dict[str, str] | None = None) -> Farm:  # fmt: skip
+               s3: S3Server | None = None, workers: int = 2, extra_env: dict[str, str] | None = None) -> Farm:
     """Start the API and ``workers`` Celery workers for ``backend`` (servers already up)."""
     home.mkdir(parents=True, exist_ok=True)
     logs = home / "logs"
@@ -341,7 +344,7 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
             "STYLEFARM_S3_BUCKET": s3.bucket,
             "STYLEFARM_S3_ACCESS_KEY": S3_KEY,
             "STYLEFARM_S3_SECRET_KEY": S3_KEY,
-        })  # fmt: skip
+        })
     elif backend == "sqlite-local":
         db_url = f"sqlite:///{home / 'stylefarm.db'}"
         env_over.update({"STYLEFARM_DATABASE_URL": db_url, "STYLEFARM_STORAGE": "local"})
@@ -349,7 +352,10 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
         raise ValueError(backend)
     env_over.update(extra_env or {})
     # Drop variables of the outer environment that would point the children elsewhere.
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("STYLEFARM_", "AWS_")) and k not in ("DATABASE_URL", "REDIS_URL")}
+    base = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("STYLEFARM_", "AWS_")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     env = child_env(env_over, base=base)
 
     stack = Stack(f"farm-{backend}")

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import RedisServer
 
 from shared.broker.celery_config import RUN_JOB_TASK_NAME, celery_config, kombu_priority, queue_list_names
+from shared.cli.stack import ManagedProcess, Stack, free_port
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
-from shared.cli.stack import ManagedProcess, Stack, free_port
+
+from harness import RedisServer
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, url: str) -> Settings:
@@ -70,7 +71,7 @@ def test_managed_process_stop_kills_its_process_group(tmp_path: Path) -> None:
     # The leader ignores SIGTERM and has a background child: stop() must still leave nothing.
     script = f"trap '' TERM; sleep 300 & echo $! > {pidfile}; wait"
     proc = ManagedProcess("sleepy", ["bash", "-c", script], log_path=tmp_path / "p.log",
-                          ready=pidfile.exists, stop_timeout=1)  # fmt: skip
+                          ready=pidfile.exists, stop_timeout=1)
     with Stack() as stack:
         stack.start(proc)
         child = int(pidfile.read_text())
@@ -97,7 +98,7 @@ def test_wait_ready_reports_early_exit_with_log(tmp_path: Path) -> None:
     from shared.cli.stack import StackError
 
     proc = ManagedProcess("broken", ["bash", "-c", "echo boom-happened; exit 3"], log_path=tmp_path / "b.log",
-                          ready=lambda: False)  # fmt: skip
+                          ready=lambda: False)
     with pytest.raises(StackError, match="boom-happened"):
         proc.start().wait_ready(10)
     proc.stop()

@@ -41,8 +41,8 @@ def render_thumbnails(net) -> dict[int, bytes]:
     """One PNG per style of a ``CINTransformer``, all from the same content image."""
     import torch
 
-    from shared.engine.methods.fast import stylize_tensor
     from shared.engine.images import to_image, to_tensor
+    from shared.engine.methods.fast import stylize_tensor
 
     content = to_tensor(thumbnail_content())  # (1, 3, H, W)
     n = net.config.n_styles
@@ -57,10 +57,10 @@ def render_thumbnails(net) -> dict[int, bytes]:
 
 def register_builtin_fast_model() -> str:
     """Make sure ``multistyle26`` is registered with its thumbnails; returns its id."""
-    from shared.jobs import model_registry
-    from shared.engine.nets.onnx_import import BUILTIN_PREPROCESSING, BUILTIN_STYLE_NAMES, load_onnx_transformer
     from shared.engine.checkpoint import save_checkpoint
+    from shared.engine.nets.onnx_import import BUILTIN_PREPROCESSING, BUILTIN_STYLE_NAMES, load_onnx_transformer
     from shared.errors import NotFound
+    from shared.jobs import model_registry
     from shared.jobs.specs import BUILTIN_FAST_MODEL
     from shared.storage import get_storage, model_key, thumbnail_key
 
@@ -87,7 +87,7 @@ def register_builtin_fast_model() -> str:
         key = model_key(None, BUILTIN_FAST_MODEL)
         storage.upload_file(path, key)
         size = path.stat().st_size
-    thumbnails = {}
+    thumbnails: dict[int | str, str] = {}
     for index, png in render_thumbnails(net).items():
         tkey = thumbnail_key(None, BUILTIN_FAST_MODEL, index)
         storage.put_bytes(tkey, png, "image/png")
@@ -111,9 +111,9 @@ def register_builtin_fast_model() -> str:
 
 def register_default_adain_decoder() -> str | None:
     """Register the shipped AdaIN decoder when one is installed; None otherwise."""
-    from shared.jobs import model_registry
-    from shared.engine.methods import adain
     from shared.engine.checkpoint import load_checkpoint
+    from shared.engine.methods import adain
+    from shared.jobs import model_registry
     from shared.jobs.specs import DEFAULT_ADAIN_MODEL
     from shared.storage import get_storage, model_key
 
@@ -143,7 +143,7 @@ def register_builtin_models() -> None:
     for register in (register_builtin_fast_model, register_default_adain_decoder):
         try:
             register()
-        except Exception:  # noqa: BLE001 - a worker must still serve jobs without thumbnails
+        except Exception:  # a worker must still serve jobs without thumbnails
             log.exception("could not register built-in model (%s)", register.__name__)
 
 

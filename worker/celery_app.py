@@ -46,8 +46,6 @@ def _on_worker_init(**_kwargs) -> None:
     # Import torch and the engine once here: forked pool processes then start in
     # milliseconds (a respawned process must report up within worker_proc_alive_timeout).
     # Nothing touches CUDA before the fork; the device is picked in each child.
-    import shared.engine  # noqa: F401
-    import torch  # noqa: F401
 
     # Built-in models (and their style thumbnails) are registered by the first worker that
     # starts; later starts find them in the table and return at once. It runs in a child
@@ -63,7 +61,6 @@ def _on_worker_init(**_kwargs) -> None:
 def _on_worker_process_init(**_kwargs) -> None:
     from shared.db.migrate import upgrade
     from shared.db.session import dispose_engines
-
     from worker import process_state
 
     dispose_engines()

@@ -15,6 +15,7 @@ from api.uploads import inspect_upload
 from shared.archives import ArchiveLimits
 from shared.jobs import inputs
 from shared.errors import PayloadTooLarge
+from shared.jobs import inputs
 from shared.storage import input_key
 
 router = APIRouter(prefix="/v1/inputs", tags=["inputs"])

@@ -14,11 +14,9 @@ from api.problems import problem_responses
 from api.request_limits import read_json_object
 from api.routes.blobs import BLOB_RESPONSES, serve_blob
 from api.schemas import JobListOut, JobOut, job_out
-from shared.jobs import store
-from shared.jobs import inputs
-from shared.jobs import model_registry
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
+from shared.jobs import inputs, model_registry, store
 from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
 from shared.jobs.status import JobStatus
@@ -31,6 +29,9 @@ from shared.jobs.specs import (
     dataset_prefix_name,
     prefix_dataset_images,
 )
+from shared.jobs.status import JobStatus
+from shared.settings import Settings
+from shared.storage import Storage, dataset_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -112,7 +113,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
 
     try:
         enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
-    except Exception as exc:  # noqa: BLE001 - BrokerUnavailable, or anything kombu/redis raise
+    except Exception as exc:  # BrokerUnavailable, or anything kombu/redis raise
         log.warning("job %s stays queued for the reconciler: enqueue failed: %s", job.id, exc)
 
 
@@ -161,6 +162,7 @@ def list_jobs(
     tenant: TenantDep,
     settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    # a Literal of the registry's names, built at run time (an enum in the schema): not a static type
     method: Annotated[Literal[METHOD_NAMES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=store.MAX_LIST_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,

@@ -9,8 +9,8 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.routes.blobs import BLOB_RESPONSES, serve_blob
 from api.schemas import ModelListOut, ModelOut, model_out
-from shared.jobs import model_registry
 from shared.errors import NotFound
+from shared.jobs import model_registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

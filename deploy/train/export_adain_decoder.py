@@ -19,6 +19,7 @@ started from) in the meta, read from their own checkpoints.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -27,12 +28,11 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script: the repo root goes first on sys.path so that `shared` imports from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from shared.engine.methods.adain import CHECKPOINT_KIND, Decoder, decoder_from_checkpoint  # noqa: E402
-from shared.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from shared.engine.checkpoint import load_checkpoint, save_checkpoint
+from shared.engine.methods.adain import CHECKPOINT_KIND, Decoder, decoder_from_checkpoint
 
 
 def summarize(history: torch.Tensor, blocks: int = 20) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def summarize(history: torch.Tensor, blocks: int = 20) -> dict[str, Any]:
         return {"steps": 0, "blocks": []}
     edges = sorted({round(i * n / blocks) for i in range(blocks + 1)})
     rows = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
         m = history[a:b].double().mean(0)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "losses": info["losses"],
         "commands": args.command,
         "weights_dtype": "float32" if args.fp32 else "float16",
-    })  # fmt: skip
+    })
     if args.stage:
         meta["stages"] = {}
         for s in args.stage:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     # Read it back the way the engine will.
     decoder_from_checkpoint(load_checkpoint(out, kind=CHECKPOINT_KIND), str(out))
     print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "steps": info["step"], "hours": info["hours"],
-                      "final": info["losses"].get("final_mean")}, indent=1))  # fmt: skip
+                      "final": info["losses"].get("final_mean")}, indent=1))
     return 0
 
 

@@ -268,13 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         arr = getattr(skimage.data, name)()
         im = to_rgb(Image.fromarray(np.asarray(arr)))
         n = emit(im, f"skimage__{name}", content_dir, args.short_side, args.min_std, args.content_max_scale)
-        manifest["content"].append({"source": "scikit-image", "path": name, "size": list(im.size), "licence": lic, "files": n})
+        manifest["content"].append(
+            {"source": "scikit-image", "path": name, "size": list(im.size), "licence": lic, "files": n}
+        )
     import sklearn.datasets
     sk_dir = Path(sklearn.datasets.__file__).parent / "images"
     for name, lic in SKLEARN_USE.items():
         im = to_rgb(Image.open(sk_dir / name))
         n = emit(im, f"sklearn__{Path(name).stem}", content_dir, args.short_side, args.min_std, args.content_max_scale)
-        manifest["content"].append({"source": "scikit-learn", "path": name, "size": list(im.size), "licence": lic, "files": n})
+        manifest["content"].append(
+            {"source": "scikit-learn", "path": name, "size": list(im.size), "licence": lic, "files": n}
+        )
     manifest["held_out"] = {"scikit-image": list(HOLD_OUT_SKIMAGE), "scikit-learn": list(HOLD_OUT_SKLEARN),
                             "style_excluded": list(STYLE_EXCLUDE)}
 

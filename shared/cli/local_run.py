@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidImage
@@ -22,8 +23,8 @@ class ProgressBar:
     def __init__(self, enabled: bool = True, unit: str = "step") -> None:
         self.enabled = enabled
         self.unit = unit
-        self._bar = None
-        self._stage = None
+        self._bar: Any = None  # a tqdm bar, made on the first report (tqdm has no type information)
+        self._stage: str | None = None
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled:

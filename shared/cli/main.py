@@ -24,8 +24,9 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, get_args
+from typing import Any, get_args
 
 from shared.cli.options import FieldOption, add_spec_arguments, describe_errors, spec_data
 from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError
@@ -55,9 +56,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         device, precision = fields["device"].default, fields["precision"].default
     g = p.add_argument_group("run")
     g.add_argument("--device", default=device,
-                   help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")  # fmt: skip
+                   help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")
     g.add_argument("--precision", choices=get_args(fields["precision"].annotation), default=precision,
-                   help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")  # fmt: skip
+                   help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
     g.add_argument("--print-spec", action="store_true", help="print the validated JSON spec and exit")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -75,9 +76,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
     options: dict[str, list[FieldOption]] = {}
 
     render = sub.add_parser("render", help="stylize an image in this process (no servers)",
-                            description="Stylize one image in this process with a progress bar.")  # fmt: skip
+                            description="Stylize one image in this process with a progress bar.")
     train = sub.add_parser("train", help="train a model in this process; checkpoint to -o",
-                           description="Train a fast (multi-style) network or an AdaIN decoder.")  # fmt: skip
+                           description="Train a fast (multi-style) network or an AdaIN decoder.")
     method_subs = {
         "render": render.add_subparsers(dest="method", metavar="METHOD", required=True),
         "train": train.add_subparsers(dest="method", metavar="KIND", required=True),
@@ -93,12 +94,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
             p.add_argument("-o", "--output", type=Path, help="where to write the checkpoint (.pt)")
             p.add_argument("--work-dir", type=Path,
                            help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on "
-                                "success); a run whose work dir holds checkpoint.pt resumes from it")  # fmt: skip
+                                "success); a run whose work dir holds checkpoint.pt resumes from it")
             p.add_argument("--max-minutes", type=float, default=None, metavar="M",
                            help="stop cleanly after M minutes of training (checkpoint kept, -o written); "
-                                "rerun the same command to go on")  # fmt: skip
+                                "rerun the same command to go on")
             p.add_argument("--loss-curve", type=Path, default=None, metavar="PATH",
-                           help="also write the loss curve (PNG) here")  # fmt: skip
+                           help="also write the loss curve (PNG) here")
         else:
             p.add_argument("-o", "--output", type=Path, help="output image (.png, .jpg, .webp...)")
         _run_options(p)
@@ -164,7 +165,7 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         _err(exc.detail)
         return EXIT_USAGE
 
-    work_dir = None
+    work_dir: Path | None = None
     own_work_dir = False
     if training:
         work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
@@ -191,6 +192,7 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
     seconds = time.perf_counter() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if training:
+        assert work_dir is not None  # every training run has one (above)
         if Path(result.checkpoint).resolve() != args.output.resolve():
             shutil.copyfile(result.checkpoint, args.output)
         if args.loss_curve is not None and result.loss_curve_png:
@@ -204,12 +206,13 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         print(f"{summary}  {_format_metrics(result.metrics)}", file=sys.stderr)
         if not finished:
             steps = f"step {result.metrics['steps']} of {spec.steps}"
-            _err(f"stopped at {steps} (--max-minutes); rerun the same command to go on from {work_dir / 'checkpoint.pt'}")
+            _err(f"stopped at {steps} (--max-minutes); rerun the same command to go on from "
+                 f"{work_dir / 'checkpoint.pt'}")
     else:
         result.image.save(args.output)
         w, h = result.image.size
         print(f"wrote {args.output} ({w}x{h}) in {seconds:.1f}s  {_format_metrics(result.metrics)}".rstrip(),
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
     return 0
 
 
@@ -289,7 +292,9 @@ def _cmd_worker(rest: list[str]) -> int:
 
     _need_module("worker.celery_app", "stylefarm worker")
     queues = get_settings().worker_queues
-    return _exec_python_module(["celery", "-A", "worker.celery_app", "worker", "-Q", queues, "--concurrency", "1", *rest])
+    return _exec_python_module(
+        ["celery", "-A", "worker.celery_app", "worker", "-Q", queues, "--concurrency", "1", *rest]
+    )
 
 
 def _cmd_api(rest: list[str]) -> int:
@@ -336,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("aborted")
         return EXIT_CANCELED
     except BrokenPipeError:  # output piped into head & co.
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout until the process exits
         return 0
     except InvalidSpec as exc:
         _err(f"invalid spec: {exc.detail}")

@@ -29,8 +29,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import BinaryIO
 
 log = logging.getLogger("stylefarm.stack")
 
@@ -71,7 +72,7 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URLs only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # local URLs only
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -104,7 +105,7 @@ def find_redis_server() -> str:
 
 # --- processes ---------------------------------------------------------------------------
 
-_live: set["ManagedProcess"] = set()
+_live: set[ManagedProcess] = set()
 _live_lock = threading.Lock()
 
 
@@ -154,7 +155,7 @@ class ManagedProcess:
         self.popen_kwargs = dict(popen_kwargs or {})  # e.g. user/group to drop root
         self.tier = tier  # Stack.stop stops higher tiers first (apps before the servers they use)
         self.proc: subprocess.Popen | None = None
-        self._log_fh = None
+        self._log_fh: BinaryIO | None = None
 
     # -- state --
     @property
@@ -179,12 +180,12 @@ class ManagedProcess:
         return f"<ManagedProcess {self.name} pid={self.pid}>"
 
     # -- lifecycle --
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         if self.alive():
             return self
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_fh = open(self.log_path, "ab", buffering=0)
+            self._log_fh = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed by stop()
         out = self._log_fh if self._log_fh else subprocess.DEVNULL
         kwargs: dict = dict(self.popen_kwargs)
         self.proc = subprocess.Popen(
@@ -203,7 +204,7 @@ class ManagedProcess:
         log.debug("started %s pid %s: %s", self.name, self.proc.pid, " ".join(self.argv))
         return self
 
-    def wait_ready(self, timeout: float | None = None) -> "ManagedProcess":
+    def wait_ready(self, timeout: float | None = None) -> ManagedProcess:
         if self.ready is None:
             return self
         deadline = time.monotonic() + (timeout if timeout is not None else self.ready_timeout)
@@ -217,7 +218,8 @@ class ManagedProcess:
             if self.ready():
                 return self
             if time.monotonic() > deadline:
-                raise StackError(f"{self.name} was not ready after {timeout or self.ready_timeout:.0f}s{self._tail_for_error()}")
+                waited = timeout or self.ready_timeout
+                raise StackError(f"{self.name} was not ready after {waited:.0f}s{self._tail_for_error()}")
             time.sleep(delay)
             delay = min(0.5, delay * 1.5)
 
@@ -253,7 +255,8 @@ class ManagedProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s (pid %s) did not stop in %.0fs; killing its process group", self.name, self.pid, timeout)
+                log.warning("%s (pid %s) did not stop in %.0fs; killing its process group",
+                            self.name, self.pid, timeout)
         # Leftovers (pool children, a stuck leader): kill the group, then reap the leader.
         self.signal(signal.SIGKILL, group=True)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -267,7 +270,7 @@ class ManagedProcess:
         return self.proc.returncode
 
 
-def _quiet_stop(proc: "ManagedProcess") -> None:
+def _quiet_stop(proc: ManagedProcess) -> None:
     try:
         proc.stop()
     except Exception as exc:  # pragma: no cover - best effort during shutdown
@@ -309,7 +312,7 @@ class Stack:
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.processes if not p.alive()]
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -339,11 +342,11 @@ def redis_process(data_dir: Path, port: int | None = None, *, log_dir: Path | No
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
         "--daemonize", "no", "--protected-mode", "no", "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--loglevel", "warning",
-    ]  # fmt: skip
+    ]
     proc = ManagedProcess(
         "redis", argv, log_path=(log_dir or data_dir) / "redis.log",
         ready=lambda: redis_ping(port), ready_timeout=20, stop_timeout=5,
-    )  # fmt: skip
+    )
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
@@ -352,13 +355,13 @@ def api_process(env: Mapping[str, str], port: int | None = None, *, log_dir: Pat
     """``uvicorn api.main:app`` on ``host:port``; ready when ``/readyz`` answers 200."""
     port = port or free_port()
     argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", str(port),
-            "--no-access-log", "--log-level", "warning"]  # fmt: skip
+            "--no-access-log", "--log-level", "warning"]
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{probe_host}:{port}"
     proc = ManagedProcess(
         name, argv, env=env, cwd=REPO_ROOT, log_path=log_dir / f"{name}.log",
         ready=lambda: http_ok(url + "/readyz"), ready_timeout=90, stop_timeout=10, tier=1,
-    )  # fmt: skip
+    )
     return proc, url
 
 
@@ -379,13 +382,13 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "-Q", queues, "--concurrency", "1", "--pool", "prefork", "-n", f"{name}@%h",
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+    ]
     wenv = dict(env)
     wenv["STYLEFARM_WORKER_NAME"] = name
     return ManagedProcess(
         name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path,
         ready=_log_contains(log_path, " ready."), ready_timeout=180, stop_timeout=15, tier=1,
-    )  # fmt: skip
+    )
 
 
 def migrate_database(env: Mapping[str, str], timeout: float = 180.0) -> None:
@@ -393,7 +396,7 @@ def migrate_database(env: Mapping[str, str], timeout: float = 180.0) -> None:
     (they would race otherwise: harmlessly, but slowly)."""
     code = "from shared.db.migrate import upgrade; upgrade()"
     res = subprocess.run([sys.executable, "-c", code], env=dict(env), cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=timeout)  # fmt: skip
+                         capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise StackError(f"database migration failed:\n{res.stderr[-3000:]}")
 
@@ -449,7 +452,7 @@ class EmbeddedStack(Stack):
         if not self.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    def up(self) -> "EmbeddedStack":
+    def up(self) -> EmbeddedStack:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         try:
@@ -460,16 +463,16 @@ class EmbeddedStack(Stack):
                 "STYLEFARM_HOME": str(self.home),
                 "STYLEFARM_BROKER_URL": self.broker_url,
                 **self.extra_env,
-            })  # fmt: skip
+            })
             migrate_database(self.env)
             self.api_url, _ = start_api_and_workers(self, self.env, log_dir=logs, workers=self.workers,
-                                                    port=self.port, host=self.host, say=self._say)  # fmt: skip
+                                                    port=self.port, host=self.host, say=self._say)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def __enter__(self) -> "EmbeddedStack":
+    def __enter__(self) -> EmbeddedStack:
         return self.up()
 
 

@@ -7,6 +7,7 @@ cancel question. Every method module has one entry point taking ``(spec, ctx)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -39,14 +39,14 @@ VGG_LAYERS = (
     "relu3_1", "relu3_2", "relu3_3", "relu3_4",
     "relu4_1", "relu4_2", "relu4_3", "relu4_4",
     "relu5_1", "relu5_2", "relu5_3", "relu5_4",
-)  # fmt: skip
+)
 VggLayer = Literal[
     "relu1_1", "relu1_2",
     "relu2_1", "relu2_2",
     "relu3_1", "relu3_2", "relu3_3", "relu3_4",
     "relu4_1", "relu4_2", "relu4_3", "relu4_4",
     "relu5_1", "relu5_2", "relu5_3", "relu5_4",
-]  # fmt: skip
+]
 
 BUILTIN_FAST_MODEL = "multistyle26"
 DEFAULT_ADAIN_MODEL = "adain-default"
@@ -86,6 +86,9 @@ class JobSpecModel(_Spec):
     A spec says which references it names, so the API can check them before queueing and the
     CLI can check the files: override the three methods below when a spec names any.
     """
+
+    if TYPE_CHECKING:  # each subclass declares its own ``method: Literal[...]`` field (the union's tag)
+        method: str
 
     def image_refs(self) -> list[str]:
         """Every image input the spec names (content, styles, masks), in order, each once."""
@@ -217,7 +220,7 @@ class FastSpec(_OutputSize):
         return v
 
     @model_validator(mode="after")
-    def _style_or_mix(self) -> "FastSpec":
+    def _style_or_mix(self) -> FastSpec:
         if self.style is not None and self.mix is not None:
             raise ValueError("give either style or mix, not both")
         return self
@@ -252,7 +255,7 @@ class AdainSpec(_OutputSize):
     )
 
     @model_validator(mode="after")
-    def _masks_match(self) -> "AdainSpec":
+    def _masks_match(self) -> AdainSpec:
         if self.masks is not None and len(self.masks) != len(self.styles):
             raise ValueError(f"masks: got {len(self.masks)} masks for {len(self.styles)} styles; give one per style")
         return self
@@ -305,7 +308,7 @@ class TrainFastSpec(JobSpecModel):
         return _unique_layers(v)
 
     @model_validator(mode="after")
-    def _names_match(self) -> "TrainFastSpec":
+    def _names_match(self) -> TrainFastSpec:
         if self.style_names is not None and len(self.style_names) != len(self.styles):
             raise ValueError("style_names must have one name per style")
         return self

@@ -40,17 +40,8 @@ from shared.errors import (
     NotFound,
 )
 from shared.jobs.methods import get_method, parse_spec
-from shared.jobs.status import (  # noqa: F401  (re-exported for callers of the store)
-    FINAL_STATUSES,
-    GUARDS,
-    TRANSITIONS,
-    Guard,
-    JobStatus,
-    can_transition,
-    sources_of,
-)
+from shared.jobs.status import GUARDS, Guard, JobStatus, sources_of
 from shared.jobs.tenants import check_tenant
-
 
 MAX_LIST_LIMIT = 200
 

@@ -9,6 +9,8 @@ from api_helpers import MAX_UPLOAD, assert_problem, jpeg_bytes, png_bytes, uploa
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from api_helpers import MAX_UPLOAD, assert_problem, png_bytes, upload, zip_bytes
+
 
 def test_given_png_when_uploaded_expect_201_with_sha256_id(client: TestClient) -> None:
     data = png_bytes(16, 12)

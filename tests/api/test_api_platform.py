@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import assert_problem, make_client, png_bytes, upload_id
 from fastapi.testclient import TestClient
 
-from shared.jobs import store
-
-from shared.jobs import model_registry
+from shared.jobs import model_registry, store
 from shared.settings import Settings
 from shared.storage import get_storage, thumbnail_key
+
+from api_helpers import assert_problem, make_client, png_bytes, upload_id
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +78,7 @@ def test_given_registered_model_expect_listing_lookup_and_thumbnail(client: Test
     model_registry.register_model(
         name="multistyle26", kind="fast", checksum="c" * 64, storage_key="global/models/multistyle26/model.pt",
         style_names=[f"s{i}" for i in range(26)], thumbnails={0: key}, model_id="multistyle26",
-    )  # fmt: skip
+    )
     items = client.get("/v1/models").json()["items"]
     assert [(m["name"], m["num_styles"], m["scope"]) for m in items] == [("multistyle26", 26, "global")]
     assert items[0]["links"]["thumbnails"] == {"0": "/v1/models/multistyle26/thumbnails/0"}

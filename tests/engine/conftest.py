@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -112,7 +112,7 @@ class RecordingContext:
             precision=precision,
             **kwargs,
         )
-        ctx.reports = reports  # type: ignore[attr-defined]
+        ctx.reports = reports  # type: ignore[attr-defined]  # the tests read what was reported
         return ctx
 
 

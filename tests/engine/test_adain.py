@@ -9,10 +9,10 @@ import pydantic
 import pytest
 import torch
 
-from shared.engine.methods import adain
 from shared.engine.context import EngineContext
 from shared.engine.images import to_image
 from shared.engine.losses import mean_std
+from shared.engine.methods import adain
 from shared.errors import InvalidMask, ModelUnavailable
 from shared.jobs.specs import AdainSpec, StyleRef
 
@@ -164,7 +164,7 @@ def test_masks_of_any_resolution_with_the_right_aspect_are_accepted(files, adain
     spec = AdainSpec(
         content="content", styles=[StyleRef(image="style-a"), StyleRef(image="style-b")],
         masks=["left-small", "right"], model=str(adain_checkpoint), size=48,
-    )  # fmt: skip
+    )
     assert adain.run(spec, _ctx(files)).image.size == (48, 32)
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine.methods import masked
-from shared.engine.methods.gatys import style_grams
 from shared.engine.images import fit_size, mask_tensor, to_tensor
 from shared.engine.losses import style_loss
+from shared.engine.methods import masked
+from shared.engine.methods.gatys import style_grams
 from shared.engine.nets.vgg import load_vgg19
 from shared.errors import InvalidMask, JobCanceled
 from shared.imaging import png_bytes

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from shared.engine import color
-
-from shared.engine.methods import optimize
 from shared.engine.images import decode_image, fit_size, resize, to_tensor
+from shared.engine.methods import optimize
 from shared.engine.style_cache import style_cache
 from shared.errors import InvalidMask, JobCanceled
 from shared.jobs.specs import OptimizeSpec

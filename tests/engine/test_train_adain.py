@@ -12,9 +12,9 @@ from PIL import Image
 
 from shared.cli.main import main as stylefarm
 from shared.engine.checkpoint import load_checkpoint
+from shared.engine.context import EngineContext
 from shared.engine.methods import adain
 from shared.engine.training import train_adain
-from shared.engine.context import EngineContext
 from shared.errors import InvalidImage, JobCanceled
 from shared.jobs.specs import TrainAdainSpec
 
@@ -22,7 +22,7 @@ from shared.jobs.specs import TrainAdainSpec
 def _spec(datasets: tuple[Path, Path], **kw) -> TrainAdainSpec:
     content, style = datasets
     args = dict(name="t", content_dataset=str(content), style_dataset=str(style), steps=2, batch_size=2,
-                image_size=32, checkpoint_every=2)  # fmt: skip
+                image_size=32, checkpoint_every=2)
     args.update(kw)
     return TrainAdainSpec(**args)
 
@@ -68,7 +68,8 @@ def test_two_steps_write_a_checkpoint_that_round_trips_and_resumes(tiny_datasets
 def test_resumed_run_matches_an_uninterrupted_run(tiny_datasets, tmp_path):
     # given one run of 3 steps straight, one of 1 step then resumed to 3 (fp32: deterministic)
     straight = train_adain.run(_spec(tiny_datasets, steps=3), EngineContext(work_dir=tmp_path / "a", precision="fp32"))
-    train_adain.run(_spec(tiny_datasets, steps=1, checkpoint_every=1), EngineContext(work_dir=tmp_path / "b", precision="fp32"))
+    train_adain.run(_spec(tiny_datasets, steps=1, checkpoint_every=1),
+                    EngineContext(work_dir=tmp_path / "b", precision="fp32"))
     resumed = train_adain.run(_spec(tiny_datasets, steps=3), EngineContext(work_dir=tmp_path / "b", precision="fp32"))
     # then the data order, optimizer and weights continue exactly
     a = load_checkpoint(straight.checkpoint)["state_dict"]

@@ -25,6 +25,7 @@ import collections
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ from shared.engine.color import combine_luminance, luminance
 from shared.engine.context import EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device
 from shared.engine.images import crop_to, decode_image, fit_size, pad_to_multiple, resize, to_image, to_tensor
-from shared.engine.results import RenderResult
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.results import RenderResult
 from shared.errors import InvalidSpec, ModelUnavailable
 from shared.jobs.specs import BUILTIN_FAST_MODEL, FastSpec
 
@@ -77,19 +78,21 @@ def _checkpoint_cpu(path: Path, name: str) -> FastModel:
         net = CINTransformer(TransformerConfig.from_dict(payload["config"]))
         net.load_state_dict(payload["state_dict"], strict=True)
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise ModelUnavailable(f"model '{name}': checkpoint {path.name} does not hold a CIN transformer ({exc})") from None
+        raise ModelUnavailable(
+            f"model '{name}': checkpoint {path.name} does not hold a CIN transformer ({exc})"
+        ) from None
     names = list(payload.get("style_names") or [])
     if len(names) != net.n_styles:
         names = [f"style-{i:02d}" for i in range(net.n_styles)]
     return FastModel(name, net.eval().requires_grad_(False), tuple(names), str(path))
 
 
-_models: "collections.OrderedDict[tuple, FastModel]" = collections.OrderedDict()
+_models: collections.OrderedDict[tuple, FastModel] = collections.OrderedDict()
 _models_lock = threading.Lock()
 
 
 def _on_device(model: FastModel, device: torch.device) -> FastModel:
-    net = model.net.to(device=device, memory_format=torch.channels_last)
+    net = model.net.to(device).to(memory_format=torch.channels_last)
     return FastModel(model.name, net, model.style_names, model.source)
 
 
@@ -102,7 +105,7 @@ def load_fast_model(ref: str, ctx: EngineContext | None = None, device: torch.de
     device = torch.device(device)
     if ref == BUILTIN_FAST_MODEL:
         key: tuple = (BUILTIN_FAST_MODEL, str(device))
-        loader = _builtin_cpu
+        loader: Callable[[], FastModel] = _builtin_cpu
     else:
         ctx = ctx or EngineContext()
         path = Path(ctx.resolve_model(ref))
@@ -137,7 +140,8 @@ def style_vector(model: FastModel, weights: dict[int, float]) -> torch.Tensor:
         raise InvalidSpec(
             f"style index {', '.join(map(str, bad))} is out of range: model '{model.name}' has "
             f"{model.n_styles} styles (0 to {model.n_styles - 1})",
-            errors=[{"loc": "style" if len(weights) == 1 else "mix", "msg": f"index must be 0 to {model.n_styles - 1}"}],
+            errors=[{"loc": "style" if len(weights) == 1 else "mix",
+                     "msg": f"index must be 0 to {model.n_styles - 1}"}],
         )
     return model.net.style_vector(weights)
 

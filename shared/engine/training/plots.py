@@ -11,7 +11,9 @@ from PIL import Image, ImageDraw
 from shared.imaging import png_bytes
 
 
-def loss_curve_png(history: torch.Tensor, title: str = "AdaIN decoder training", width: int = 800, height: int = 450) -> bytes:
+def loss_curve_png(
+    history: torch.Tensor, title: str = "AdaIN decoder training", width: int = 800, height: int = 450
+) -> bytes:
     """A log-scale plot of the total, content and weighted style losses per step.
 
     ``history`` (N, 3): total, content and lambda * style per step. Curves are smoothed with a
@@ -43,7 +45,8 @@ def loss_curve_png(history: torch.Tensor, title: str = "AdaIN decoder training",
             y = bottom - (bottom - top) * ((v - lo) / (hi - lo))
             return x, y
 
-        for col, (name, colour) in enumerate((("total", "black"), ("content", "royalblue"), ("lambda*style", "crimson"))):
+        series = (("total", "black"), ("content", "royalblue"), ("lambda*style", "crimson"))
+        for col, (name, colour) in enumerate(series):
             pts = [px(i, float(data[i, col])) for i in xs]
             if len(pts) == 1:
                 pts = pts * 2

@@ -56,7 +56,9 @@ class Resumed:
     seconds: float
 
 
-def restore(payload: dict[str, Any], net: torch.nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator) -> Resumed:
+def restore(
+    payload: dict[str, Any], net: torch.nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator
+) -> Resumed:
     """Load a resumable checkpoint into ``net``, ``optimizer`` and the data generator ``gen``
     (and torch's RNG); what the checkpoint lacks keeps its fresh state."""
     training = payload.get("training") or {}
@@ -72,7 +74,9 @@ def restore(payload: dict[str, Any], net: torch.nn.Module, optimizer: torch.opti
     return Resumed(step, history, float(training.get("seconds", 0.0)))
 
 
-def training_meta(spec: Any, paper: str, device: torch.device, dtype: torch.dtype, seconds: float, **extra: Any) -> dict[str, Any]:
+def training_meta(
+    spec: Any, paper: str, device: torch.device, dtype: torch.dtype, seconds: float, **extra: Any
+) -> dict[str, Any]:
     """The ``meta`` of a training checkpoint: the paper, the spec, where and how long it trained."""
     return {
         "paper": paper,
@@ -200,7 +204,8 @@ class TrainingRun:
             state_dict=self.net.state_dict(),
             style_names=self.style_names,
             preprocessing=self.preprocessing,
-            training={"step": self.step, "history": history.clone(), "history_columns": list(self.columns), "metrics": metrics},
+            training={"step": self.step, "history": history.clone(), "history_columns": list(self.columns),
+                      "metrics": metrics},
             meta=self._meta(seconds),
         )
         return TrainResult(

@@ -97,7 +97,7 @@ def adain_losses(
         out_feats = vgg(out, STYLE_LAYERS)  # {layer: (B, C, h, w)}
     loss_c = F.mse_loss(out_feats[ENCODER_LAYER].float(), t)
     loss_s = content_feat.new_zeros(())
-    for layer, (s_mean, s_std) in zip(STYLE_LAYERS, style_stats):
+    for layer, (s_mean, s_std) in zip(STYLE_LAYERS, style_stats, strict=True):
         o_mean, o_std = mean_std(out_feats[layer].float())  # (B, C, 1, 1) each
         loss_s = loss_s + F.mse_loss(o_mean, s_mean) + F.mse_loss(o_std, s_std)
     return loss_c, loss_s
@@ -175,7 +175,7 @@ def run(spec: TrainAdainSpec, ctx: EngineContext) -> TrainResult:
         if not pending:
             return
         values = torch.stack([v for _, _, v in pending]).float().cpu()  # (k, 2): content, lambda*style
-        for (n, lr_n, _), (lc, ls) in zip(pending, values.tolist()):
+        for (n, lr_n, _), (lc, ls) in zip(pending, values.tolist(), strict=True):
             if not math.isfinite(lc + ls):
                 raise EngineError(f"training diverged at step {n} (loss {lc + ls}); lower the learning rate")
             run.record([lc, ls])

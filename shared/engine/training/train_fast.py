@@ -76,7 +76,7 @@ def style_targets(
     spec: TrainFastSpec, ctx: EngineContext, vgg: VGG19Features, device: torch.device, dtype: torch.dtype
 ) -> list[dict[str, torch.Tensor]]:
     """Per style, ``{layer: (1, C, C)}`` fp32 Gram matrices of the style image at ``style_size``."""
-    targets = []
+    targets: list[dict[str, torch.Tensor]] = []
     for i, ref in enumerate(spec.styles):
         img = resize_max_side(decode_image(ctx.read_input(ref), what=f"style {i}"), spec.style_size)
         x = to_tensor(img, device).contiguous(memory_format=torch.channels_last)  # (1, 3, h, w)
@@ -106,8 +106,10 @@ def perceptual_losses(
     with autocast(device, dtype):
         out = net(content, weights)  # (B, 3, S, S) fp32
         feats = vgg(out.contiguous(memory_format=torch.channels_last), layers)  # {layer: (B, C, h, w)}
-    loss_c = sum(content_loss(feats[l].float(), content_feats[l].float()) for l in spec.content_layers)
-    loss_s = style_loss({l: feats[l].float() for l in spec.style_layers}, targets)
+    # a tensor start keeps the sum a tensor (0 + x is x exactly)
+    loss_c = sum((content_loss(feats[k].float(), content_feats[k].float()) for k in spec.content_layers),
+                 out.new_zeros((), dtype=torch.float32))
+    loss_s = style_loss({k: feats[k].float() for k in spec.style_layers}, targets)
     loss_tv = total_variation(out)
     return spec.content_weight * loss_c, spec.style_weight * loss_s, spec.tv_weight * loss_tv
 
@@ -157,10 +159,14 @@ def run(spec: TrainFastSpec, ctx: EngineContext) -> TrainResult:
     while run.next_step():
         style_index = run.step % len(spec.styles)
         content = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
-        loss_c, loss_s, loss_tv = perceptual_losses(spec, net, vgg, content, style_index, targets[style_index], device, dtype)
+        loss_c, loss_s, loss_tv = perceptual_losses(
+            spec, net, vgg, content, style_index, targets[style_index], device, dtype
+        )
         loss = loss_c + loss_s + loss_tv
         if not torch.isfinite(loss):
-            raise EngineError(f"training diverged at step {run.step + 1} (loss {float(loss.detach())}); lower the learning rate")
+            raise EngineError(
+                f"training diverged at step {run.step + 1} (loss {float(loss.detach())}); lower the learning rate"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
