@@ -44,8 +44,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 #: The web studio: plain HTML, CSS and JavaScript modules, no build step, nothing from the internet.
 STUDIO_DIR = Path(__file__).with_name("static")
 STUDIO_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data: http: https:; connect-src 'self' http: https:; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data: http: https:; "
+    "connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'",
     "Cache-Control": "no-cache",
 }
 

@@ -56,9 +56,12 @@ def _problem_response_doc(status: int) -> dict[str, Any]:
     return doc
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting problem+json answers."""
-    return {status: _problem_response_doc(status) for status in statuses}
+def problem_responses(
+    *statuses: int, others: dict[int | str, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json answers, after ``others`` (the
+    route's own success or redirect answers)."""
+    return {**(others or {}), **{status: _problem_response_doc(status) for status in statuses}}
 
 
 def document_validation_problems(schema: dict[str, Any]) -> None:
@@ -137,7 +140,8 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
         allowed = allow_header(request.app.routes, request.scope) or (exc.headers or {}).get("Allow", "")
         headers = {**others, "Allow": allowed}
         if detail is None:
-            detail = f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}." if allowed else ".")
+            use = f"; use {allowed}." if allowed else "."
+            detail = f"{request.method} is not allowed on {request.url.path}{use}"
     slug = phrase.lower().replace(" ", "-").replace("'", "")
     return problem_response(status, phrase, detail or phrase + ".", slug, instance=request.url.path, headers=headers)
 

@@ -43,7 +43,7 @@ class BodyLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, *, upload_limit: int, upload_paths: tuple[str, ...] = ("/v1/inputs",),
-                 json_limit: int = MAX_JSON_BODY) -> None:  # fmt: skip
+                 json_limit: int = MAX_JSON_BODY) -> None:
         self.app = app
         self.upload_limit = upload_limit
         self.upload_paths = frozenset(upload_paths)
@@ -102,7 +102,7 @@ class BodyLimitMiddleware:
         response = problem_response(
             error.status, error.title, error.detail, error.slug, instance=scope["path"],
             headers={"Connection": "close"}, **error.extra,
-        )  # fmt: skip
+        )
         await response(scope, receive, send)
 
 

@@ -105,7 +105,7 @@ class _Tally:
         return ArchiveTooLarge(
             f"The archive {what}; the limit is {maximum} (archive_{limit}), crossed at member {member!r}.",
             limit=f"archive_{limit}", maximum=maximum, member=member,
-        )  # fmt: skip
+        )
 
     def member(self, name: str) -> None:
         self.members += 1
@@ -161,7 +161,7 @@ class _Tally:
 IMAGE_SIGNATURES = (
     b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF", b"BM", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",
     b"GIF87a", b"GIF89a",
-)  # fmt: skip
+)
 
 
 def _copy_member(src: IO[bytes], dst: IO[bytes], tally: _Tally, name: str) -> None:
@@ -247,7 +247,7 @@ def _scan_zip(source: IO[bytes], tally: _Tally, sink: MemberSink, full_decode: b
             tally.member(info.filename)
             if info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16):
                 raise InvalidImage(f"The archive member {info.filename!r} is a link; only regular files are accepted.",
-                                   member=info.filename)  # fmt: skip
+                                   member=info.filename)
             tally.declare(info.file_size, info.filename)
         for info in infos:
             if not info.is_dir() and is_dataset_image(info.filename):

@@ -82,7 +82,7 @@ def test_given_archive_when_extracted_expect_only_images_numbered_in_archive_ord
         "a.JPG": image_bytes(12, 10, fmt="JPEG"),
         "notes.txt": b"not an image, ignored",
         "photos/._z.png": b"macOS resource fork: hidden, ignored (not decoded)",
-    })  # fmt: skip
+    })
     summary = scan_archive(io.BytesIO(data), LIMITS, keep_images_in=tmp_path)
     assert summary is not None
     assert (summary.members, summary.images, summary.pixels) == (5, 2, 220)

@@ -25,10 +25,9 @@ from PIL import Image
 
 from shared.broker.celery_config import QUEUES, RUN_JOB_TASK_NAME, queue_list_names
 from shared.cli.stack import ManagedProcess, StackError, free_port, http_ok
+from shared.imaging import png_bytes
 
 from harness import RedisServer
-
-from shared.imaging import png_bytes
 
 pytestmark = pytest.mark.slow
 

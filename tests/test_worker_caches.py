@@ -167,7 +167,7 @@ def test_given_entry_held_by_another_process_expect_never_evicted(tmp_path: Path
          "    print('held', flush=True)\n"
          "    sys.stdin.read()\n")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )  # fmt: skip
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         cache.make_room()

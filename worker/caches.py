@@ -146,7 +146,7 @@ class DiskCache:
                 log.info("cache %s: evicted %s (%d bytes)", self.root.name, entry.name, entry.size)
         if total + incoming > self.budget_bytes:
             log.warning("cache %s: %d bytes in use by running jobs exceed the budget of %d",
-                        self.root.name, total + incoming, self.budget_bytes)  # fmt: skip
+                        self.root.name, total + incoming, self.budget_bytes)
         return total
 
     def _remove_stale_temps(self) -> None:
@@ -185,7 +185,7 @@ def _publish(built: Path, final: Path) -> None:
 def cached_download(
     storage: Storage, key: str, checksum: str, cache: DiskCache, holds: contextlib.ExitStack,
     suffix: str = "", size_hint: int = 0,
-) -> Path:  # fmt: skip
+) -> Path:
     """``cache/<checksum><suffix>``, downloading ``key`` once; verified, atomic, held."""
     name = f"{checksum or hashlib.sha256(key.encode()).hexdigest()}{suffix}"
 
@@ -236,7 +236,7 @@ def sync_prefix_cached(storage: Storage, prefix: str, cache: DiskCache, holds: c
 def extract_archive_cached(
     storage: Storage, key: str, sha256: str, cache: DiskCache, holds: contextlib.ExitStack,
     limits: ArchiveLimits, size_hint: int = 0,
-) -> Path:  # fmt: skip
+) -> Path:
     """Download an archive of images and extract its images into ``cache/<sha256>`` (flat:
     ``000001.png``, ... in archive order), once. The caps in ``limits`` are checked while
     decompressing; whatever fails leaves nothing behind."""

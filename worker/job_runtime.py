@@ -81,7 +81,7 @@ class JobRuntime:
         model = model_registry.get_model(ref, self.tenant)
         cache = DiskCache(self.settings.resolved_model_cache_dir, self.settings.model_cache_budget_bytes)
         return cached_download(self.storage, model.storage_key, model.checksum, cache, self.cache_holds,
-                               suffix=".pt", size_hint=model.size_bytes or 0)  # fmt: skip
+                               suffix=".pt", size_hint=model.size_bytes or 0)
 
     # --- datasets ---
     def dataset_dir(self, ref: str) -> Path:
@@ -96,7 +96,7 @@ class JobRuntime:
                 f"dataset {ref!r}: no uploaded archive with this id; upload a zip or tar of images with POST /v1/inputs"
             ) from None
         return extract_archive_cached(self.storage, row.key, row.sha256, cache, self.cache_holds,
-                                      ArchiveLimits.from_settings(self.settings), size_hint=row.size)  # fmt: skip
+                                      ArchiveLimits.from_settings(self.settings), size_hint=row.size)
 
     def release_caches(self) -> None:
         """Let the cache entries this job used be evicted again."""
@@ -116,7 +116,7 @@ class JobRuntime:
             preview = self.upload_preview()
             try:
                 stop = store.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage,
-                                             preview=preview)  # fmt: skip
+                                             preview=preview)
             except Exception as exc:  # a missed progress write must not kill the job
                 log.warning("job %s: progress write failed: %s", self.job_id, exc)
                 return

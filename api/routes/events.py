@@ -97,14 +97,13 @@ async def job_events(job: Job, base: str, seen_revision: int | None) -> AsyncIte
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
-    responses={
+    responses=problem_responses(401, 404, others={
         200: {
             "description": "Server-sent events: `status` and `progress`, each with `id: <revision>` and the job "
             "as JSON in `data`; `: keep-alive` comments; the stream ends after a final status.",
             "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
         }
-    }
-    | problem_responses(401, 404),
+    }),
     summary="Watch a job: status changes and progress as server-sent events",
 )
 async def stream_job_events(

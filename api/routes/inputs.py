@@ -13,7 +13,6 @@ from api.routes.blobs import serve_blob
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
 from shared.archives import ArchiveLimits
-from shared.jobs import inputs
 from shared.errors import PayloadTooLarge
 from shared.jobs import inputs
 from shared.storage import input_key
@@ -42,8 +41,10 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
     "",
     response_model=InputOut,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "The same bytes were uploaded before", "model": InputOut}}
-    | problem_responses(400, 401, 413, 422, 503),
+    responses=problem_responses(
+        400, 401, 413, 422, 503,
+        others={200: {"description": "The same bytes were uploaded before", "model": InputOut}},
+    ),
     summary="Upload an image or a zip/tar archive of images",
 )
 async def upload_input(
@@ -104,8 +105,13 @@ def read_input(input_id: str, tenant: TenantDep) -> InputOut:
 @router.get(
     "/{input_id}/content",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "Redirect to a presigned URL"}}
-    | problem_responses(401, 404),
+    responses=problem_responses(
+        401, 404,
+        others={
+            200: {"content": {"application/octet-stream": {}}},
+            307: {"description": "Redirect to a presigned URL"},
+        },
+    ),
 )
 async def read_input_content(input_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """The uploaded bytes (e.g. the "before" of a job): a redirect to storage, or the bytes

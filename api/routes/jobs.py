@@ -19,9 +19,6 @@ from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
 from shared.jobs import inputs, model_registry, store
 from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
-from shared.jobs.status import JobStatus
-from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix, preview_key
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -31,7 +28,7 @@ from shared.jobs.specs import (
 )
 from shared.jobs.status import JobStatus
 from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix
+from shared.storage import Storage, dataset_prefix, preview_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -121,8 +118,10 @@ def _enqueue(job: Job, settings: Settings) -> None:
     "",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}}
-    | problem_responses(401, 413, 415, 422, 503),
+    responses=problem_responses(
+        401, 413, 415, 422, 503,
+        others={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}},
+    ),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
     },
@@ -219,7 +218,7 @@ def result_image_key(job: Job) -> str:
 @router.get(
     "/{job_id}/result",
     response_class=Response,
-    responses=BLOB_RESPONSES | problem_responses(401, 404, 409, 503),
+    responses=problem_responses(401, 404, 409, 503, others=BLOB_RESPONSES),
 )
 async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """The output image: a 307 to a short-lived storage URL, or the PNG bytes with local
@@ -237,8 +236,10 @@ async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, sto
 @router.get(
     "/{job_id}/preview",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
-    | problem_responses(401, 404),
+    responses=problem_responses(
+        401, 404,
+        others={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}},
+    ),
 )
 async def read_preview(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """The latest preview of an ``optimize`` / ``masked`` job (PNG, at most 256 px), replaced
@@ -247,7 +248,7 @@ async def read_preview(job_id: str, tenant: TenantDep, settings: SettingsDep, st
     job = await run_in_threadpool(store.get_job, job_id, tenant)
     if not job.preview_version:
         raise NotFound(f"Job {job.id} has no preview yet (optimize and masked jobs make them while running).",
-                       job_id=job.id)  # fmt: skip
+                       job_id=job.id)
     response = await serve_blob(storage, preview_key(job.tenant, job.id), settings.presign_expiry_s)
     response.headers["Cache-Control"] = "no-cache" if response.status_code == 200 else "no-store"
     return response

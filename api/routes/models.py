@@ -31,7 +31,7 @@ def read_model(model_id: str, tenant: TenantDep, settings: SettingsDep) -> Model
 
 @router.get(
     "/{model_id}/thumbnails/{style}",
-    responses=BLOB_RESPONSES | problem_responses(401, 404, 422, 503),
+    responses=problem_responses(401, 404, 422, 503, others=BLOB_RESPONSES),
     response_class=Response,
 )
 async def read_thumbnail(

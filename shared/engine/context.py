@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.errors import JobCanceled
 
@@ -102,5 +102,5 @@ class EngineContext:
         return step % every == 0
 
     def report(self, step: int, total: int, loss: float | None = None, stage: str = "",
-               preview: Image.Image | None = None, **losses: float) -> None:  # fmt: skip
+               preview: Image.Image | None = None, **losses: float) -> None:
         self.progress(Progress(step=step, total=total, loss=loss, stage=stage, losses=dict(losses), preview=preview))

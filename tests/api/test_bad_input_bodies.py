@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fastapi.testclient import TestClient
+
+from api.request_limits import MAX_JSON_BODY, MULTIPART_ENVELOPE
+from shared.settings import Settings
+
 from api_helpers import (
     MAX_UPLOAD,
     EnqueueRecorder,
@@ -23,10 +28,6 @@ from api_helpers import (
     stored_counts,
     upload,
 )
-from fastapi.testclient import TestClient
-
-from api.request_limits import MAX_JSON_BODY, MULTIPART_ENVELOPE
-from shared.settings import Settings
 
 
 def _spec_padded_to(size: int) -> bytes:

@@ -11,10 +11,11 @@ import json
 import time
 
 import pytest
-from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, post_job_text, upload_id
 from fastapi.testclient import TestClient
 
 from shared.jobs.specs import MAX_FAST_STYLES, MAX_STYLES, VGG_LAYERS
+
+from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, post_job_text, upload_id
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def _too_many(content: str) -> list[tuple[dict, str, str]]:
     """(spec, field, message) for each list or string one step past its bound."""
     names = [f"s{i}" for i in range(MAX_FAST_STYLES + 1)]
     return [
-        (_optimize(content, content_layers=list(VGG_LAYERS) + ["relu1_1"]), "content_layers", "at most 16"),
+        (_optimize(content, content_layers=[*list(VGG_LAYERS), "relu1_1"]), "content_layers", "at most 16"),
         (_optimize(content, style_layers=["relu1_1", "relu2_1", "relu1_1"]), "style_layers", "named once"),
         (_optimize(content, style_layers=[]), "style_layers", "at least 1"),
         (_optimize(content, styles=[{"image": content}] * (MAX_STYLES + 1)), "styles", f"at most {MAX_STYLES}"),
@@ -62,7 +63,7 @@ def _too_many(content: str) -> list[tuple[dict, str, str]]:
         ({"method": "fast", "content": "c" * 1025}, "content", "at most 1024"),
         ({"method": "train-adain", "name": "m", "content_dataset": "prefix:a", "style_dataset": "prefix:b",
           "init_from": "x" * 1025}, "init_from", "at most 1024"),
-    ]  # fmt: skip
+    ]
 
 
 def test_given_lists_and_strings_past_their_bounds_expect_422_naming_field_and_nothing_queued(

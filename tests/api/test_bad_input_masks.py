@@ -9,8 +9,9 @@ and applies the same rule (``shared.jobs.shapes``) to content masks (``masked`` 
 from __future__ import annotations
 
 import pytest
-from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, png_bytes, upload_id
 from fastapi.testclient import TestClient
+
+from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, png_bytes, upload_id
 
 WHITE = (255, 255, 255)
 
@@ -62,7 +63,7 @@ def test_given_style_masks_of_other_shape_expect_422(client: TestClient, enqueue
         ({"method": "masked", "content": content, "regions": [{"style": {"image": style, "mask": mask},
                                                               "mask": image(64, 48, WHITE)}]},
          "regions[0].style.mask", "40x40"),
-    ]  # fmt: skip
+    ]
     for spec, what, size in cases:
         body = _refused(client, spec)
         assert body["masks"] == [what] and f"does not match the style image {size}" in body["detail"], body

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import time
 
-from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, post_job_text
 from fastapi.testclient import TestClient
 
 from api.request_limits import MAX_JSON_DEPTH
+
+from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, post_job_text
 
 
 def test_given_100000_open_brackets_expect_422_quickly_and_nothing_queued(

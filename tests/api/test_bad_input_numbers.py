@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, png_bytes, post_job_text, upload_id
 from fastapi.testclient import TestClient
 
 from shared.jobs.specs import MAX_LOSS_WEIGHT, MAX_SEED
+
+from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, png_bytes, post_job_text, upload_id
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ OUT_OF_BOUNDS = [
 def test_given_non_finite_or_unbounded_number_expect_422_naming_field_and_nothing_queued(
     client: TestClient, enqueued: EnqueueRecorder, refs: dict[str, str], method: str, field: str, token: str,
     message: str,
-) -> None:  # fmt: skip
+) -> None:
     # when a spec carries the number
     response = post_job_text(client, _spec_text(method, refs, field, token))
     # then 422 invalid-spec names the field and why, and nothing is stored or queued
@@ -84,7 +85,7 @@ def test_given_integer_too_long_to_read_expect_422_and_nothing_queued(
 def test_given_numbers_on_their_bounds_expect_accepted(client: TestClient, refs: dict[str, str]) -> None:
     # given the largest seed, loss weight and style index the spec allows
     spec = {"method": "optimize", "content": refs["content"], "styles": [{"image": refs["style"]}],
-            "seed": MAX_SEED, "content_weight": MAX_LOSS_WEIGHT, "style_weight": 0, "tv_weight": 0}  # fmt: skip
+            "seed": MAX_SEED, "content_weight": MAX_LOSS_WEIGHT, "style_weight": 0, "tv_weight": 0}
     # expect them accepted, and stored exactly
     response = client.post("/v1/jobs", json=spec)
     assert response.status_code == 202, response.text

@@ -7,8 +7,9 @@ serves. ``OPTIONS`` on a known path answers 204 with the same ``Allow``. Nothing
 
 from __future__ import annotations
 
-from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, upload_id
 from fastapi.testclient import TestClient
+
+from api_helpers import EnqueueRecorder, assert_nothing_queued, assert_problem, upload_id
 
 #: Every path of the API (one concrete example each) and the methods it serves.
 PATHS = {

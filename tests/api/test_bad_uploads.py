@@ -87,7 +87,7 @@ CASES = [
     ("tar-pax-header-bomb", lambda: tar_bytes({"a.png": image_bytes()}, pax_headers={"comment": "x" * (3 << 20)}),
      422, "invalid-image", None, None),
     ("zip-without-images", lambda: zip_bytes({"readme.txt": b"hi", "folder/": b""}), 422, "invalid-image", None, None),
-]  # fmt: skip
+]
 
 
 def assert_nothing_kept(client: TestClient, settings: Settings, data: bytes, enqueued: EnqueueRecorder) -> None:

@@ -187,7 +187,7 @@ def impatient_s3(server: S3Server) -> S3Storage:
     from harness import S3_KEY
 
     return S3Storage(server.bucket, endpoint_url=server.endpoint, access_key=S3_KEY, secret_key=S3_KEY,
-                     connect_timeout_s=1, read_timeout_s=1, max_attempts=1)  # fmt: skip
+                     connect_timeout_s=1, read_timeout_s=1, max_attempts=1)
 
 
 def test_given_s3_stopped_then_killed_expect_unavailable_then_back_after_resume(moto: S3Server) -> None:
@@ -232,7 +232,7 @@ def test_given_s3_error_answer_expect_unavailable_with_its_code(code: str, http:
 
     storage = S3Storage("bucket-name", endpoint_url="http://10.1.2.3:9000", access_key="a", secret_key="b")
     answer = {"Error": {"Code": code, "Message": "at http://10.1.2.3:9000/bucket-name/k"},
-              "ResponseMetadata": {"HTTPStatusCode": http}}  # fmt: skip
+              "ResponseMetadata": {"HTTPStatusCode": http}}
     with pytest.raises(StorageUnavailable) as info, storage._errors("write 'k'", "k"):
         raise ClientError(answer, "PutObject")
     assert code in info.value.detail and info.value.retryable

@@ -25,7 +25,7 @@ def test_job_on_unavailable_storage_is_requeued_and_succeeds_when_it_is_back(far
     try:
         job = farm.create({"method": "fast", "content": content, "size": 64, "style": 2})
         requeued = farm.wait(job["id"], until=lambda j: bool(j.get("error")) or j["status"] in ("succeeded", "failed"),
-                             timeout=120)  # fmt: skip
+                             timeout=120)
         assert requeued["status"] in ("queued", "running"), requeued
         problem = requeued["error"]
         assert problem["type"].endswith("/storage-unavailable") and problem["retryable"] is True, problem

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Farm, RedisServer, png_bytes, start_farm
 from PIL import Image
+
+from harness import Farm, RedisServer, png_bytes, start_farm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 BROWSER_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 800}
 KEY_A, KEY_B = "studio-key-acme", "studio-key-globex"
 MAX_SCREENSHOT_BYTES = 200_000
@@ -40,7 +41,7 @@ def studio_farm(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     """One worker, two tenants' keys, a preview every 1 % of the steps."""
     farm = start_farm("sqlite-local", home=tmp_path_factory.mktemp("studio-farm"), redis=redis_server, workers=1,
                       extra_env={"STYLEFARM_API_KEYS": f"{KEY_A}=acme,{KEY_B}=globex",
-                                 "STYLEFARM_PREVIEW_EVERY": "0.01"})  # fmt: skip
+                                 "STYLEFARM_PREVIEW_EVERY": "0.01"})
     try:
         yield farm
     finally:
@@ -85,7 +86,8 @@ def screenshot(page, name: str, shots: Path) -> None:
     buf = io.BytesIO()
     img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
     assert len(buf.getvalue()) <= MAX_SCREENSHOT_BYTES, f"{name}: {len(buf.getvalue())} bytes"
-    targets = [shots] + ([Path(os.environ["STYLEFARM_STUDIO_SCREENSHOTS"])] if os.environ.get("STYLEFARM_STUDIO_SCREENSHOTS") else [])
+    extra = os.environ.get("STYLEFARM_STUDIO_SCREENSHOTS")
+    targets = [shots] + ([Path(extra)] if extra else [])
     for folder in targets:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.png").write_bytes(buf.getvalue())
@@ -107,7 +109,8 @@ def watch_cards(page) -> None:
             if (card) note(card);
             r.addedNodes.forEach((n) => n.matches && n.matches('li.job') && note(n));
         })).observe(document.getElementById('job-list'),
-                    {subtree: true, childList: true, attributes: true, attributeFilter: ['data-status', 'aria-valuenow']});
+                    {subtree: true, childList: true, attributes: true,
+                     attributeFilter: ['data-status', 'aria-valuenow']});
     }""")
 
 
@@ -158,8 +161,10 @@ def test_studio_renders_watches_cancels_paints_and_lists_jobs(
     # and once the key is saved, the built-in styles' thumbnails appear
     page.fill("#api-key", KEY_A)
     page.locator("#key-form button[type=submit]").click()
-    page.wait_for_function("document.querySelectorAll('#thumbs .thumb img').length > 0 && "
-                           "[...document.querySelectorAll('#thumbs .thumb img')].every(i => i.complete && i.naturalWidth > 0)")  # fmt: skip
+    page.wait_for_function(
+        "document.querySelectorAll('#thumbs .thumb img').length > 0 && "
+        "[...document.querySelectorAll('#thumbs .thumb img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     assert page.locator("#banner").is_hidden()
     assert page.evaluate("localStorage.getItem('stylefarm.apiKey')") == KEY_A
     n_styles = len(api.get("/v1/models/multistyle26").json()["style_names"])
@@ -170,7 +175,7 @@ def test_studio_renders_watches_cancels_paints_and_lists_jobs(
 
     # --- a fast job: progress to 100 % and the result image ---
     page.set_input_files("#content-file", {"name": "astronaut.png", "mimeType": "image/png", "buffer": content_png()})
-    page.wait_for_selector("#content-meta:has-text('256×256')")
+    page.wait_for_selector("#content-meta:has-text('256\u00d7256')")  # the page writes WxH with a multiplication sign
     page.locator("#thumbs .thumb[data-style='3']").click()
     assert page.get_attribute("#thumbs .thumb[data-style='3']", "aria-pressed") == "true"
     set_param(page, "size", 192)
@@ -180,7 +185,7 @@ def test_studio_renders_watches_cancels_paints_and_lists_jobs(
     fast = card(page, fast_id)
     fast.locator(".job-image img[alt^='Result']").wait_for()
     page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                           arg=fast.locator(".job-image img").element_handle())  # fmt: skip
+                           arg=fast.locator(".job-image img").element_handle())
     assert fast.get_attribute("data-status") == "succeeded"
     assert fast.locator(".pct").text_content() == "100 %"
     assert fast.locator(".bar").get_attribute("aria-valuenow") == "100"
@@ -203,9 +208,9 @@ def test_studio_renders_watches_cancels_paints_and_lists_jobs(
     opt = card(page, opt_id)
     opt.locator("figcaption:has-text('Preview')").wait_for(timeout=120_000)
     page.wait_for_function("el => parseInt(el.textContent.split('step ')[1]) >= 60",
-                           arg=opt.locator("figcaption").element_handle(), timeout=120_000)  # fmt: skip
+                           arg=opt.locator("figcaption").element_handle(), timeout=120_000)
     page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                           arg=opt.locator(".job-image img").element_handle())  # fmt: skip
+                           arg=opt.locator(".job-image img").element_handle())
     assert opt.get_attribute("data-status") == "running"
     page.wait_for_function("el => el.textContent.includes('step')", arg=opt.locator(".stage").element_handle())
     screenshot(page, "3-optimize-preview", shots)
@@ -259,7 +264,7 @@ def test_studio_renders_watches_cancels_paints_and_lists_jobs(
     # --- the farm view: workers and queues, or "not available" where the server has no such endpoint ---
     page.goto(studio_farm.api_url + "/#farm")
     page.wait_for_function("document.querySelector('#farm-workers').children.length > 0 && "
-                           "document.querySelector('#farm-queues').children.length > 0")  # fmt: skip
+                           "document.querySelector('#farm-queues').children.length > 0")
     for box_id, path in (("#farm-workers", "/v1/workers"), ("#farm-queues", "/v1/queues")):
         text = page.locator(box_id).text_content()
         if api.get(path).status_code == 404:

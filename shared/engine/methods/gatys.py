@@ -38,8 +38,15 @@ from PIL import Image
 from shared.engine import color
 from shared.engine.context import PREVIEW_MAX_SIDE, EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device, seed_everything
-from shared.engine.images import (check_mask_aspect, decode_image, decode_mask, fit_size, preview_image, resize,
-                                  to_tensor)
+from shared.engine.images import (
+    check_mask_aspect,
+    decode_image,
+    decode_mask,
+    fit_size,
+    preview_image,
+    resize,
+    to_tensor,
+)
 from shared.engine.losses import content_loss, gram_matrix, resize_mask, style_loss, total_variation
 from shared.engine.nets.vgg import LAYER_INDEX, VGG19Features, load_vgg19
 from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
@@ -302,10 +309,10 @@ def _run_lbfgs(x: torch.Tensor, objective: LossFn, steps: int, ctx: EngineContex
     track = _LineSearchTrack()
 
     def flush() -> None:
-        if track["best"] is not None and track["iter"] >= 1 and track["reported"] < steps:
-            _report(ctx, counter, stage, track["best"], x)
-            track["reported"] += 1
-        track["best"] = None
+        if track.best is not None and track.iteration >= 1 and track.reported < steps:
+            _report(ctx, counter, stage, track.best, x)
+            track.reported += 1
+        track.best = None
 
     def closure() -> torch.Tensor:
         ctx.check_cancel()
@@ -332,9 +339,9 @@ def _run_lbfgs(x: torch.Tensor, objective: LossFn, steps: int, ctx: EngineContex
             break  # converged (zero gradient or no descent direction): nothing more to do
     last = dict(track.best or {})
     flush()
-    while track["reported"] < steps:  # stopped early: the remaining iterations count as done
+    while track.reported < steps:  # stopped early: the remaining iterations count as done
         _report(ctx, counter, stage, last, x)
-        track["reported"] += 1
+        track.reported += 1
     last["evaluations"] = opt.state[x].get("func_evals", 0)
     return last
 
