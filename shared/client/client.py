@@ -140,7 +140,8 @@ class Client:
         idempotency_key: str | None = None,
     ) -> Job:
         """Queue a job (its spec's image references must be input ids: see ``with_uploads``).
-        ``priority`` (0 normal .. 9 urgent), ``queue`` and ``webhook`` go next to the spec.
+        ``priority`` (0 normal .. 9 urgent) and ``queue`` go as query parameters, ``webhook``
+        (the URL that gets the job's signed final-status event) beside the spec's fields.
         Without an ``idempotency_key`` one is made for this call; a retry of the call's
         request reuses it, so the server creates the job at most once."""
         if isinstance(spec, BaseModel):
@@ -148,7 +149,9 @@ class Client:
             body["method"] = spec.model_dump(mode="json", include={"method"})["method"]
         else:
             body = dict(spec)
-        params = {k: v for k, v in (("priority", priority), ("queue", queue), ("webhook", webhook)) if v is not None}
+        if webhook is not None:
+            body["webhook"] = webhook
+        params = {k: v for k, v in (("priority", priority), ("queue", queue)) if v is not None}
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         data = self._json("POST", "/v1/jobs", idempotent=True, json=body, params=params, headers=headers)
         return Job.model_validate(data)

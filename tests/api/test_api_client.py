@@ -9,6 +9,7 @@ connection before anything was sent, or answer like a proxy in front of the API 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -185,6 +186,15 @@ def test_given_each_submit_call_expect_its_own_key(api_url: str, content: Path) 
         d = farm.submit(body, idempotency_key="mine-1")
     assert a.id != b.id and c.id == d.id
     assert [out for _, out in transport.calls("POST", "/v1/jobs")] == ["202", "202", "202", "200"]
+
+
+def test_given_placement_and_a_webhook_expect_them_beside_the_spec(api_url: str) -> None:
+    transport = Scripted(first(1, 422, "POST", "/v1/jobs"))
+    with Client(api_url, transport=transport) as farm, pytest.raises(ApiError):
+        farm.submit({"method": "fast", "content": "a" * 64}, priority=7, queue="cpu", webhook="https://hooks.test/x")
+    ((request, _),) = transport.seen
+    assert json.loads(request.content) == {"method": "fast", "content": "a" * 64, "webhook": "https://hooks.test/x"}
+    assert dict(request.url.params) == {"priority": "7", "queue": "cpu"}
 
 
 def test_given_502_503_504_expect_get_retried_with_backoff_or_retry_after(api_url: str) -> None:
