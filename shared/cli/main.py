@@ -7,11 +7,14 @@
   time-boxed stretches.
   Both offer every method of the registry (``shared.jobs.methods``; ``command_of``).
 - ``stylefarm styles``: the built-in styles of the fast model.
+- ``stylefarm submit | status | wait | result | cancel | jobs | models | workers``: a farm
+  through its API (``shared.cli.remote``; ``submit METHOD`` takes the options of ``render``).
 - ``stylefarm up | demo | migrate | worker | api``: the services (imported lazily, so
   ``render`` works in an install without them).
 
 Exit codes: 0 done, 1 a stylefarm error (message on stderr), 2 invalid input (bad option,
-invalid spec, missing file), 130 canceled with Ctrl-C.
+invalid spec, missing file), 130 canceled with Ctrl-C; the remote commands add 3 to 5
+(``shared.cli.remote.EXIT_CODES``, shown by ``stylefarm --help``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
+from shared.cli import remote
 from shared.cli.options import FieldOption, add_spec_arguments, describe_errors, spec_data
 from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError
 from shared.jobs.methods import REGISTRY, Method, parse_spec
@@ -71,7 +75,12 @@ def command_of(method: Method) -> tuple[str, str]:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]]]:
     """The full parser, and the generated field options of every method."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Neural style transfer render farm.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Neural style transfer render farm.",
+        epilog=remote.EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     options: dict[str, list[FieldOption]] = {}
 
@@ -106,6 +115,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
 
     styles = sub.add_parser("styles", help="list the built-in styles of the fast model")
     styles.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    remote.add_commands(sub)
 
     for name, text in PASSTHROUGH_HELP.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -333,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         if args.command == "styles":
             return _cmd_styles(args)
+        if args.command in remote.COMMANDS:
+            return remote.run(args)
         return _cmd_run(args, options[args.method])
     except JobCanceled:
         _err("canceled")

@@ -11,20 +11,14 @@ import io
 import json
 import queue
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from api.routes import events
-from shared.cli.stack import free_port
-from shared.db import session as db_session
 from shared.jobs import store
 from shared.jobs.outcomes import RenderKeys, RenderOutcome
 from shared.settings import Settings
@@ -40,30 +34,6 @@ class Event:
     id: int
     kind: str
     data: dict[str, Any]
-
-
-@pytest.fixture
-def api_url(settings: Settings, enqueued: EnqueueRecorder, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The real app served by uvicorn on a free port, polling fast so the test is quick."""
-    from api.main import create_app
-
-    monkeypatch.setattr(events, "POLL_S", 0.02)
-    monkeypatch.setattr(events, "KEEPALIVE_S", 0.3)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        db_session.configure(None)
-        db_session.dispose_engines()
 
 
 class Stream:

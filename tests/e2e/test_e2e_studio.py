@@ -25,7 +25,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from harness import Farm, RedisServer, png_bytes, start_farm
+from shared.imaging import png_bytes
+
+from harness import Farm, RedisServer, start_farm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
