@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import KeyCache
 from api.problems import Problem, install_problem_handlers
 from api.routes import health, inputs, jobs, models
 from shared.db import session as db_session
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.settings = settings
     app.state.storage = get_storage(settings)
+    app.state.key_cache = KeyCache(ttl_s=settings.api_key_cache_s, touch_interval_s=settings.api_key_touch_interval_s)
     install_problem_handlers(app)
     for module in (health, inputs, jobs, models):
         app.include_router(module.router)

@@ -11,7 +11,7 @@ from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
-from shared.jobs import inputs
+from shared.jobs import inputs, quotas
 from shared.errors import PayloadTooLarge
 from shared.storage import input_key
 
@@ -40,7 +40,7 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
     response_model=InputOut,
     status_code=status.HTTP_201_CREATED,
     responses={200: {"description": "The same bytes were uploaded before", "model": InputOut}}
-    | problem_responses(401, 413, 422, 503),
+    | problem_responses(401, 413, 422, 429, 503),
     summary="Upload an image or a zip/tar archive of images",
 )
 async def upload_input(
@@ -66,6 +66,7 @@ async def upload_input(
         response.status_code = status.HTTP_200_OK
         return input_out(existing)
 
+    await run_in_threadpool(quotas.check_upload, tenant, len(data), settings)
     info = await run_in_threadpool(inspect_upload, data, settings.max_pixels)
     key = input_key(tenant, sha256)
     # Bytes first, row second: a row never points at a missing object (an orphan object

@@ -18,7 +18,8 @@ from shared.jobs import inputs
 from shared.jobs import model_registry
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
-from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
+from shared.jobs import quotas
+from shared.jobs.methods import METHOD_NAMES, estimate_cost, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
 from shared.jobs.status import JobStatus
 from shared.settings import Settings
@@ -131,7 +132,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
     responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}}
-    | problem_responses(401, 422, 503),
+    | problem_responses(401, 422, 429, 503),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
     },
@@ -145,17 +146,22 @@ async def submit_job(
     storage: StorageDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
-    """Validate the spec and its input references, store the job and queue it.
+    """Validate the spec and its input references, check the tenant's budgets, store the job
+    and queue it.
 
     With ``Idempotency-Key`` a retried request returns the same job (200) instead of
-    creating another; the same key with a different body is a 422 problem.
+    creating another; the same key with a different body is a 422 problem. Over a budget:
+    429 with ``Retry-After`` (a ``quota-exceeded`` problem naming the limit); a job above the
+    single-job cost limit: 422 ``job-too-expensive``. ``estimated_cost`` is in the answer.
     """
     body = await _json_body(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(_check_models, tenant, spec)
+    cost = estimate_cost(spec).gpu_seconds
     job, created = await run_in_threadpool(
-        lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None)
+        lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None, estimated_cost=cost,
+                                 admit=lambda session: quotas.admit_job(session, tenant, cost, settings))  # fmt: skip
     )
     if created:
         await run_in_threadpool(_enqueue, job, settings)
