@@ -63,7 +63,7 @@ class KeyCache:
             entry = self._entries.get(digest)
             if entry is not None and now - entry[0] < self.ttl_s:
                 self._entries.move_to_end(digest)
-                fetched, tenant, key_id = entry
+                _, tenant, key_id = entry
             else:
                 entry = None
         if entry is None:

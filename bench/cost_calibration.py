@@ -28,8 +28,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -88,7 +89,8 @@ def measure(size: int, repeat: int, device: Any) -> dict[str, float]:
             net(x, weights)
 
     decoder = Decoder().eval().to(device, memory_format=torch.channels_last)
-    t = torch.rand(1, 512, size // 8, size // 8, device=device).contiguous(memory_format=torch.channels_last)  # (1, 512, h, w)
+    t = torch.rand(1, 512, size // 8, size // 8, device=device)  # (1, 512, h, w)
+    t = t.contiguous(memory_format=torch.channels_last)
 
     def decoder_f() -> None:
         with torch.inference_mode():
@@ -104,7 +106,9 @@ def measure(size: int, repeat: int, device: Any) -> dict[str, float]:
     return results
 
 
-def training_steps(size: int, repeat: int, vgg: Any, device: Any, TrainFastSpec: Any, TrainAdainSpec: Any) -> dict[str, float]:
+def training_steps(
+    size: int, repeat: int, vgg: Any, device: Any, TrainFastSpec: Any, TrainAdainSpec: Any
+) -> dict[str, float]:
     """One optimizer step of each training loop at batch 1, per megapixel of its crop."""
     import torch
 
@@ -175,7 +179,8 @@ def vgg_fb_gflop_per_mp() -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu | cuda: on a GPU the figures are reference GPU-seconds per megapixel")
+    p.add_argument("--device", default="cpu",
+                   help="cpu | cuda: on a GPU the figures are reference GPU-seconds per megapixel")  # fmt: skip
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--json", type=Path)

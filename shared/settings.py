@@ -18,7 +18,6 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 #: Keys that examples, tests and earlier compose files used: never valid in production.
 DEVELOPMENT_KEYS = frozenset({"dev-key", "key-a", "key-b", "test", "secret", "changeme", "default", "stylefarm"})
 MIN_PRODUCTION_KEY_LEN = 24
@@ -79,7 +78,9 @@ class Settings(BaseSettings):
     api_key_cache_s: float = Field(
         5.0, ge=0, le=60, description="the API trusts a key lookup this long: a revoked key stops working within it"
     )
-    api_key_touch_interval_s: float = Field(60.0, ge=0, description="minimum seconds between last_used_at writes of a key")
+    api_key_touch_interval_s: float = Field(
+        60.0, ge=0, description="minimum seconds between last_used_at writes of a key"
+    )
     quota_max_queued_jobs: int = Field(100, ge=0, description="jobs of a tenant waiting in the queue")
     quota_max_jobs_in_flight: int = Field(120, ge=0, description="jobs of a tenant queued or running")
     quota_max_cost_in_flight: float = Field(
@@ -122,7 +123,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"STYLEFARM_API_KEYS holds {len(weak)} development or short key(s) "
                     f"({', '.join(k[:4] + '...' for k in weak)}): production needs random keys of at least "
-                    f"{MIN_PRODUCTION_KEY_LEN} characters (`stylefarm keys generate`), or keys in SQL (`stylefarm keys create`)"
+                    f"{MIN_PRODUCTION_KEY_LEN} characters (`stylefarm keys generate`), "
+                    "or keys in SQL (`stylefarm keys create`)"
                 )
         return self
 

@@ -12,7 +12,7 @@ from shared.jobs import cost
 from shared.jobs.methods import REGISTRY, estimate_cost, parse_spec
 
 sys.path.insert(0, str(Path(__file__).parent / "api"))  # the API tests' helpers
-from api_helpers import make_client, png_bytes, record_enqueues, upload_id  # noqa: E402
+from api_helpers import make_client, png_bytes, record_enqueues, upload_id
 
 OPT = {"method": "optimize", "content": "c", "styles": [{"image": "s"}]}
 REGIONS = [{"style": {"image": "s"}, "mask": "m"}] * 3
@@ -33,6 +33,12 @@ def test_vgg_flops_follow_the_architecture() -> None:
     assert depths == sorted(depths) and depths[-1] == 1.0
 
 
+MASKED = {"method": "masked", "content": "c", "regions": REGIONS}
+TRAIN_FAST = {"method": "train-fast", "name": "n", "styles": ["s"], "dataset": "d"}
+TRAIN_ADAIN = {"method": "train-adain", "name": "n", "content_dataset": "c", "style_dataset": "s"}
+ADAIN = {"method": "adain", "content": "c", "styles": [{"image": "s"}]}
+
+
 @pytest.mark.parametrize(
     "cheap, dear",
     [
@@ -42,13 +48,13 @@ def test_vgg_flops_follow_the_architecture() -> None:
         (OPT, {**OPT, "styles": [{"image": "s"}, {"image": "t"}]}),
         (OPT, {**OPT, "levels": 3}),
         ({**OPT, "style_layers": ["relu1_1", "relu2_1"], "content_layers": ["relu2_1"]}, OPT),
-        ({"method": "masked", "content": "c", "regions": REGIONS}, {"method": "masked", "content": "c", "regions": REGIONS, "mode": "composite"}),
+        (MASKED, {**MASKED, "mode": "composite"}),
         ({"method": "fast", "content": "c", "size": 256}, {"method": "fast", "content": "c", "size": 1024}),
-        ({"method": "adain", "content": "c", "styles": [{"image": "s"}]}, {"method": "adain", "content": "c", "styles": [{"image": "s"}] * 3}),
-        ({"method": "train-fast", "name": "n", "styles": ["s"], "dataset": "d", "steps": 100}, {"method": "train-fast", "name": "n", "styles": ["s"], "dataset": "d", "steps": 1000}),
-        ({"method": "train-adain", "name": "n", "content_dataset": "c", "style_dataset": "s", "batch_size": 2}, {"method": "train-adain", "name": "n", "content_dataset": "c", "style_dataset": "s", "batch_size": 8}),
+        (ADAIN, {**ADAIN, "styles": [{"image": "s"}] * 3}),
+        ({**TRAIN_FAST, "steps": 100}, {**TRAIN_FAST, "steps": 1000}),
+        ({**TRAIN_ADAIN, "batch_size": 2}, {**TRAIN_ADAIN, "batch_size": 8}),
     ],
-)  # fmt: skip
+)
 def test_cost_grows_with_the_work(cheap: dict, dear: dict) -> None:
     assert gpu_s(**cheap) < gpu_s(**dear)
 

@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StorageDep, TenantDep
@@ -159,9 +160,13 @@ async def submit_job(
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(_check_models, tenant, spec)
     cost = estimate_cost(spec).gpu_seconds
+    def admit(session: Session) -> None:
+        quotas.admit_job(session, tenant, cost, settings)
+
     job, created = await run_in_threadpool(
-        lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None, estimated_cost=cost,
-                                 admit=lambda session: quotas.admit_job(session, tenant, cost, settings))  # fmt: skip
+        lambda: store.create_job(
+            tenant, spec, idempotency_key=idempotency_key or None, estimated_cost=cost, admit=admit
+        )
     )
     if created:
         await run_in_threadpool(_enqueue, job, settings)

@@ -95,7 +95,7 @@ class CostEstimate:
     seconds: float
 
     @classmethod
-    def of(cls, gpu_seconds: float, queue: str) -> "CostEstimate":
+    def of(cls, gpu_seconds: float, queue: str) -> CostEstimate:
         slowdown = WORKER_CLASSES.get(queue, WORKER_CLASSES["cpu"])  # an unknown class: the slow one
         return cls(gpu_seconds=round(gpu_seconds, 3), queue=queue, seconds=round(gpu_seconds * slowdown, 3))
 
@@ -192,7 +192,8 @@ def train_fast_cost(spec: TrainFastSpec) -> float:
 
 
 def train_adain_cost(spec: TrainAdainSpec) -> float:
-    return JOB_OVERHEAD_S + _cpu_to_gpu(spec.steps * spec.batch_size * CPU_S_PER_MP["train_adain"] * _mp(spec.image_size))
+    steps = spec.steps * spec.batch_size * CPU_S_PER_MP["train_adain"] * _mp(spec.image_size)
+    return JOB_OVERHEAD_S + _cpu_to_gpu(steps)
 
 
 def flat_cost(spec: JobSpecModel) -> float:

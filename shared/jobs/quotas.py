@@ -145,7 +145,8 @@ def admit_job(session: Session, tenant: str, cost: float, settings: Settings) ->
 def upload_usage(session: Session, tenant: str, now: datetime) -> int:
     """Bytes of new inputs ``tenant`` stored in the 24 hours before ``now``."""
     used = session.scalar(
-        select(func.coalesce(func.sum(Input.size), 0)).where(Input.tenant == tenant, Input.created_at > now - UPLOAD_WINDOW)
+        select(func.coalesce(func.sum(Input.size), 0))
+        .where(Input.tenant == tenant, Input.created_at > now - UPLOAD_WINDOW)
     )
     return int(used or 0)
 

@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api_helpers import EnqueueRecorder, assert_problem, make_client, png_bytes, upload, upload_id
 from fastapi.testclient import TestClient
 
 from shared.jobs import api_keys, model_registry, store, tenants
 from shared.jobs.outcomes import RenderKeys, RenderOutcome
 from shared.settings import Settings
 from shared.storage import get_storage, result_key, thumbnail_key
+
+from api_helpers import EnqueueRecorder, assert_problem, make_client, png_bytes, upload, upload_id
 
 
 @pytest.fixture
@@ -109,7 +110,8 @@ def test_another_tenants_job_is_404_on_every_route(keyed, settings: Settings) ->
     # expect globex (SQL key) and initech (environment key) to get 404 everywhere, and no listing
     for other in ("globex", "initech"):
         for method, path in (("GET", ""), ("GET", "/result"), ("POST", "/cancel"), ("DELETE", "")):
-            assert_not_found(client.request(method, f"/v1/jobs/{job_id}{path}", headers=h[other]), job["spec"]["content"])
+            response = client.request(method, f"/v1/jobs/{job_id}{path}", headers=h[other])
+            assert_not_found(response, job["spec"]["content"])
         assert client.get("/v1/jobs", headers=h[other]).json()["items"] == []
     # and the job is untouched by their cancel attempts
     assert client.get(f"/v1/jobs/{job_id}", headers=h["acme"]).json()["status"] == "succeeded"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from harness import Farm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
