@@ -48,10 +48,15 @@ def key_dict(row: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Administer the API keys stored (hashed) in SQL.")
+def admin_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
+    """A parser with ``--database-url`` and its ACTION subparsers (``keys``, ``tenants``)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--database-url", help="SQLAlchemy URL (default: the configured STYLEFARM_DATABASE_URL)")
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    return p, p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p, sub = admin_parser(PROG, "Administer the API keys stored (hashed) in SQL.")
     create = sub.add_parser("create", help="create a key for a tenant; prints the key once")
     create.add_argument("tenant")
     create.add_argument("--name", default="default", help="what the key is for (shown in listings)")

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from shared.cli.keys import open_database
+from shared.cli.keys import admin_parser, open_database
 
 PROG = "stylefarm tenants"
 
@@ -44,9 +44,7 @@ def _limit_value(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Per-tenant budgets.")
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: the configured STYLEFARM_DATABASE_URL)")
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p, sub = admin_parser(PROG, "Per-tenant budgets.")
     limits = sub.add_parser("set-limits", help="set a tenant's limits ('default' restores the default)")
     limits.add_argument("tenant")
     for flag, (name, kind) in LIMIT_OPTIONS.items():
