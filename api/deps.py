@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from shared.errors import Unauthorized
+from shared.jobs import api_keys
 from shared.settings import Settings
 from shared.storage import Storage
 
+log = logging.getLogger("stylefarm.api")
 
 def get_app_settings(request: Request) -> Settings:
     """The ``Settings`` the app was created with."""
@@ -24,33 +31,102 @@ def get_app_storage(request: Request) -> Storage:
     return storage
 
 
-def get_tenant(
-    settings: Annotated[Settings, Depends(get_app_settings)],
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> str:
-    """The tenant of the caller.
+@dataclass
+class KeyCache:
+    """What the API knows about stored keys, for at most ``ttl_s`` seconds (so a key created or
+    revoked with ``stylefarm keys`` takes effect within that time, with no restart).
 
-    Without ``settings.api_keys`` (development) everyone is ``settings.default_tenant``.
-    Otherwise ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` must name a
-    configured key, and the key's tenant is the caller's.
+    ``tenant_of(key)`` caches by the key's hash: the tenant of a valid key, or None for an
+    unknown or revoked one (bounded, least recently used out, so guessing keys cannot grow it).
+    ``last_used_at`` is written at most once per ``touch_interval_s`` per key.
     """
-    keys = settings.api_key_tenants()
-    if not keys:
-        return settings.default_tenant
-    presented = x_api_key
+
+    ttl_s: float
+    touch_interval_s: float
+    max_entries: int = 10_000
+    _entries: OrderedDict[str, tuple[float, str | None, str | None]] = field(default_factory=OrderedDict)
+    _any: tuple[float, bool] | None = None
+    _touched: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def any_keys(self) -> bool:
+        """Whether SQL holds any key (then every request needs one). Once true it stays true:
+        revoked keys keep their rows, so revoking the last key never opens the API."""
+        now = time.monotonic()
+        cached = self._any
+        if cached is None or (not cached[1] and now - cached[0] >= self.ttl_s):
+            cached = self._any = (now, api_keys.any_keys())
+        return cached[1]
+
+    def tenant_of(self, key: str) -> str | None:
+        digest = api_keys.hash_key(key)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is not None and now - entry[0] < self.ttl_s:
+                self._entries.move_to_end(digest)
+                _, tenant, key_id = entry
+            else:
+                entry = None
+        if entry is None:
+            row = api_keys.lookup(key)
+            valid = row is not None and row.revoked_at is None
+            tenant, key_id = (row.tenant, row.id) if valid and row is not None else (None, None)
+            with self._lock:
+                self._entries[digest] = (now, tenant, key_id)
+                self._entries.move_to_end(digest)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        if key_id is not None and now - self._touched.get(key_id, -1e18) >= self.touch_interval_s:
+            self._touched[key_id] = now
+            try:
+                api_keys.touch(key_id, self.touch_interval_s)
+            except Exception as exc:  # bookkeeping: never fail the request for it
+                log.warning("could not record the use of API key %s: %s", key_id, exc)
+        return tenant
+
+
+def get_key_cache(request: Request) -> KeyCache:
+    """The app's ``KeyCache`` (one per app)."""
+    cache: KeyCache = request.app.state.key_cache
+    return cache
+
+
+def _presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            presented = token.strip()
+            return token.strip()
+    return x_api_key or None
+
+
+def get_tenant(
+    settings: Annotated[Settings, Depends(get_app_settings)],
+    cache: Annotated[KeyCache, Depends(get_key_cache)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """The tenant of the caller, from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+    A key is one of ``settings.api_keys`` (``key=tenant`` pairs from the environment, for a
+    single machine) or a key stored hashed in SQL (``stylefarm keys create``; revoked ones are
+    refused). With no keys at all, in development only, everyone is ``settings.default_tenant``;
+    production always needs a key.
+    """
+    env_keys = settings.api_key_tenants()
+    if not env_keys and settings.env == "development" and not cache.any_keys():
+        return settings.default_tenant
+    presented = _presented_key(authorization, x_api_key)
     if not presented:
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.")
     tenant = None
-    for key, key_tenant in keys.items():  # compare against every key: no timing hint
+    for key, key_tenant in env_keys.items():  # compare against every key: no timing hint
         if hmac.compare_digest(key.encode(), presented.encode()):
             tenant = key_tenant
     if tenant is None:
-        raise Unauthorized("The API key is not valid.")
+        tenant = cache.tenant_of(presented)
+    if tenant is None:
+        raise Unauthorized("The API key is not valid (unknown or revoked).")
     return tenant
 
 

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.allowed_methods import OptionsMiddleware
+from api.deps import KeyCache
 from api.problems import Problem, document_validation_problems, install_problem_handlers
 from api.request_limits import BodyLimitMiddleware
 from api.routes import events, health, inputs, jobs, models
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.settings = settings
     app.state.storage = get_storage(settings)
+    app.state.key_cache = KeyCache(ttl_s=settings.api_key_cache_s, touch_interval_s=settings.api_key_touch_interval_s)
     install_problem_handlers(app)
     app.add_middleware(OptionsMiddleware, routes=app.router.routes)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes)

@@ -102,7 +102,7 @@ def _stylefarm_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="stylefarm"'
     if exc.retryable:
-        headers["Retry-After"] = "5"
+        headers["Retry-After"] = str(getattr(exc, "retry_after_s", 5))
     body = exc.to_problem(instance=request.url.path)
     return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers or None)
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.db.orm import Input, Job, ModelRow, utcnow
+from shared.jobs.cost import UNIT, CostEstimate
 from shared.jobs.outcomes import RenderOutcome, parse_outcome
 
 
@@ -33,6 +34,12 @@ class ResultOut(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class CostOut(BaseModel):
+    gpu_seconds: float = Field(description=f"estimated cost in {UNIT} (shared/jobs/cost.py): what tenant budgets count")
+    seconds: float = Field(description="expected run time on a worker of the job's queue")
+    queue: str
+
+
 class JobOut(BaseModel):
     id: str
     method: str
@@ -47,6 +54,7 @@ class JobOut(BaseModel):
     error: dict[str, Any] | None = Field(description="RFC 9457 problem details of the failure (or last retry)")
     result: ResultOut | None
     model_id: str | None = Field(description="model a training job produced")
+    estimated_cost: CostOut
     links: dict[str, str]
 
 
@@ -130,6 +138,7 @@ def job_out(job: Job, base: str = "") -> JobOut:
         error=job.error,
         result=result,
         model_id=job.model_id,
+        estimated_cost=CostOut(**CostEstimate.of(job.estimated_cost or 0.0, job.queue).__dict__),
         links=links,
     )
 

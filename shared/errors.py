@@ -106,6 +106,26 @@ class Unauthorized(StylefarmError):
     status, title, slug = 401, "Unauthorized", "unauthorized"
 
 
+class QuotaExceeded(StylefarmError):
+    """A tenant's budget (queued jobs, jobs in flight, cost in flight, upload bytes per day)
+    is used up; ``extra`` names the limit, its value and the usage. Retryable: the budget
+    frees up as jobs finish (``retry_after_s`` becomes the ``Retry-After`` header)."""
+
+    status, title, slug = 429, "Quota exceeded", "quota-exceeded"
+    retryable = True
+
+    def __init__(self, detail: str, *, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **extra)
+        self.retry_after_s = retry_after_s
+
+
+class JobTooExpensive(StylefarmError):
+    """One job's estimated cost is above the tenant's single-job limit: waiting never helps,
+    so this is not a 429; the caller must ask for less (smaller size, fewer steps)."""
+
+    status, title, slug = 422, "Job too expensive", "job-too-expensive"
+
+
 # --- job outcomes ----------------------------------------------------------------------
 
 

@@ -4,7 +4,9 @@ Every field can be set from the environment with the ``STYLEFARM_`` prefix
 (``STYLEFARM_DATABASE_URL``, ...); ``DATABASE_URL``, ``REDIS_URL`` and the usual
 ``AWS_*`` names are accepted too. The embedded defaults (SQLite, local storage, a Redis
 on localhost) run everything on one machine; production points the same code at
-PostgreSQL, a Redis cluster and S3. Secrets have no defaults outside development.
+PostgreSQL, a Redis cluster and S3. Secrets have no defaults outside development, and
+production refuses a development API key (``DEVELOPMENT_KEYS``, or any key shorter than
+``MIN_PRODUCTION_KEY_LEN``) at start-up.
 """
 
 from __future__ import annotations
@@ -15,6 +17,15 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Keys that examples, tests and earlier compose files used: never valid in production.
+DEVELOPMENT_KEYS = frozenset({"dev-key", "key-a", "key-b", "test", "secret", "changeme", "default", "stylefarm"})
+MIN_PRODUCTION_KEY_LEN = 24
+
+
+def is_development_key(key: str) -> bool:
+    """A key production refuses: a known development key, or too short to be random."""
+    return key in DEVELOPMENT_KEYS or len(key) < MIN_PRODUCTION_KEY_LEN
 
 
 class Settings(BaseSettings):
@@ -55,8 +66,31 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 40_000_000
     default_tenant: str = "default"
-    api_keys: str = Field("", description="comma-separated key=tenant pairs; empty = no auth (development)")
+    api_keys: str = Field(
+        "", description="comma-separated key=tenant pairs (single-machine setups); more keys live hashed in SQL "
+        "(`stylefarm keys create`). No keys anywhere = no auth, in development only",
+    )
     public_url: str = Field("", description="base URL for links in responses; empty = from the request")
+
+    # --- tenants: API keys and budgets (shared/jobs/api_keys.py, shared/jobs/quotas.py) ---
+    # Budget defaults of every tenant; `stylefarm tenants set-limits TENANT ...` overrides them per
+    # tenant. Costs are in reference GPU-seconds (shared/jobs/cost.py).
+    api_key_cache_s: float = Field(
+        5.0, ge=0, le=60, description="the API trusts a key lookup this long: a revoked key stops working within it"
+    )
+    api_key_touch_interval_s: float = Field(
+        60.0, ge=0, description="minimum seconds between last_used_at writes of a key"
+    )
+    quota_max_queued_jobs: int = Field(100, ge=0, description="jobs of a tenant waiting in the queue")
+    quota_max_jobs_in_flight: int = Field(120, ge=0, description="jobs of a tenant queued or running")
+    quota_max_cost_in_flight: float = Field(
+        8 * 3600.0, ge=0, description="sum of the estimated costs of a tenant's queued and running jobs"
+    )
+    quota_max_job_cost: float = Field(4 * 3600.0, ge=0, description="estimated cost of one job")
+    quota_max_upload_bytes_per_day: int = Field(
+        2 * 1024**3, ge=0, description="bytes of new inputs a tenant stores in any 24 hours"
+    )
+    quota_retry_after_s: int = Field(30, ge=1, description="Retry-After of a 429 while jobs in flight hold the budget")
 
     # --- worker ---
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -103,10 +137,16 @@ class Settings(BaseSettings):
                 missing.append("STYLEFARM_DATABASE_URL")
             if self.storage == "s3" and not (self.s3_access_key and self.s3_secret_key):
                 missing.append("STYLEFARM_S3_ACCESS_KEY/STYLEFARM_S3_SECRET_KEY")
-            if not self.api_keys:
-                missing.append("STYLEFARM_API_KEYS")
             if missing:
                 raise ValueError(f"production settings need: {', '.join(missing)}")
+            weak = [k for k in self.api_key_tenants() if is_development_key(k)]
+            if weak:
+                raise ValueError(
+                    f"STYLEFARM_API_KEYS holds {len(weak)} development or short key(s) "
+                    f"({', '.join(k[:4] + '...' for k in weak)}): production needs random keys of at least "
+                    f"{MIN_PRODUCTION_KEY_LEN} characters (`stylefarm keys generate`), "
+                    "or keys in SQL (`stylefarm keys create`)"
+                )
         return self
 
     @property

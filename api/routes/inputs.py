@@ -14,7 +14,7 @@ from api.schemas import InputOut, input_out
 from api.uploads import inspect_upload
 from shared.archives import ArchiveLimits
 from shared.errors import PayloadTooLarge
-from shared.jobs import inputs
+from shared.jobs import inputs, quotas
 from shared.storage import input_key
 
 router = APIRouter(prefix="/v1/inputs", tags=["inputs"])
@@ -42,7 +42,7 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
     response_model=InputOut,
     status_code=status.HTTP_201_CREATED,
     responses=problem_responses(
-        400, 401, 413, 422, 503,
+        400, 401, 413, 422, 429, 503,
         others={200: {"description": "The same bytes were uploaded before", "model": InputOut}},
     ),
     summary="Upload an image or a zip/tar archive of images",
@@ -77,6 +77,7 @@ async def upload_input(
         response.status_code = status.HTTP_200_OK
         return input_out(existing)
 
+    await run_in_threadpool(quotas.check_upload, tenant, len(data), settings)
     info = await run_in_threadpool(inspect_upload, data, settings.max_pixels, ArchiveLimits.from_settings(settings))
     key = input_key(tenant, sha256)
     # Bytes first, row second: a row never points at a missing object (an orphan object

@@ -6,6 +6,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StorageDep, TenantDep
@@ -16,8 +17,8 @@ from api.routes.blobs import BLOB_RESPONSES, serve_blob
 from api.schemas import JobListOut, JobOut, job_out
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
-from shared.jobs import inputs, model_registry, store
-from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
+from shared.jobs import inputs, model_registry, quotas, store
+from shared.jobs.methods import METHOD_NAMES, estimate_cost, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
@@ -119,7 +120,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
     responses=problem_responses(
-        401, 413, 415, 422, 503,
+        401, 413, 415, 422, 429, 503,
         others={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}},
     ),
     openapi_extra={
@@ -135,18 +136,27 @@ async def submit_job(
     storage: StorageDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
-    """Validate the spec and its input references, store the job and queue it.
+    """Validate the spec and its input references, check the tenant's budgets, store the job
+    and queue it.
 
     With ``Idempotency-Key`` a retried request returns the same job (200) instead of
-    creating another; the same key with a different body is a 422 problem.
+    creating another; the same key with a different body is a 422 problem. Over a budget:
+    429 with ``Retry-After`` (a ``quota-exceeded`` problem naming the limit); a job above the
+    single-job cost limit: 422 ``job-too-expensive``. ``estimated_cost`` is in the answer.
     """
     body = await read_json_object(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(check_mask_shapes, tenant, spec)
     await run_in_threadpool(_check_models, tenant, spec)
+    cost = estimate_cost(spec).gpu_seconds
+    def admit(session: Session) -> None:
+        quotas.admit_job(session, tenant, cost, settings)
+
     job, created = await run_in_threadpool(
-        lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None)
+        lambda: store.create_job(
+            tenant, spec, idempotency_key=idempotency_key or None, estimated_cost=cost, admit=admit
+        )
     )
     if created:
         await run_in_threadpool(_enqueue, job, settings)

@@ -11,6 +11,8 @@
   through its API (``shared.cli.remote``; ``submit METHOD`` takes the options of ``render``).
 - ``stylefarm up | demo | migrate | worker | api``: the services (imported lazily, so
   ``render`` works in an install without them).
+- ``stylefarm keys create|list|revoke|generate``, ``stylefarm tenants set-limits|show``: the
+  operator's tenant administration (``shared.cli.keys``, ``shared.cli.tenants``).
 
 Exit codes: 0 done, 1 a stylefarm error (message on stderr), 2 invalid input (bad option,
 invalid spec, missing file), 130 canceled with Ctrl-C; the remote commands add 3 to 5
@@ -297,6 +299,18 @@ def _exec_python_module(argv: list[str]) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def _cmd_keys(rest: list[str]) -> int:
+    from shared.cli.keys import main as keys_main
+
+    return keys_main(rest)
+
+
+def _cmd_tenants(rest: list[str]) -> int:
+    from shared.cli.tenants import main as tenants_main
+
+    return tenants_main(rest)
+
+
 def _cmd_worker(rest: list[str]) -> int:
     from shared.settings import get_settings
 
@@ -316,6 +330,8 @@ PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {
     "up": _cmd_up,
     "demo": _cmd_demo,
     "migrate": _cmd_migrate,
+    "keys": _cmd_keys,
+    "tenants": _cmd_tenants,
     "worker": _cmd_worker,
     "api": _cmd_api,
 }
@@ -323,6 +339,8 @@ PASSTHROUGH_HELP = {
     "up": "run the whole farm on this machine (Redis, API, workers)",
     "demo": "submit demo jobs and collect the results",
     "migrate": "migrate the database to the newest schema",
+    "keys": "API keys stored hashed in SQL: create | list | revoke | generate",
+    "tenants": "per-tenant budgets: set-limits | show",
     "worker": "run a Celery worker (extra arguments go to celery)",
     "api": "run the REST API with uvicorn (extra arguments go to uvicorn)",
 }

@@ -65,7 +65,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--url", default=None, help=f"the farm's API (default: ${URL_ENV}, else {DEFAULT_URL})")
     g.add_argument("--api-key", default=None, metavar="KEY", help=f"API key (default: ${API_KEY_ENV})")
     g.add_argument("--retries", type=int, default=RetryPolicy().attempts - 1, metavar="N",
-                   help="tries again after a failed connection, 502/503/504 or 429 (default: %(default)s)")  # fmt: skip
+                   help="tries again after a failed connection, 502/503/504 or 429 (default: %(default)s)")
     g.add_argument("--json", action="store_true", help="print JSON on stdout (a job, a list, or the error's problem)")
 
 
@@ -75,16 +75,16 @@ def _wait_options(p: argparse.ArgumentParser, wait_flag: bool) -> None:
         g.add_argument("--wait", action="store_true", help="wait for the job to end, with a progress bar on stderr")
     implies = " (implies --wait)" if wait_flag else ""
     g.add_argument("-o", "--output", type=Path, metavar="PATH",
-                   help=f"download the result image (PNG) here once the job succeeded{implies}")  # fmt: skip
+                   help=f"download the result image (PNG) here once the job succeeded{implies}")
     g.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help=f"stop waiting after this long (exit {EXIT_TIMEOUT}; the job goes on)")  # fmt: skip
+                   help=f"stop waiting after this long (exit {EXIT_TIMEOUT}; the job goes on)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the remote commands to the ``stylefarm`` subcommands."""
     submit = sub.add_parser("submit", help="submit a job to a farm (same options as render/train)",
-                            description="Submit a job to a farm; local files are uploaded first.")  # fmt: skip
+                            description="Submit a job to a farm; local files are uploaded first.")
     methods = submit.add_subparsers(dest="method", metavar="METHOD", required=True)
     for method in REGISTRY.values():
         doc = (method.spec.__doc__ or "").strip().splitlines()[0]
@@ -95,7 +95,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         g.add_argument("--queue", default=None, help="the queue to run on (default: the method's)")
         g.add_argument("--webhook", default=None, metavar="URL", help="POST a signed event here when the job ends")
         g.add_argument("--idempotency-key", default=None, metavar="KEY",
-                       help="the same key again returns the same job instead of a second one")  # fmt: skip
+                       help="the same key again returns the same job instead of a second one")
         _wait_options(p, wait_flag=True)
         _server_options(p)
 
@@ -126,7 +126,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _server_options(jobs)
     _server_options(sub.add_parser("models", help="list the models of a farm", description="List the models."))
     _server_options(sub.add_parser("workers", help="list the workers and queues of a farm",
-                                   description="List the live workers and the depth of each queue."))  # fmt: skip
+                                   description="List the live workers and the depth of each queue."))
 
 
 # --- output -------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def _cmd_submit(client: Client, args: argparse.Namespace) -> int:
         return _invalid_spec(args, exc, options)
     body = client.with_uploads(spec)
     job = client.submit(body, priority=args.priority, queue=args.queue, webhook=args.webhook,
-                        idempotency_key=args.idempotency_key)  # fmt: skip
+                        idempotency_key=args.idempotency_key)
     args.job_id = job.id  # named if Ctrl-C stops the wait
     if not (args.wait or args.output is not None):
         if args.json:
@@ -243,7 +243,7 @@ def _cmd_submit(client: Client, args: argparse.Namespace) -> int:
         else:
             print(job.id)
             print(f"submitted {job.method} job {job.id} ({job.status}); watch it with: {PROG} wait {job.id}",
-                  file=sys.stderr)  # fmt: skip
+                  file=sys.stderr)
         return EXIT_OK
     print(f"submitted {job.method} job {job.id}", file=sys.stderr)
     return _wait_and_fetch(client, args, job)
@@ -310,7 +310,7 @@ def _cmd_workers(client: Client, args: argparse.Namespace) -> int:
         _print_json({
             "workers": None if workers is None else [w.model_dump(mode="json") for w in workers],
             "queues": None if queues is None else [q.model_dump(mode="json") for q in queues],
-        })  # fmt: skip
+        })
         return EXIT_OK
     if workers is None:
         print(f"{client.url} does not list its workers (no /v1/workers)", file=sys.stderr)

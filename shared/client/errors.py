@@ -56,7 +56,7 @@ class ApiError(StylefarmError):
             "status": response.status_code,
             "detail": f"{response.request.method} {response.request.url.path}: {response.status_code} {phrase}"
             + (f" ({text})" if text else ""),
-        })  # fmt: skip
+        })
 
     def __str__(self) -> str:
         return f"{self.title}: {self.detail}" if self.title else self.detail
@@ -73,7 +73,7 @@ class Unreachable(ApiError):
             "status": 503,
             "detail": f"{url}: {reason}",
             "url": url,
-        })  # fmt: skip
+        })
 
 
 class WaitTimeout(ApiError):
@@ -87,4 +87,4 @@ class WaitTimeout(ApiError):
             "detail": f"job {job_id} is still {status} after {seconds:g} s",
             "job_id": job_id,
             "job_status": status,
-        })  # fmt: skip
+        })

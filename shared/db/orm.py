@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 typed ORM models: ``jobs``, ``inputs`` and ``models``.
+"""SQLAlchemy 2.0 typed ORM models: ``jobs``, ``inputs``, ``models``, ``api_keys``, ``tenant_limits``.
 
 Every row carries a ``tenant`` so multi-tenancy needs no schema change. Timestamps are
 stored in UTC and always come back timezone-aware (SQLite forgets the zone, so a small
@@ -170,3 +170,40 @@ class Job(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # +1 each time the worker uploaded a new preview image (0 = none yet).
     preview_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # shared.jobs.cost: reference GPU-seconds, fixed at admission; quotas sum it over jobs in flight.
+    estimated_cost: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+
+
+class ApiKey(Base):
+    """An API key of a tenant, stored as the sha256 of the key (the key itself is shown once,
+    at creation). ``prefix`` (the first characters) identifies it in listings and logs."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+        Index("ix_api_keys_tenant", "tenant"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(TENANT_LEN))
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class TenantLimits(Base):
+    """An operator's per-tenant budgets (``stylefarm tenants set-limits``); a NULL column means
+    the default from ``Settings`` (``quota_*``)."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_LEN), primary_key=True)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_jobs_in_flight: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_cost_in_flight: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_job_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_upload_bytes_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -7,7 +7,9 @@ cancel question. Every method module has one entry point taking ``(spec, ctx)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -64,7 +66,10 @@ class EngineContext:
       before this is asked.
     - ``dataset_dir(ref) -> Path``: a local flat folder of images for a dataset reference.
     - ``progress(Progress)``: called often; the caller throttles its own writes.
-    - ``is_canceled() -> bool``: checked between steps; the engine then raises ``JobCanceled``.
+    - ``is_canceled() -> bool``: checked between steps, and while ``run_engine`` runs a job
+      also between the layers of its networks (``cancel_point``), forward and backward, so
+      one long step (an L-BFGS iteration at 2048 px) does not delay a cancel; the engine
+      then raises ``JobCanceled``. Called often: the caller throttles its own polling.
     - ``work_dir``: scratch folder of this job (training writes checkpoints here).
     - ``on_checkpoint(path)``: called after a training checkpoint is written (the worker
       uploads it so a retried job can resume).
@@ -104,3 +109,32 @@ class EngineContext:
     def report(self, step: int, total: int, loss: float | None = None, stage: str = "",
                preview: Image.Image | None = None, **losses: float) -> None:
         self.progress(Progress(step=step, total=total, loss=loss, stage=stage, losses=dict(losses), preview=preview))
+
+
+# --- cancel points inside the networks -----------------------------------------------------
+
+_cancel_check: ContextVar[Callable[[], None] | None] = ContextVar("stylefarm_cancel_check", default=None)
+
+
+@contextmanager
+def cancel_checks(ctx: EngineContext) -> Iterator[None]:
+    """While the block runs, ``cancel_point()`` checks ``ctx``'s cancel flag (and whatever
+    else its ``is_canceled`` checks, such as the worker's time limit)."""
+    token = _cancel_check.set(ctx.check_cancel)
+    try:
+        yield
+    finally:
+        _cancel_check.reset(token)
+
+
+def current_cancel_check() -> Callable[[], None] | None:
+    """The check of the job running in this context (None outside ``cancel_checks``); a
+    network captures it for its backward pass, which may run on another thread."""
+    return _cancel_check.get()
+
+
+def cancel_point() -> None:
+    """Between two layers: raise ``JobCanceled`` if the running job was canceled (no-op outside a job)."""
+    check = _cancel_check.get()
+    if check is not None:
+        check()

@@ -1,7 +1,8 @@
 """The method registry: everything stylefarm knows about each job method, in one table.
 
 For each method: its spec model (``shared.jobs.specs``), the queue it goes to, its (soft,
-hard) time limits, its engine entry point and whether it trains a model. The references a
+hard) time limits, its engine entry point, whether it trains a model and its cost function
+(``shared.jobs.cost``; ``estimate_cost`` below). The references a
 job names (images, datasets, models) are told by its spec model itself. Everything else
 reads this table: the ``JobSpec`` union and ``parse_spec`` below, the API (validation,
 ``?method=`` filter), the store (default queue), the broker (time limits on each message),
@@ -26,6 +27,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.errors import InvalidSpec
+from shared.jobs import cost
 from shared.jobs.specs import (
     AdainSpec,
     FastSpec,
@@ -52,6 +54,8 @@ class Method:
     queue: str = "gpu"
     #: A training job: its result is a registered model, its checkpoints resume a retry.
     trains: bool = False
+    #: Estimated cost of a spec in reference GPU-seconds (``shared.jobs.cost``).
+    cost: Callable[[Any], float] = cost.flat_cost
 
     @property
     def soft_limit_s(self) -> int:
@@ -79,14 +83,14 @@ _HOUR = 3600
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("optimize", OptimizeSpec, "shared.engine.methods.optimize:run", (1800, 1900)),
-        Method("masked", MaskedSpec, "shared.engine.methods.masked:run", (2400, 2500)),
-        Method("fast", FastSpec, "shared.engine.methods.fast:run", (300, 360)),
-        Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360)),
+        Method("optimize", OptimizeSpec, "shared.engine.methods.optimize:run", (1800, 1900), cost=cost.optimize_cost),
+        Method("masked", MaskedSpec, "shared.engine.methods.masked:run", (2400, 2500), cost=cost.masked_cost),
+        Method("fast", FastSpec, "shared.engine.methods.fast:run", (300, 360), cost=cost.fast_cost),
+        Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360), cost=cost.adain_cost),
         Method("train-fast", TrainFastSpec, "shared.engine.training.train_fast:run",
-               (3 * _HOUR, 3 * _HOUR + 600), trains=True),
+               (3 * _HOUR, 3 * _HOUR + 600), trains=True, cost=cost.train_fast_cost),
         Method("train-adain", TrainAdainSpec, "shared.engine.training.train_adain:run",
-               (3 * _HOUR, 3 * _HOUR + 600), trains=True),
+               (3 * _HOUR, 3 * _HOUR + 600), trains=True, cost=cost.train_adain_cost),
     )
 }
 
@@ -108,6 +112,13 @@ def get_method(name: str) -> Method:
         return REGISTRY[name]
     except KeyError:
         raise InvalidSpec(f"unknown method {name!r}; expected one of {', '.join(METHOD_NAMES)}") from None
+
+
+def estimate_cost(spec: JobSpecModel, queue: str | None = None) -> cost.CostEstimate:
+    """The estimated cost of ``spec`` (its method's cost function) and its run time on the
+    worker class of ``queue`` (default: the method's queue)."""
+    method = get_method(spec.method)
+    return cost.CostEstimate.of(method.cost(spec), queue or method.queue)
 
 
 #: The discriminated union of every registered spec model (a body's ``method`` picks one);

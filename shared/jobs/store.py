@@ -159,12 +159,18 @@ def create_job(
     priority: int = 0,
     queue: str | None = None,
     parent_id: str | None = None,
+    estimated_cost: float = 0.0,
+    admit: Callable[[Session], None] | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; returns ``(job, created)``.
 
     With an ``idempotency_key``: if the tenant already has a job under that key with the
     same ``request_hash`` (default: hash of the normalized spec), that job is returned with
     ``created=False``; with a different hash ``IdempotencyKeyReused`` (422) is raised.
+
+    ``admit(session)`` runs in the inserting transaction just before the insert (the tenant's
+    budget check, ``shared.jobs.quotas.admit_job``); whatever it raises, nothing is written.
+    A replay of an existing job is not admitted again.
     """
     check_tenant(tenant)
     spec_json = _spec_dict(spec)
@@ -209,9 +215,12 @@ def create_job(
         parent_id=parent_id,
         created_at=now,
         updated_at=now,
+        estimated_cost=estimated_cost,
     )
     try:
         with session_scope() as session:
+            if admit is not None:
+                admit(session)
             session.add(job)
         return job, True
     except IntegrityError:

@@ -34,7 +34,7 @@ API_KEY = "cli-key-acme"
 @pytest.fixture(scope="module")
 def cli_farm(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     farm = start_farm("sqlite-local", home=tmp_path_factory.mktemp("cli-farm"), redis=redis_server, workers=1,
-                      extra_env={"STYLEFARM_API_KEYS": f"{API_KEY}=acme"})  # fmt: skip
+                      extra_env={"STYLEFARM_API_KEYS": f"{API_KEY}=acme"})
     try:
         yield farm
     finally:
@@ -53,7 +53,7 @@ def stylefarm(
     farm: Farm, *argv: str, key: str | None = API_KEY, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "shared.cli.main", *argv], env=cli_env(farm, key), cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def cli_env(farm: Farm, key: str | None) -> dict[str, str]:
@@ -70,7 +70,7 @@ def test_given_a_local_file_when_submitted_with_wait_expect_the_result_png(
     out = files["dir"] / "out.png"
     # when a fast job is submitted from a local file, waited for, and its result downloaded
     done = stylefarm(cli_farm, "submit", "fast", str(files["content"]), "--style", "3", "--size", "64",
-                     "--wait", "-o", str(out))  # fmt: skip
+                     "--wait", "-o", str(out))
     # expect exit 0, a PNG of the asked size (64 px long side of a 4:3 image), the bar at 100 % on stderr
     assert done.returncode == 0, done.stderr
     image = Image.open(io.BytesIO(out.read_bytes()))
@@ -130,7 +130,7 @@ def test_given_a_long_optimize_job_when_canceled_expect_the_waiter_exits_3(
 ) -> None:
     # given a long optimize job, running
     submitted = stylefarm(cli_farm, "submit", "optimize", str(files["content"]), "--style", str(files["style"]),
-                          "--size", "64", "--steps", "3000", "--optimizer", "adam", "--json")  # fmt: skip
+                          "--size", "64", "--steps", "3000", "--optimizer", "adam", "--json")
     assert submitted.returncode == 0, submitted.stderr
     job_id = json.loads(submitted.stdout)["id"]
     with Client(cli_farm.api_url, API_KEY) as client:
@@ -141,7 +141,7 @@ def test_given_a_long_optimize_job_when_canceled_expect_the_waiter_exits_3(
     # and a waiter on it, and one that gives up after a second
     waiter = subprocess.Popen([sys.executable, "-m", "shared.cli.main", "wait", job_id, "--json"],
                               env=cli_env(cli_farm, API_KEY), cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+                              stderr=subprocess.PIPE, text=True)
     try:
         impatient = stylefarm(cli_farm, "wait", job_id, "--timeout", "1", "-q")
         assert impatient.returncode == 5 and f"job {job_id} is still running" in impatient.stderr

@@ -51,7 +51,7 @@ from torch import nn
 from shared.engine import style_cache
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.color import match_color
-from shared.engine.context import EngineContext
+from shared.engine.context import EngineContext, cancel_point
 from shared.engine.device import autocast, inference_dtype, pick_device
 from shared.engine.images import (
     check_mask_aspect,
@@ -147,7 +147,11 @@ class Decoder(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.body(t)  # (B, 512, h, w) -> (B, 3, 8h, 8w)
+        x = t  # (B, 512, h, w)
+        for layer in self.body:
+            x = layer(x)
+            cancel_point()  # a canceled job stops between layers (a no-op outside a job)
+        return x  # (B, 3, 8h, 8w)
 
     @staticmethod
     def config() -> dict[str, Any]:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.engine.context import cancel_point
+
 ARCH = "cin-transformer"
 
 
@@ -267,10 +269,13 @@ class CINTransformer(nn.Module):
             x = image.to(dtype)  # (B, 3, H, W)
             for layer in self.contract:
                 x = layer(x, w)  # (B, C_i, H / 2^i, W / 2^i)
+                cancel_point()
             for block in self.res:
                 x = block(x, w)  # (B, C, H / m, W / m)
+                cancel_point()
             for layer in self.expand:
                 x = layer(x, w)  # (B, C_j, H * 2^j / m, W * 2^j / m), last: (B, 3, H, W)
+                cancel_point()
             return torch.sigmoid(x.float())  # (B, 3, H, W) in [0, 1]
 
 

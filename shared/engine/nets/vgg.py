@@ -9,7 +9,9 @@ with torchvision's RGB mean/std preprocessing. The preprocessing is tied to the 
 callers always pass RGB in [0, 1].
 
 One frozen network per (weights, device, dtype) per process; ``forward`` stops at the
-deepest layer asked for, so a job that needs ``relu4_1`` never computes block 5.
+deepest layer asked for, so a job that needs ``relu4_1`` never computes block 5. While a job
+runs (``shared.engine.context.cancel_checks``), ``forward`` checks its cancel flag after
+every ReLU, and its backward pass does the same through a hook on each ReLU's output.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shared.engine.context import current_cancel_check
 from shared.errors import ModelUnavailable
 
 # Names of the 37 modules of torchvision's vgg19().features, in order.
@@ -137,11 +140,16 @@ class VGG19Features(nn.Module):
         deepest = max(LAYER_INDEX[name] for name in wanted)
         out: dict[str, torch.Tensor] = {}
         x = self.preprocess(rgb)
+        check = current_cancel_check()
         for idx in range(deepest + 1):
             x = self.features[idx](x)
             name = LAYER_NAMES[idx]
             if name in wanted:
                 out[name] = x
+            if check is not None and name.startswith("relu"):
+                check()  # a canceled job stops here, not after the whole pass
+                if x.requires_grad:  # ... and between the layers of the backward pass
+                    x.register_hook(lambda grad: check())
         return out
 
     def encode_to(self, rgb: torch.Tensor, layer: str) -> torch.Tensor:
