@@ -50,17 +50,33 @@ class Unavailable(RuntimeError):
 
 # --- Redis ------------------------------------------------------------------------------
 
+REDIS_DATABASES = 256
+FIRST_FARM_DB = 16
+
 
 @dataclass
 class RedisServer:
+    """The tests' one Redis. Each farm gets a database of its own (``fresh_url``): farms alive at
+    the same time must never consume each other's queues (a job taken by another farm's worker
+    is looked up in that farm's SQL, found missing, and dropped). Databases 0-15 are left to
+    tests that pick one themselves."""
+
     process: ManagedProcess
     url: str
+    next_db: int = FIRST_FARM_DB
 
     @classmethod
     def start(cls, base: Path) -> RedisServer:
-        proc, url = redis_process(base / "redis", log_dir=base / "logs", appendonly=False)
+        proc, url = redis_process(base / "redis", log_dir=base / "logs", appendonly=False, databases=REDIS_DATABASES)
         proc.start().wait_ready()
         return cls(proc, url)
+
+    def fresh_url(self) -> str:
+        """The URL of a database no farm has used yet in this run."""
+        if self.next_db >= REDIS_DATABASES:
+            raise RuntimeError(f"more than {REDIS_DATABASES - FIRST_FARM_DB} farms in one test run")
+        db, self.next_db = self.next_db, self.next_db + 1
+        return f"{self.url.rsplit('/', 1)[0]}/{db}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -328,7 +344,7 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
     logs = home / "logs"
     env_over = {
         "STYLEFARM_HOME": str(home),
-        "STYLEFARM_BROKER_URL": redis.url,
+        "STYLEFARM_BROKER_URL": redis.fresh_url(),
         "STYLEFARM_PROGRESS_INTERVAL_S": "0.2",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",

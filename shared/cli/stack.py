@@ -333,8 +333,9 @@ def child_env(overrides: Mapping[str, str] | None = None, base: Mapping[str, str
 
 
 def redis_process(data_dir: Path, port: int | None = None, *, log_dir: Path | None = None,
-                  appendonly: bool = True) -> tuple[ManagedProcess, str]:
-    """A Redis on ``127.0.0.1:port`` keeping its data in ``data_dir``; returns (process, url)."""
+                  appendonly: bool = True, databases: int = 16) -> tuple[ManagedProcess, str]:
+    """A Redis on ``127.0.0.1:port`` keeping its data in ``data_dir``; returns (process, url)
+    (database 0; ``databases`` numbered databases in all)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -342,6 +343,7 @@ def redis_process(data_dir: Path, port: int | None = None, *, log_dir: Path | No
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
         "--daemonize", "no", "--protected-mode", "no", "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--loglevel", "warning",
+        "--databases", str(databases),
     ]
     proc = ManagedProcess(
         "redis", argv, log_path=(log_dir or data_dir) / "redis.log",
