@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
 from api.problems import Problem, install_problem_handlers
-from api.routes import health, inputs, jobs, models
+from api.routes import fleet, health, inputs, jobs, models
 from shared.db import session as db_session
 from shared.settings import Settings, get_settings
 from shared.storage import get_storage
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.state.storage = get_storage(settings)
     install_problem_handlers(app)
-    for module in (health, inputs, jobs, models):
+    for module in (health, inputs, jobs, models, fleet):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -74,8 +74,21 @@ class Settings(BaseSettings):
     )  # fmt: skip
     worker_queues: str = "gpu,cpu"
 
+    # --- fleet and timeouts (workers known to the farm; nothing hangs the API) ---
+    worker_heartbeat_s: float = Field(
+        5.0, gt=0, le=60,
+        description="seconds between a worker's fleet heartbeats; its record expires after 3 missed ones",
+    )  # fmt: skip
+    s3_connect_timeout_s: float = Field(3.0, gt=0, description="S3: seconds to open a connection")
+    s3_read_timeout_s: float = Field(5.0, gt=0, description="S3: seconds to wait for each read of an answer")
+    s3_max_attempts: int = Field(2, ge=1, le=10, description="S3: tries per call, the first included")
+    db_statement_timeout_s: float = Field(
+        5.0, ge=0, description="PostgreSQL statement_timeout of the API's sessions (0 = none)"
+    )
+    readiness_deadline_s: float = Field(1.0, gt=0, le=30, description="/readyz answers within this")
+
     @model_validator(mode="after")
-    def _secrets_outside_development(self) -> "Settings":
+    def _secrets_outside_development(self) -> Settings:
         if self.env != "development":
             missing = []
             if not self.database_url:

@@ -16,7 +16,7 @@ import os
 
 from celery import Celery, signals
 
-from shared.broker.celery_config import RECONCILE_TASK_NAME, celery_config
+from shared.broker.celery_config import RECONCILE_TASK_NAME, RUN_JOB_TASK_NAME, celery_config
 from shared.settings import get_settings
 
 log = logging.getLogger("stylefarm.worker")
@@ -46,15 +46,16 @@ def _on_worker_init(**_kwargs) -> None:
     # Import torch and the engine once here: forked pool processes then start in
     # milliseconds (a respawned process must report up within worker_proc_alive_timeout).
     # Nothing touches CUDA before the fork; the device is picked in each child.
-    import shared.engine  # noqa: F401
-    import torch  # noqa: F401
-
     # Built-in models (and their style thumbnails) are registered by the first worker that
     # starts; later starts find them in the table and return at once. It runs in a child
     # process: rendering here would start torch's OpenMP thread pool in the parent, and
     # pool processes forked from it would then hang on their first parallel operation.
     import subprocess
     import sys
+
+    import torch  # noqa: F401
+
+    import shared.engine  # noqa: F401
 
     subprocess.run([sys.executable, "-m", "worker.bootstrap"], check=False, timeout=600)
 
@@ -63,13 +64,66 @@ def _on_worker_init(**_kwargs) -> None:
 def _on_worker_process_init(**_kwargs) -> None:
     from shared.db.migrate import upgrade
     from shared.db.session import dispose_engines
-
     from worker import process_state
 
     dispose_engines()
     settings = get_settings()
     upgrade(settings.resolved_database_url)
     process_state.init_process(settings.device)
+
+
+# --- the fleet registry (worker.fleet): who this worker is, its heartbeat, its current job ---
+
+
+@signals.celeryd_after_setup.connect
+def _fleet_identity(sender: str, instance, **_kwargs) -> None:
+    from worker import fleet
+
+    fleet.remember_identity(sender, instance.app.amqp.queues.consume_from.keys())
+
+
+@signals.worker_ready.connect
+def _fleet_join(**_kwargs) -> None:
+    from worker import fleet
+
+    fleet.start_heartbeat()
+
+
+@signals.worker_shutting_down.connect
+def _fleet_stopping(**_kwargs) -> None:
+    from worker import fleet
+
+    fleet.mark_stopping()
+
+
+@signals.worker_shutdown.connect
+def _fleet_leave(**_kwargs) -> None:
+    from worker import fleet
+
+    fleet.leave()
+
+
+@signals.worker_process_init.connect
+def _fleet_device(**_kwargs) -> None:
+    from worker import fleet
+
+    fleet.report_device()
+
+
+@signals.task_prerun.connect
+def _fleet_job_started(task=None, args=None, **_kwargs) -> None:
+    if task is not None and task.name == RUN_JOB_TASK_NAME and args:
+        from worker import fleet
+
+        fleet.job_started(str(args[0]))
+
+
+@signals.task_postrun.connect
+def _fleet_job_finished(task=None, args=None, **_kwargs) -> None:
+    if task is not None and task.name == RUN_JOB_TASK_NAME and args:
+        from worker import fleet
+
+        fleet.job_finished(str(args[0]))
 
 
 @signals.setup_logging.connect

@@ -12,17 +12,14 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
 from api.routes.blobs import serve_blob
+from api.routes.fleet import PRIORITY_DOC, QUEUE_DOC, placement_request_hash, queue_placement
 from api.schemas import JobListOut, JobOut, job_out
-from shared.jobs import store
-from shared.jobs import inputs
-from shared.jobs import model_registry
+from shared.broker.celery_config import MAX_PRIORITY, QUEUES
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
+from shared.jobs import inputs, model_registry, store
 from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
-from shared.jobs.status import JobStatus
-from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -30,6 +27,9 @@ from shared.jobs.specs import (
     dataset_prefix_name,
     prefix_dataset_images,
 )
+from shared.jobs.status import JobStatus
+from shared.settings import Settings
+from shared.storage import Storage, dataset_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -122,7 +122,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
 
     try:
         enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
-    except Exception as exc:  # noqa: BLE001 - BrokerUnavailable, or anything kombu/redis raise
+    except Exception as exc:
         log.warning("job %s stays queued for the reconciler: enqueue failed: %s", job.id, exc)
 
 
@@ -144,18 +144,29 @@ async def submit_job(
     settings: SettingsDep,
     storage: StorageDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    priority: Annotated[int, Query(ge=0, le=MAX_PRIORITY, description=PRIORITY_DOC)] = 0,
+    queue: Annotated[Literal[QUEUES] | None, Query(description=QUEUE_DOC)] = None,  # type: ignore[valid-type]
 ) -> JobOut:
     """Validate the spec and its input references, store the job and queue it.
 
     With ``Idempotency-Key`` a retried request returns the same job (200) instead of
-    creating another; the same key with a different body is a 422 problem.
+    creating another; the same key with a different body (or priority, or queue) is a 422
+    problem.
     """
     body = await _json_body(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(_check_models, tenant, spec)
+    placement = placement_request_hash(spec, priority, queue)
     job, created = await run_in_threadpool(
-        lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None)
+        lambda: store.create_job(
+            tenant,
+            spec,
+            idempotency_key=idempotency_key or None,
+            priority=priority,
+            queue=queue,
+            request_hash=placement,
+        )
     )
     if created:
         await run_in_threadpool(_enqueue, job, settings)
@@ -182,8 +193,11 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
 def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
-    """Status, progress, timings, error and result summary of a job."""
-    return job_out(store.get_job(job_id, tenant), _base(settings))
+    """Status, progress, timings, error and result summary of a job; a queued job's
+    ``position`` and ``estimated_start_s``."""
+    job = store.get_job(job_id, tenant)
+    position, estimated_start_s = queue_placement(job, settings)
+    return job_out(job, _base(settings), position=position, estimated_start_s=estimated_start_s)
 
 
 def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:
