@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     """
     settings = settings or get_settings()
     # Every shared.jobs.store call opens its own session on the default engine: point it here.
-    db_session.configure(settings.resolved_database_url)
+    db_session.configure(settings.resolved_database_url, statement_timeout_s=settings.db_statement_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.storage import s3 as s3_timeouts
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STYLEFARM_", env_file=None, extra="ignore", populate_by_name=True)
@@ -79,9 +81,13 @@ class Settings(BaseSettings):
         5.0, gt=0, le=60,
         description="seconds between a worker's fleet heartbeats; its record expires after 3 missed ones",
     )  # fmt: skip
-    s3_connect_timeout_s: float = Field(3.0, gt=0, description="S3: seconds to open a connection")
-    s3_read_timeout_s: float = Field(5.0, gt=0, description="S3: seconds to wait for each read of an answer")
-    s3_max_attempts: int = Field(2, ge=1, le=10, description="S3: tries per call, the first included")
+    s3_connect_timeout_s: float = Field(s3_timeouts.CONNECT_TIMEOUT_S, gt=0, description="S3: seconds to connect")
+    s3_read_timeout_s: float = Field(
+        s3_timeouts.READ_TIMEOUT_S, gt=0, description="S3: seconds each wait for bytes of an answer may take"
+    )
+    s3_max_attempts: int = Field(
+        s3_timeouts.MAX_ATTEMPTS, ge=1, le=10, description="S3: tries per call, the first included"
+    )
     db_statement_timeout_s: float = Field(
         5.0, ge=0, description="PostgreSQL statement_timeout of the API's sessions (0 = none)"
     )
