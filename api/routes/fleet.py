@@ -43,6 +43,7 @@ class CurrentJobOut(BaseModel):
 class WorkerOut(BaseModel):
     id: str = Field(description="the Celery worker name, name@host")
     host: str | None
+    pid: int | None = Field(description="of the worker's main process on its host")
     state: str = Field(description="starting | ready | stopping")
     queues: list[str] = Field(description="the queues it consumes")
     device: str | None = Field(description="cpu | cuda | cuda:N")
@@ -148,6 +149,7 @@ def list_workers(settings: SettingsDep, tenant: TenantDep) -> WorkerListOut:
             WorkerOut(
                 id=w.id,
                 host=w.host,
+                pid=w.pid,
                 state=w.state,
                 queues=w.queues,
                 device=w.device,

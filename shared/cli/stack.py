@@ -11,6 +11,9 @@ group, a readiness probe, a log file, stop by pid/process group) and ``Stack`` (
 order, stop in reverse) are used by ``stylefarm up``, ``stylefarm demo`` and the test
 harness (``tests/harness.py``). Every started child is also registered for an ``atexit``
 backstop, so an interpreter that exits without stopping its stack leaves nothing behind.
+
+``stylefarm up`` supervises its stack (``Supervisor``): a worker, Redis or the API that
+crashes is restarted with a backoff and a message; the farm stops only on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import BinaryIO
 
 log = logging.getLogger("stylefarm.stack")
 
@@ -71,7 +76,7 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URLs only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -104,7 +109,7 @@ def find_redis_server() -> str:
 
 # --- processes ---------------------------------------------------------------------------
 
-_live: set["ManagedProcess"] = set()
+_live: set[ManagedProcess] = set()
 _live_lock = threading.Lock()
 
 
@@ -154,7 +159,8 @@ class ManagedProcess:
         self.popen_kwargs = dict(popen_kwargs or {})  # e.g. user/group to drop root
         self.tier = tier  # Stack.stop stops higher tiers first (apps before the servers they use)
         self.proc: subprocess.Popen | None = None
-        self._log_fh = None
+        self._log_fh: BinaryIO | None = None
+        self.log_offset = 0  # size of the log when the current run started: its own lines follow
 
     # -- state --
     @property
@@ -179,12 +185,16 @@ class ManagedProcess:
         return f"<ManagedProcess {self.name} pid={self.pid}>"
 
     # -- lifecycle --
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         if self.alive():
             return self
+        if self._log_fh:  # a restart without stop(): the previous run's handle
+            with contextlib.suppress(OSError):
+                self._log_fh.close()
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_fh = open(self.log_path, "ab", buffering=0)
+            self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self._log_fh = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - held for the child's life
         out = self._log_fh if self._log_fh else subprocess.DEVNULL
         kwargs: dict = dict(self.popen_kwargs)
         self.proc = subprocess.Popen(
@@ -203,7 +213,7 @@ class ManagedProcess:
         log.debug("started %s pid %s: %s", self.name, self.proc.pid, " ".join(self.argv))
         return self
 
-    def wait_ready(self, timeout: float | None = None) -> "ManagedProcess":
+    def wait_ready(self, timeout: float | None = None) -> ManagedProcess:
         if self.ready is None:
             return self
         deadline = time.monotonic() + (timeout if timeout is not None else self.ready_timeout)
@@ -217,7 +227,8 @@ class ManagedProcess:
             if self.ready():
                 return self
             if time.monotonic() > deadline:
-                raise StackError(f"{self.name} was not ready after {timeout or self.ready_timeout:.0f}s{self._tail_for_error()}")
+                waited = timeout or self.ready_timeout
+                raise StackError(f"{self.name} was not ready after {waited:.0f}s{self._tail_for_error()}")
             time.sleep(delay)
             delay = min(0.5, delay * 1.5)
 
@@ -253,7 +264,9 @@ class ManagedProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s (pid %s) did not stop in %.0fs; killing its process group", self.name, self.pid, timeout)
+                log.warning(
+                    "%s (pid %s) did not stop in %.0fs; killing its process group", self.name, self.pid, timeout
+                )
         # Leftovers (pool children, a stuck leader): kill the group, then reap the leader.
         self.signal(signal.SIGKILL, group=True)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -267,7 +280,7 @@ class ManagedProcess:
         return self.proc.returncode
 
 
-def _quiet_stop(proc: "ManagedProcess") -> None:
+def _quiet_stop(proc: ManagedProcess) -> None:
     try:
         proc.stop()
     except Exception as exc:  # pragma: no cover - best effort during shutdown
@@ -309,11 +322,97 @@ class Stack:
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.processes if not p.alive()]
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# --- supervision ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Watch:
+    """What the supervisor knows of one process."""
+
+    failures: int = 0  # consecutive crashes: the backoff doubles with each
+    restart_at: float | None = None  # monotonic time of the pending restart
+    started_at: float = field(default_factory=time.monotonic)
+    announced: bool = True  # its readiness after a restart was reported
+
+
+class Supervisor:
+    """Keeps every process of a stack running until told to stop.
+
+    A process that exits (a crash, a kill, an out-of-memory) is reported with its exit code
+    and the end of its log, its process group is cleaned up (a worker's orphaned pool
+    children), and it is started again, with the same command, port and data directory,
+    after a backoff: ``backoff_s``, doubled after each crash that follows within
+    ``stable_after_s`` of a restart, at most ``max_backoff_s``. Its readiness after the
+    restart is reported too. A process added to the stack later (e.g. the sweeper) is
+    supervised the same way. ``run`` returns only when ``stop`` is set (Ctrl-C / SIGTERM in
+    ``stylefarm up``); stopping the stack is the caller's.
+    """
+
+    def __init__(self, stack: Stack, *, say: Callable[[str], None] | None = None, backoff_s: float = 1.0,
+                 max_backoff_s: float = 30.0, stable_after_s: float = 60.0) -> None:  # fmt: skip
+        self.stack = stack
+        self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stable_after_s = stable_after_s
+        self.restarts: dict[str, int] = {}
+        self._watch: dict[str, _Watch] = {}
+
+    def tick(self) -> None:
+        """One look at every process: report, clean up and schedule or do restarts."""
+        now = time.monotonic()
+        for proc in list(self.stack.processes):
+            watch = self._watch.setdefault(proc.name, _Watch())
+            if proc.alive():
+                self._check_alive(proc, watch, now)
+            elif watch.restart_at is None:
+                self._crashed(proc, watch, now)
+            elif now >= watch.restart_at:
+                self._restart(proc, watch, now)
+
+    def _check_alive(self, proc: ManagedProcess, watch: _Watch, now: float) -> None:
+        if not watch.announced and (proc.ready is None or proc.ready()):
+            watch.announced = True
+            self.say(f"{proc.name} is back (pid {proc.pid}, {now - watch.started_at:.1f}s after its restart)")
+        if watch.failures and now - watch.started_at > self.stable_after_s:
+            watch.failures = 0
+
+    def _crashed(self, proc: ManagedProcess, watch: _Watch, now: float) -> None:
+        delay = min(self.max_backoff_s, self.backoff_s * 2**watch.failures)
+        watch.failures += 1
+        watch.restart_at = now + delay
+        code = proc.returncode()
+        tail = proc.log_tail(10)
+        self.say(
+            f"{proc.name} (pid {proc.pid}) exited with code {code}; restarting it in {delay:.1f}s"
+            f" (log: {proc.log_path})" + (f"\n{tail}" if tail else "")
+        )
+        proc.stop(timeout=0)  # the dead leader's group: orphaned children go too
+
+    def _restart(self, proc: ManagedProcess, watch: _Watch, now: float) -> None:
+        try:
+            proc.start()
+        except OSError as exc:
+            delay = min(self.max_backoff_s, self.backoff_s * 2**watch.failures)
+            watch.failures += 1
+            watch.restart_at = now + delay
+            self.say(f"{proc.name} could not be started ({exc}); trying again in {delay:.1f}s")
+            return
+        self.restarts[proc.name] = self.restarts.get(proc.name, 0) + 1
+        watch.restart_at, watch.started_at, watch.announced = None, now, False
+        self.say(f"restarted {proc.name} (pid {proc.pid}, restart {self.restarts[proc.name]})")
+
+    def run(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+        """Supervise until ``stop`` is set."""
+        while not stop.wait(interval_s):
+            self.tick()
 
 
 # --- the pieces ---------------------------------------------------------------------------
@@ -362,10 +461,17 @@ def api_process(env: Mapping[str, str], port: int | None = None, *, log_dir: Pat
     return proc, url
 
 
-def _log_contains(path: Path, needle: str) -> Callable[[], bool]:
+def _log_contains(proc: ManagedProcess, needle: str) -> Callable[[], bool]:
+    """A probe: ``needle`` appears in what the current run of ``proc`` logged (a restarted
+    process appends to the same log, so earlier runs' lines do not count)."""
+    wanted = needle.encode()
+
     def probe() -> bool:
-        with contextlib.suppress(OSError):
-            return needle in path.read_text(errors="replace")
+        if proc.log_path is None:
+            return False
+        with contextlib.suppress(OSError), open(proc.log_path, "rb") as fh:
+            fh.seek(proc.log_offset)
+            return wanted in fh.read()
         return False
 
     return probe
@@ -382,10 +488,11 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
     ]  # fmt: skip
     wenv = dict(env)
     wenv["STYLEFARM_WORKER_NAME"] = name
-    return ManagedProcess(
-        name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path,
-        ready=_log_contains(log_path, " ready."), ready_timeout=180, stop_timeout=15, tier=1,
+    proc = ManagedProcess(
+        name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path, ready_timeout=180, stop_timeout=15, tier=1,
     )  # fmt: skip
+    proc.ready = _log_contains(proc, " ready.")
+    return proc
 
 
 # --- the embedded stack ----------------------------------------------------------------
@@ -411,7 +518,7 @@ class EmbeddedStack(Stack):
         if not self.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    def up(self) -> "EmbeddedStack":
+    def up(self) -> EmbeddedStack:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         try:
@@ -451,7 +558,7 @@ class EmbeddedStack(Stack):
         if res.returncode != 0:
             raise StackError(f"database migration failed:\n{res.stderr[-3000:]}")
 
-    def __enter__(self) -> "EmbeddedStack":
+    def __enter__(self) -> EmbeddedStack:
         return self.up()
 
 
@@ -493,13 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"stylefarm is up: API {stack.api_url}  (docs {stack.api_url}/docs)", flush=True)
         print(f"  broker {stack.broker_url}; state and logs in {stack.home}; Ctrl-C to stop", flush=True)
-        while not stop.wait(1.0):
-            dead = stack.dead()
-            if dead:
-                for p in dead:
-                    print(f"{p.name} exited with code {p.returncode()}; see {p.log_path}", file=sys.stderr)
-                    print(p.log_tail(15), file=sys.stderr)
-                return 1
+        # A crashed worker, Redis or API is restarted; only Ctrl-C / SIGTERM stops the farm.
+        Supervisor(stack).run(stop)
         print("stopping...", file=sys.stderr, flush=True)
         return 0
     finally:

@@ -195,8 +195,8 @@ def test_given_workers_expect_fleet_listing_with_current_job_only_for_its_owner(
     # expect both workers for both, described
     assert sorted(seen_a) == sorted(seen_b) == ["w1@gpu-node-1", "w2@gpu-node-2"]
     w1 = seen_a["w1@gpu-node-1"]
-    described = (w1["host"], w1["device"], w1["device_name"], w1["memory_bytes"])
-    assert described == ("gpu-node-1", "cuda", "NVIDIA H200", 150_000_000_000)
+    described = (w1["host"], w1["pid"], w1["device"], w1["device_name"], w1["memory_bytes"])
+    assert described == ("gpu-node-1", 4242, "cuda", "NVIDIA H200", 150_000_000_000)
     assert w1["queues"] == ["gpu"] and w1["state"] == "ready" and w1["last_heartbeat_at"] and w1["started_at"]
     # the job id only for its owner; the other tenant sees only that w1 is busy
     assert w1["busy"] and w1["current_job"]["id"] == job_id and w1["current_job"]["link"] == f"/v1/jobs/{job_id}"
