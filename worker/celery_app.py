@@ -7,6 +7,9 @@ workers start at once), pick the device. Models load lazily on the first job of 
 method and stay cached in the process.
 
 Beat (optional): ``celery -A worker.celery_app beat`` runs the reconciler every minute.
+
+The fleet registry (``worker.fleet``): the worker registers itself in Redis and heartbeats
+from its main process; each pool process reports its device and its current job.
 """
 
 from __future__ import annotations
