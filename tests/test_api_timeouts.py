@@ -1,5 +1,5 @@
-"""Nothing hangs the API: a real uvicorn API on a real moto S3 server that stops answering
-(SIGSTOP), and PostgreSQL statements that run too long."""
+"""Nothing hangs the API: a real uvicorn API whose S3 server (moto) or Redis stops answering
+(SIGSTOP: connections still open, no reply ever comes)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,27 @@ import pytest
 import redis
 
 from api.routes.health import CACHE_S
-from shared.cli.stack import api_process, child_env
+from shared.cli.stack import ManagedProcess, api_process, child_env
 
 from harness import S3_KEY, RedisServer, S3Server, png_bytes
 
 #: Redis database of this test's broker: nothing consumes it.
 BROKER_DB = 14
 CONCURRENT_PROBES = 45
+
+
+def _start_api(home: Path, overrides: dict[str, str]) -> tuple[ManagedProcess, str]:
+    """A migrated SQLite database under ``home`` and the API on it, ready."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("STYLEFARM_", "AWS_"))}
+    env = child_env({"STYLEFARM_HOME": str(home), **overrides}, base=base)
+    subprocess.run([sys.executable, "-c", "from shared.db.migrate import upgrade; upgrade()"], env=env, check=True)
+    api, url = api_process(env, log_dir=home / "logs")
+    try:
+        api.start().wait_ready()
+    except BaseException:
+        api.stop()
+        raise
+    return api, url
 
 
 def _timed(client: httpx.Client, method: str, path: str, **kwargs: object) -> tuple[httpx.Response, float]:
@@ -39,10 +53,9 @@ def test_given_hung_s3_expect_probes_health_and_job_reads_answer_within_a_second
     s3 = S3Server.start(tmp_path)
     broker = redis_server.url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
     redis.Redis.from_url(broker).flushdb()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("STYLEFARM_", "AWS_"))}
-    env = child_env(
+    api, url = _start_api(
+        tmp_path,
         {
-            "STYLEFARM_HOME": str(tmp_path),
             "STYLEFARM_BROKER_URL": broker,
             "STYLEFARM_STORAGE": "s3",
             "STYLEFARM_S3_ENDPOINT_URL": s3.endpoint,
@@ -50,13 +63,9 @@ def test_given_hung_s3_expect_probes_health_and_job_reads_answer_within_a_second
             "STYLEFARM_S3_ACCESS_KEY": S3_KEY,
             "STYLEFARM_S3_SECRET_KEY": S3_KEY,
         },
-        base=base,
     )
-    subprocess.run([sys.executable, "-c", "from shared.db.migrate import upgrade; upgrade()"], env=env, check=True)
-    api, url = api_process(env, log_dir=tmp_path / "logs")
     stopped = False
     try:
-        api.start().wait_ready()
         with httpx.Client(base_url=url, timeout=30) as client:
             content = client.post("/v1/inputs", files={"file": ("c.png", png_bytes(_image()), "image/png")})
             assert content.status_code in (200, 201), content.text
@@ -107,3 +116,42 @@ def _image(seed: int = 3):
     import numpy as np
 
     return np.random.default_rng(seed).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.slow
+def test_given_hung_redis_expect_submit_read_and_probe_answer_in_seconds(tmp_path: Path) -> None:
+    # given the API on SQLite + local storage and a Redis of its own
+    redis_server = RedisServer.start(tmp_path)
+    api, url = _start_api(tmp_path, {"STYLEFARM_BROKER_URL": redis_server.url, "STYLEFARM_STORAGE": "local"})
+    pid = redis_server.process.pid
+    assert pid is not None
+    stopped = False
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            content = client.post("/v1/inputs", files={"file": ("c.png", png_bytes(_image()), "image/png")})
+            spec = {"method": "fast", "content": content.json()["id"]}
+            queued = client.post("/v1/jobs", json=spec).json()["id"]
+            # when Redis stops answering
+            os.kill(pid, signal.SIGSTOP)
+            stopped = True
+            time.sleep(CACHE_S + 0.1)
+            # expect a submission accepted within seconds (the job stays queued for the sweeper)
+            submit, submit_s = _timed(client, "POST", "/v1/jobs", json=spec)
+            # a job read (its place in line reads the fleet in Redis) and the probes within about a second
+            read, read_s = _timed(client, "GET", f"/v1/jobs/{queued}")
+            ready, ready_s = _timed(client, "GET", "/readyz")
+            health, health_s = _timed(client, "GET", "/healthz")
+            print(f"\nRedis stopped: submit {submit_s:.2f}s, GET job {read_s:.2f}s, /readyz {ready_s:.2f}s")
+            assert submit.status_code == 202 and submit.json()["status"] == "queued" and submit_s < 8
+            assert read.status_code == 200 and read.json()["position"] == 0 and read_s < 1.5
+            assert read.json()["estimated_start_s"] is None  # the fleet is unknown while Redis is hung
+            assert ready.status_code == 503 and ready.json()["checks"]["broker"].startswith("error") and ready_s < 1.5
+            assert health.status_code == 200 and health_s < 1.0
+            # and the fleet endpoints answer a 503 problem, not a hang
+            workers, workers_s = _timed(client, "GET", "/v1/workers")
+            assert workers.status_code == 503 and workers_s < 5
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+        api.stop()
+        redis_server.stop()

@@ -80,20 +80,19 @@ def ttl_s(heartbeat_s: float) -> float:
     return WORKER_TTL_HEARTBEATS * heartbeat_s
 
 
-def client_for(broker_url: str) -> redis.Redis | None:
-    """A Redis client (short timeouts, cached per URL and process) for the broker at
-    ``broker_url``; ``None`` when the broker is not Redis (then there is no fleet registry)."""
+def client_for(broker_url: str, timeout_s: float = SOCKET_TIMEOUT_S) -> redis.Redis | None:
+    """A Redis client (``timeout_s`` to connect and per answer; cached per URL, timeout and
+    process) for the broker at ``broker_url``; ``None`` when the broker is not Redis (then
+    there is no fleet registry)."""
     if not broker_url.startswith(("redis://", "rediss://", "unix://")):
         return None
     import os
 
-    key = f"{os.getpid()}:{broker_url}"  # a forked process must not share its parent's sockets
+    key = f"{os.getpid()}:{timeout_s}:{broker_url}"  # a forked process must not share its parent's sockets
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = redis.Redis.from_url(
-                broker_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-            )
+            client = redis.Redis.from_url(broker_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
             _clients[key] = client
         return client
 
@@ -254,7 +253,12 @@ def list_workers(client: redis.Redis) -> list[WorkerRecord]:
 
 class FleetCache:
     """``list_workers`` remembered for ``max_age_s``: job reads estimate start times from
-    the fleet, and clients poll them; one Redis read per process every few seconds is enough."""
+    the fleet, and clients poll them; one Redis read per process every few seconds is enough.
+    A read waits at most ``READ_TIMEOUT_S``, and a failed one is not tried again for
+    ``FAILED_AGE_S``, so a hung Redis slows job reads rarely and briefly."""
+
+    READ_TIMEOUT_S = 0.5
+    FAILED_AGE_S = 10.0
 
     def __init__(self, max_age_s: float = 2.0) -> None:
         self.max_age_s = max_age_s
@@ -266,9 +270,10 @@ class FleetCache:
     def get(self, broker_url: str) -> list[WorkerRecord] | None:
         """The live workers, or ``None`` when the registry cannot be read now."""
         with self._lock:
-            if self._url == broker_url and time.monotonic() - self._at < self.max_age_s:
+            max_age = self.max_age_s if self._workers is not None else max(self.max_age_s, self.FAILED_AGE_S)
+            if self._url == broker_url and time.monotonic() - self._at < max_age:
                 return self._workers
-        client = client_for(broker_url)
+        client = client_for(broker_url, self.READ_TIMEOUT_S)
         workers: list[WorkerRecord] | None = None
         if client is not None:
             try:
