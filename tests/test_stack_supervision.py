@@ -151,6 +151,17 @@ def test_given_worker_redis_and_api_killed_expect_restarts_and_a_job_still_succe
         _wait("the fleet to list the restarted worker", lambda: [w["pid"] for w in fleet()] == [worker.pid], 30)
         assert fleet()[0]["models"] == ["multistyle26"] and not fleet()[0]["busy"]
         assert [supervisor.restarts.get(name) for name in ("worker1", "redis", "api")] == [1, 1, 1]
+
+        # when a long job runs, expect the fleet to show it as the worker's current job
+        long = {"method": "optimize", "content": content.json()["id"], "styles": [{"image": content.json()["id"]}],
+                "size": 64, "steps": 5000}  # fmt: skip
+        long_id = client.post("/v1/jobs", json=long).json()["id"]
+        _wait("the long job to run", lambda: client.get(f"/v1/jobs/{long_id}").json()["status"] == "running", 120)
+        _wait("the fleet to show it", lambda: (fleet()[0]["current_job"] or {}).get("id") == long_id, 30)
+        assert fleet()[0]["busy"]
+        client.post(f"/v1/jobs/{long_id}/cancel")
+        _wait("the cancel", lambda: client.get(f"/v1/jobs/{long_id}").json()["status"] == "canceled", 120)
+        _wait("the worker to be idle again", lambda: not fleet()[0]["busy"] and fleet()[0]["current_job"] is None, 30)
         client.close()
     finally:
         stop.set()
