@@ -337,6 +337,21 @@ def png_bytes(array_or_image: Any) -> bytes:
     return buf.getvalue()
 
 
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` is no process, or only a zombie waiting to be reaped (within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc)."""
     out = []

@@ -16,7 +16,7 @@ import pytest
 
 from shared.cli.stack import EmbeddedStack, ManagedProcess, Stack, Supervisor, redis_ping
 
-from harness import child_pids, png_bytes
+from harness import child_pids, gone, png_bytes
 
 
 def _wait(what: str, condition: Callable[[], bool], timeout: float = 120.0) -> float:
@@ -26,20 +26,6 @@ def _wait(what: str, condition: Callable[[], bool], timeout: float = 120.0) -> f
         assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
         time.sleep(0.2)
     return time.monotonic() - started
-
-
-def _gone(pid: int, timeout: float = 10.0) -> bool:
-    """No such process, or only a zombie waiting to be reaped."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _restarted(proc: ManagedProcess, old_pid: int | None) -> Callable[[], bool]:
@@ -115,7 +101,7 @@ def test_given_worker_redis_and_api_killed_expect_restarts_and_a_job_still_succe
         # expect it restarted and ready again, its orphans cleaned up, and said so
         took = _wait("the worker's restart", _restarted(worker, old_worker), timeout=180)
         print(f"\nworker restarted and ready {took:.1f}s after SIGKILL")
-        assert all(_gone(pid) for pid in pool), f"orphaned pool children {pool} still run"
+        assert all(gone(pid, 10) for pid in pool), f"orphaned pool children {pool} still run"
         assert any("worker1" in m and "exited with code -9" in m for m in messages), messages
 
         # when Redis is killed
@@ -171,4 +157,4 @@ def test_given_worker_redis_and_api_killed_expect_restarts_and_a_job_still_succe
                 pids.update([proc.pid, *child_pids(proc.pid)])
         stack.stop()
     # expect nothing left running after the stop
-    assert [pid for pid in sorted(pids) if not _gone(pid)] == []
+    assert [pid for pid in sorted(pids) if not gone(pid, 10)] == []

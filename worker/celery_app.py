@@ -21,6 +21,7 @@ from celery import Celery, signals
 
 from shared.broker.celery_config import RECONCILE_TASK_NAME, RUN_JOB_TASK_NAME, celery_config
 from shared.settings import get_settings
+from worker import fleet
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -80,53 +81,44 @@ def _on_worker_process_init(**_kwargs) -> None:
 
 @signals.celeryd_after_setup.connect
 def _fleet_identity(sender: str, instance, **_kwargs) -> None:
-    from worker import fleet
-
     fleet.remember_identity(sender, instance.app.amqp.queues.consume_from.keys())
 
 
 @signals.worker_ready.connect
 def _fleet_join(**_kwargs) -> None:
-    from worker import fleet
-
     fleet.start_heartbeat()
 
 
 @signals.worker_shutting_down.connect
 def _fleet_stopping(**_kwargs) -> None:
-    from worker import fleet
-
     fleet.mark_stopping()
 
 
 @signals.worker_shutdown.connect
 def _fleet_leave(**_kwargs) -> None:
-    from worker import fleet
-
     fleet.leave()
 
 
 @signals.worker_process_init.connect
 def _fleet_device(**_kwargs) -> None:
-    from worker import fleet
-
     fleet.report_device()
+
+
+def _fleet_job(task, args, *, started: bool) -> None:
+    """The pool process running a job task reports its current job (set, then cleared)."""
+    if task is None or task.name != RUN_JOB_TASK_NAME or not args:
+        return
+    (fleet.job_started if started else fleet.job_finished)(str(args[0]))
 
 
 @signals.task_prerun.connect
 def _fleet_job_started(task=None, args=None, **_kwargs) -> None:
-    if task is not None and task.name == RUN_JOB_TASK_NAME and args:
-        from worker import fleet
-
-        fleet.job_started(str(args[0]))
+    _fleet_job(task, args, started=True)
 
 
 @signals.task_postrun.connect
 def _fleet_job_finished(task=None, args=None, **_kwargs) -> None:
-    if task is not None and task.name == RUN_JOB_TASK_NAME and args:
-        from worker import fleet
-
-        fleet.job_finished(str(args[0]))
+    _fleet_job(task, args, started=False)
 
 
 @signals.setup_logging.connect

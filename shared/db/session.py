@@ -172,7 +172,7 @@ def translate_db_errors() -> Iterator[None]:
     except sa_exc.SQLAlchemyError as exc:
         if is_unavailable_error(exc):
             raise DatabaseUnavailable(
-                f"The database is unavailable ({type(exc.orig or exc).__name__}); try again shortly."
+                f"The database is unavailable ({type(getattr(exc, 'orig', None) or exc).__name__}); try again shortly."
             ) from exc
         raise
 
