@@ -14,12 +14,14 @@ from shared.storage import Storage
 
 def get_app_settings(request: Request) -> Settings:
     """The ``Settings`` the app was created with."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings  # Starlette's app.state is untyped
+    return settings
 
 
 def get_app_storage(request: Request) -> Storage:
     """The app's storage backend (created once per app)."""
-    return request.app.state.storage
+    storage: Storage = request.app.state.storage
+    return storage
 
 
 def get_tenant(

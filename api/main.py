@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from api.problems import Problem, install_problem_handlers
-from api.routes import fleet, health, inputs, jobs, models
+from api.allowed_methods import OptionsMiddleware
+from api.problems import Problem, document_validation_problems, install_problem_handlers
+from api.request_limits import BodyLimitMiddleware
+from api.routes import events, fleet, health, inputs, jobs, models
 from shared.db import session as db_session
 from shared.settings import Settings, get_settings
 from shared.storage import get_storage
@@ -31,8 +36,30 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name, definition in jobs.JOB_SPEC_DEFS.items():
         components.setdefault(name, definition)
     components.setdefault("Problem", Problem.model_json_schema())
+    document_validation_problems(schema)
     app.openapi_schema = schema
     return schema
+
+
+#: The web studio: plain HTML, CSS and JavaScript modules, no build step, nothing from the internet.
+STUDIO_DIR = Path(__file__).with_name("static")
+STUDIO_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data: http: https:; "
+    "connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'",
+    "Cache-Control": "no-cache",
+}
+
+
+def mount_studio(app: FastAPI) -> None:
+    """``/`` serves the studio page, ``/studio/*`` its files (images and results are read
+    through the API itself, with the key the page keeps in the browser)."""
+
+    @app.get("/", include_in_schema=False)
+    def studio_page() -> FileResponse:
+        return FileResponse(STUDIO_DIR / "index.html", headers=STUDIO_HEADERS)
+
+    app.mount("/studio", StaticFiles(directory=STUDIO_DIR), name="studio")
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -61,8 +88,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.state.storage = get_storage(settings)
     install_problem_handlers(app)
-    for module in (health, inputs, jobs, models, fleet):
+    app.add_middleware(OptionsMiddleware, routes=app.router.routes)
+    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes)
+    for module in (health, inputs, jobs, events, models, fleet):
         app.include_router(module.router)
+    mount_studio(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -9,6 +9,7 @@ FastAPI's ``RequestValidationError`` (422 with an ``errors`` list), Starlette's
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.allowed_methods import allow_header
 from shared.errors import StylefarmError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -37,15 +39,43 @@ class Problem(BaseModel):
     instance: str | None = None
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting problem+json answers."""
-    return {
-        status: {
-            "description": HTTPStatus(status).phrase,
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-        for status in statuses
+#: Headers that always come with a problem of that status (see ``_stylefarm_error``).
+_PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "the authentication scheme (Bearer)", "schema": {"type": "string"}}},
+    503: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}},
+}
+
+
+def _problem_response_doc(status: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "description": HTTPStatus(status).phrase,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
+    if status in _PROBLEM_HEADERS:
+        doc["headers"] = _PROBLEM_HEADERS[status]
+    return doc
+
+
+def problem_responses(
+    *statuses: int, others: dict[int | str, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json answers, after ``others`` (the
+    route's own success or redirect answers)."""
+    return {**(others or {}), **{status: _problem_response_doc(status) for status in statuses}}
+
+
+def document_validation_problems(schema: dict[str, Any]) -> None:
+    """Make the OpenAPI ``schema`` say what a request validation error really is: FastAPI
+    documents its own 422 ``HTTPValidationError`` JSON on every operation with parameters,
+    this API answers a 422 problem+json (``_validation_error``)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            response = (operation.get("responses") or {}).get("422")
+            if response and "application/json" in response.get("content", {}):
+                operation["responses"]["422"] = _problem_response_doc(422)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
 
 
 def problem_response(
@@ -55,7 +85,7 @@ def problem_response(
     slug: str,
     *,
     instance: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     """A problem+json response from its parts."""
@@ -81,7 +111,11 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Only plain fields: pydantic's ctx may hold exception objects that are not JSON.
     errors = [
-        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": ".".join(str(p) for p in e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in exc.errors()
     ]
     detail = "; ".join(f"{e['loc'] or 'request'}: {e['msg']}" for e in errors) or "The request is invalid."
@@ -100,15 +134,16 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     if status == 404 and detail is None:
         detail = f"There is no resource at {request.url.path}; see /docs for the API."
-    elif status == 405 and detail is None:
-        allowed = (exc.headers or {}).get("allow") or (exc.headers or {}).get("Allow")
-        detail = f"{request.method} is not allowed on {request.url.path}" + (
-            f"; use {allowed}." if allowed else "."
-        )
+    headers = dict(exc.headers) if exc.headers else None
+    if status == 405:  # Allow names the methods of every route on this path, not just the first
+        others = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+        allowed = allow_header(request.app.routes, request.scope) or (exc.headers or {}).get("Allow", "")
+        headers = {**others, "Allow": allowed}
+        if detail is None:
+            use = f"; use {allowed}." if allowed else "."
+            detail = f"{request.method} is not allowed on {request.url.path}{use}"
     slug = phrase.lower().replace(" ", "-").replace("'", "")
-    return problem_response(
-        status, phrase, detail or phrase + ".", slug, instance=request.url.path, headers=exc.headers
-    )
+    return problem_response(status, phrase, detail or phrase + ".", slug, instance=request.url.path, headers=headers)
 
 
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -110,6 +110,8 @@ def job_out(
     running_until = job.finished_at or (now if job.status == "running" else None)
     self_link = f"{base}/v1/jobs/{job.id}"
     links = {"self": self_link, "cancel": f"{self_link}/cancel"}
+    if job.preview_version:
+        links["preview"] = f"{self_link}/preview?v={job.preview_version}"
     if job.status == "succeeded":
         links["result"] = f"{self_link}/result"
     if job.model_id:

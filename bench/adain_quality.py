@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
@@ -38,19 +37,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+# Run as a script (`python bench/adain_quality.py`): the repo root goes first on sys.path so that
+# `shared` imports from this checkout. A bare sys.path call is the one statement ruff allows above imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.engine.context import EngineContext
+from shared.engine.images import decode_image, fit_size, resize, to_tensor
+from shared.engine.losses import content_loss, gram_matrix, style_loss
+from shared.engine.methods import adain, optimize
+from shared.engine.nets.vgg import load_vgg19
+from shared.imaging import png_bytes
+from shared.jobs.specs import AdainSpec, OptimizeSpec, StyleRef
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from shared.engine.methods import adain
-
-from shared.engine.methods import optimize  # noqa: E402
-from shared.engine.context import EngineContext  # noqa: E402
-from shared.engine.images import decode_image, fit_size, resize, to_tensor  # noqa: E402
-from shared.engine.losses import content_loss, gram_matrix, style_loss  # noqa: E402
-from shared.engine.nets.vgg import load_vgg19  # noqa: E402
-from shared.jobs.specs import AdainSpec, OptimizeSpec, StyleRef  # noqa: E402
-
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 DEFAULT_STYLES = "shipwreck,udnie,wheat_field_with_cypresses,kandinsky_composition_viii,candy,mosaic"
@@ -63,17 +62,9 @@ def held_out_photos() -> dict[str, bytes]:
 
     out: dict[str, bytes] = {}
     for name in ("astronaut", "chelsea", "coffee"):
-        buf = io.BytesIO()
-        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(buf, format="PNG")
-        out[name] = buf.getvalue()
+        out[name] = png_bytes(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"))
     out["flower"] = (Path(sklearn.datasets.__file__).parent / "images" / "flower.jpg").read_bytes()
     return out
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class Evaluator:
@@ -94,7 +85,9 @@ class Evaluator:
         return {k: gram_matrix(f[k]) for k in STYLE_LAYERS}
 
     @torch.no_grad()
-    def losses(self, img: Image.Image, targets: dict[str, torch.Tensor], content_feat: torch.Tensor) -> dict[str, float]:
+    def losses(
+        self, img: Image.Image, targets: dict[str, torch.Tensor], content_feat: torch.Tensor
+    ) -> dict[str, float]:
         f = self.feats(img)
         return {"style": float(style_loss(f, targets)), "content": float(content_loss(f[CONTENT_LAYER], content_feat))}
 
@@ -133,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--styles", default=DEFAULT_STYLES, help="comma-separated stems in --style-dir")
     ap.add_argument("--size", type=int, default=256, help="longest side of the outputs")
     ap.add_argument("--recon-sizes", default="256,512", help="sizes for the alpha-0 reconstruction")
-    ap.add_argument("--gatys-pairs", type=int, default=4, help="(photo, style) pairs also rendered with Gatys; 0 = none")
+    ap.add_argument("--gatys-pairs", type=int, default=4,
+                    help="(photo, style) pairs also rendered with Gatys; 0 = none")
     ap.add_argument("--gatys-steps", type=int, default=300)
     ap.add_argument("--gatys-cache", type=Path, default=None,
                     help="folder (outside the repo) to keep/reuse Gatys renders: they do not depend on the decoder")
     ap.add_argument("--gatys-only", action="store_true", help="only render (and cache) the Gatys pairs, then stop")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cpu", help="where the AdaIN and Gatys renders run (the loss evaluation stays on the CPU)")
+    ap.add_argument("--device", default="cpu",
+                    help="where the AdaIN and Gatys renders run (the loss evaluation stays on the CPU)")
     ap.add_argument("--out-json", type=Path, default=Path("/tmp/adain_quality.json"))
     ap.add_argument("--sheet", type=Path, default=Path("/tmp/adain_sheet.png"))
     ap.add_argument("--cell", type=int, default=192)
@@ -154,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     style_names = [s.strip() for s in args.styles.split(",") if s.strip()]
     style_bytes = {}
     for s in style_names:
-        path = next((args.style_dir / f"{s}{ext}" for ext in (".jpg", ".png", ".jpeg") if (args.style_dir / f"{s}{ext}").is_file()), None)
+        candidates = (args.style_dir / f"{s}{ext}" for ext in (".jpg", ".png", ".jpeg"))
+        path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise SystemExit(f"style {s!r} not found in {args.style_dir}")
         style_bytes[s] = path.read_bytes()
@@ -167,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = load_checkpoint(args.decoder, kind="adain-decoder").get("meta") or {}
         result["decoder_steps"] = meta.get("steps")
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:  # informational only
         pass
 
     # 1. reconstruction (skipped with --gatys-only)
@@ -177,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for name in photos:
             r = adain.run(AdainSpec(content=f"photo:{name}", styles=[StyleRef(image=first_style)], alpha=0.0,
-                                    size=size, model=args.decoder), ctx)  # fmt: skip
+                                    size=size, model=args.decoder), ctx)
             ref = resize(decode_image(photos[name]), r.image.size)
             a, b = np.asarray(ref), np.asarray(r.image)
             rows[name] = {
@@ -189,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
                 recon_imgs[name] = r.image
         rows["mean"] = {k: float(np.mean([v[k] for v in rows.values()])) for k in ("psnr", "ssim")}
         result["reconstruction"][str(size)] = rows
-        print(f"reconstruction @{size}: PSNR {rows['mean']['psnr']:.2f} dB  SSIM {rows['mean']['ssim']:.3f}", flush=True)
+        print(f"reconstruction @{size}: PSNR {rows['mean']['psnr']:.2f} dB  SSIM {rows['mean']['ssim']:.3f}",
+              flush=True)
     if not recon_imgs and not args.gatys_only:  # the sheet needs them at --size
         for name in photos:
             recon_imgs[name] = adain.run(AdainSpec(content=f"photo:{name}", styles=[StyleRef(image=first_style)],
-                                                   alpha=0.0, size=args.size, model=args.decoder), ctx).image  # fmt: skip
+                                                   alpha=0.0, size=args.size, model=args.decoder), ctx).image
 
     # 2. stylization (+ Gatys on a subset of pairs)
     adain_imgs: dict[tuple[str, str], Image.Image] = {}
@@ -215,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             return decode_image(cached.read_bytes()), meta["seconds"]
         t0 = time.perf_counter()
         g = optimize.run(OptimizeSpec(content=f"photo:{p}", styles=[StyleRef(image=f"style:{s}")],
-                                      size=args.size, steps=args.gatys_steps), ctx)  # fmt: skip
+                                      size=args.size, steps=args.gatys_steps), ctx)
         secs = round(time.perf_counter() - t0, 1)
         data = png_bytes(g.image)
         if cached is not None:
@@ -234,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     for p, s in pairs:
         t0 = time.perf_counter()
         r = adain.run(AdainSpec(content=f"photo:{p}", styles=[StyleRef(image=f"style:{s}")], alpha=1.0,
-                                size=args.size, style_size=args.size, model=args.decoder), ctx)  # fmt: skip
+                                size=args.size, style_size=args.size, model=args.decoder), ctx)
         secs = time.perf_counter() - t0
         img = decode_image(png_bytes(r.image))  # evaluate what a user gets (8-bit)
         adain_imgs[(p, s)] = img
@@ -242,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         cf = ev.feats(content_img)[CONTENT_LAYER]
         targets = ev.style_targets(decode_image(style_bytes[s]), img.size)
         row = {"adain": ev.losses(img, targets, cf), "content_image": ev.losses(content_img, targets, cf),
-               "adain_seconds": round(secs, 3), "unseen_style": s in UNSEEN_STYLES}  # fmt: skip
+               "adain_seconds": round(secs, 3), "unseen_style": s in UNSEEN_STYLES}
         factors_vs_content.append(row["adain"]["style"] / row["content_image"]["style"])
         if (p, s) in gatys_pairs:
             gimg, row["gatys_seconds"] = gatys_render(p, s)
@@ -275,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [styles_row]
     for p in photos:
         rows.append([label(decode_image(photos[p]), p), label(recon_imgs[p], "alpha=0")]
-                    + [adain_imgs[(p, s)] for s in style_names])  # fmt: skip
+                    + [adain_imgs[(p, s)] for s in style_names])
     args.sheet.parent.mkdir(parents=True, exist_ok=True)
     sheet(rows, args.cell).save(args.sheet)
     result["sheet"] = str(args.sheet)
@@ -283,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         grows = []
         for (p, s), g in gatys_imgs.items():
             grows.append([label(decode_image(photos[p]), p), label(decode_image(style_bytes[s]), s),
-                          label(adain_imgs[(p, s)], "AdaIN"), label(g, "Gatys")])  # fmt: skip
+                          label(adain_imgs[(p, s)], "AdaIN"), label(g, "Gatys")])
         gpath = args.sheet.with_name(args.sheet.stem + "_vs_gatys.png")
         sheet(grows, args.cell).save(gpath)
         result["sheet_vs_gatys"] = str(gpath)

@@ -21,6 +21,7 @@ the same padded input. PSNR compares ours against the reference output of the sa
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -51,7 +52,7 @@ def make_inputs(folder: Path) -> dict[str, str]:
     from skimage import data
 
     paths = {"content": folder / "content.png", "style": folder / "style.png", "style2": folder / "style2.png",
-             "mask": folder / "mask.png", "mask_inv": folder / "mask_inv.png"}  # fmt: skip
+             "mask": folder / "mask.png", "mask_inv": folder / "mask_inv.png"}
     Image.fromarray(data.astronaut()).save(paths["content"])
     Image.fromarray(data.coffee()).save(paths["style"])
     Image.fromarray(data.chelsea()).save(paths["style2"])
@@ -78,7 +79,7 @@ def ensure_decoder(folder: Path) -> tuple[str, str]:
     dec = adain.Decoder()
     path = folder / "random_adain_decoder.pt"
     save_checkpoint(path, kind="adain-decoder", config=adain.Decoder.config(), state_dict=dec.state_dict(),
-                    preprocessing=load_vgg19().preprocessing, meta={"note": "random init, timing only"})  # fmt: skip
+                    preprocessing=load_vgg19().preprocessing, meta={"note": "random init, timing only"})
     return str(path), "RANDOM decoder (no trained one shipped): timing only, images meaningless"
 
 
@@ -108,7 +109,7 @@ def _gatys_spec(method: str, job: dict):
     if method == "optimize":
         return OptimizeSpec(styles=[{"image": job["style"]}], **common)
     return MaskedSpec(regions=[{"style": {"image": job["style"]}, "mask": job["mask"]},
-                               {"style": {"image": job["style2"]}, "mask": job["mask_inv"]}], mode="joint", **common)  # fmt: skip
+                               {"style": {"image": job["style2"]}, "mask": job["mask_inv"]}], mode="joint", **common)
 
 
 def _child_gatys(job: dict) -> tuple[dict, Any]:
@@ -141,9 +142,9 @@ def _child_gatys(job: dict) -> tuple[dict, Any]:
         result = run_engine(spec, ctx)
         out = to_tensor(result.image)
         dtype = str(result.metrics.get("precision", result.metrics.get("dtype", "?")))
-    per_iter = [b - a for a, b in zip(stamps, stamps[1:])]  # the first iteration (kernel build) is not counted
+    per_iter = [b - a for a, b in itertools.pairwise(stamps)]  # the first iteration (kernel build) is not counted
     return {"seconds": statistics.median(per_iter), "setup_s": stamps[0] - t0, "job_s": time.perf_counter() - t0,
-            "dtype": dtype, "samples": len(per_iter)}, out  # fmt: skip
+            "dtype": dtype, "samples": len(per_iter)}, out
 
 
 def _timed(fn, repeat: int) -> tuple[float, Any]:
@@ -156,12 +157,26 @@ def _timed(fn, repeat: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def _time_ours(spec: Any, repeat: int) -> tuple[dict, Any]:
+    """``ours`` of a one-image method: the whole job through ``run_engine``, timed like the others."""
+    from shared.engine import EngineContext, run_engine
+    from shared.engine.images import to_tensor
+
+    box: dict = {}
+
+    def run() -> Any:
+        box["r"] = run_engine(spec, EngineContext(precision="auto"))
+        return to_tensor(box["r"].image)
+
+    seconds, out = _timed(run, repeat)
+    return {"seconds": seconds, "dtype": box["r"].metrics.get("dtype", "?")}, out
+
+
 def _child_fast(job: dict) -> tuple[dict, Any]:
     import torch
     from PIL import Image
 
     from bench import reference
-    from shared.engine import EngineContext, run_engine
     from shared.engine.images import to_tensor
     from shared.jobs.specs import FastSpec
 
@@ -194,15 +209,7 @@ def _child_fast(job: dict) -> tuple[dict, Any]:
 
         seconds, out = _timed(run_ort, job["repeat"])
         return {"seconds": seconds, "dtype": "float32"}, out
-    spec = FastSpec(content=job["content"], size=job["size"], style=0)
-    box: dict = {}
-
-    def run() -> torch.Tensor:
-        box["r"] = run_engine(spec, EngineContext(precision="auto"))
-        return to_tensor(box["r"].image)
-
-    seconds, out = _timed(run, job["repeat"])
-    return {"seconds": seconds, "dtype": box["r"].metrics.get("dtype", "?")}, out
+    return _time_ours(FastSpec(content=job["content"], size=job["size"], style=0), job["repeat"])
 
 
 def _child_adain(job: dict) -> tuple[dict, Any]:
@@ -210,14 +217,12 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
     from PIL import Image
 
     from bench import reference
-    from shared.engine import EngineContext, run_engine
-    from shared.engine.images import to_tensor
     from shared.jobs.specs import AdainSpec
 
     spec = AdainSpec(content=job["content"], styles=[{"image": job["style"]}], size=job["size"], model=job["decoder"])
     if job["variant"] == "ref":
-        from shared.engine.methods.adain import decoder_from_checkpoint
         from shared.engine.checkpoint import load_checkpoint
+        from shared.engine.methods.adain import decoder_from_checkpoint
 
         decoder = decoder_from_checkpoint(load_checkpoint(job["decoder"], kind="adain-decoder"), "bench")
         vgg = reference.plain_vgg()
@@ -229,14 +234,7 @@ def _child_adain(job: dict) -> tuple[dict, Any]:
 
         seconds, out = _timed(run_ref, job["repeat"])
         return {"seconds": seconds, "dtype": "float32"}, out
-    box: dict = {}
-
-    def run() -> torch.Tensor:
-        box["r"] = run_engine(spec, EngineContext(precision="auto"))
-        return to_tensor(box["r"].image)
-
-    seconds, out = _timed(run, job["repeat"])
-    return {"seconds": seconds, "dtype": box["r"].metrics.get("dtype", "?")}, out
+    return _time_ours(spec, job["repeat"])
 
 
 def child_main(job: dict) -> None:
@@ -284,7 +282,7 @@ def _load(path: str):
 
 
 def run_bench(sizes: list[int], repeat: int, methods: list[str], quick: bool, timeout: float,
-              threads: int | None = None) -> dict:  # fmt: skip
+              threads: int | None = None) -> dict:
     from bench.reference import psnr
 
     tmp = Path(tempfile.mkdtemp(prefix="stylefarm-bench-"))
@@ -298,14 +296,14 @@ def run_bench(sizes: list[int], repeat: int, methods: list[str], quick: bool, ti
             for variant in variants:
                 out = str(tmp / f"{method}-{size}-{variant}.pt")
                 job = {**inputs, "method": method, "variant": variant, "size": size, "repeat": repeat,
-                       "iters": iterations_for(size, quick), "decoder": decoder, "out": out, "threads": threads}  # fmt: skip
+                       "iters": iterations_for(size, quick), "decoder": decoder, "out": out, "threads": threads}
                 started = time.perf_counter()
                 res = measure(job, timeout)
                 res["wall_s"] = round(time.perf_counter() - started, 1)
                 row[variant] = res
                 print(f"  {method:8s} {size:5d} {variant:11s} "
                       + (f"{res['seconds']:.3f} {UNITS[method]}  peak {res['peak_rss_mb']:.0f} MB"
-                         if "seconds" in res else res["error"]), file=sys.stderr, flush=True)  # fmt: skip
+                         if "seconds" in res else res["error"]), file=sys.stderr, flush=True)
             if "seconds" in row["ref"] and "seconds" in row["ours"]:
                 row["speedup"] = row["ref"]["seconds"] / row["ours"]["seconds"]
                 ref_img = _load(str(tmp / f"{method}-{size}-ref.pt"))
@@ -324,10 +322,11 @@ def run_bench(sizes: list[int], repeat: int, methods: list[str], quick: bool, ti
     from shared.engine.device import cpu_has_native_bf16
 
     return {
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": threads or torch.get_num_threads(),
-                    "native_bf16": cpu_has_native_bf16(), "loadavg": os.getloadavg()},  # fmt: skip
+        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "threads": threads or torch.get_num_threads(),
+                    "native_bf16": cpu_has_native_bf16(), "loadavg": os.getloadavg()},
         "settings": {"sizes": sizes, "repeat": repeat, "quick": quick,
-                     "gatys_iterations": {s: iterations_for(s, quick) for s in sizes}},  # fmt: skip
+                     "gatys_iterations": {s: iterations_for(s, quick) for s in sizes}},
         "rows": rows,
     }
 
@@ -338,7 +337,7 @@ def _fmt(v: float | None, spec: str = ".3f") -> str:
 
 def print_table(report: dict) -> None:
     head = f"{'method':9s} {'size':>5s} {'unit':8s} {'fp32 ref':>9s} {'ours':>9s} {'speedup':>8s} {'dtype':9s} " \
-           f"{'RSS ref':>8s} {'RSS ours':>9s} {'PSNR dB':>8s}"  # fmt: skip
+           f"{'RSS ref':>8s} {'RSS ours':>9s} {'PSNR dB':>8s}"
     print(head)
     print("-" * len(head))
     notes = []
@@ -347,9 +346,10 @@ def print_table(report: dict) -> None:
         p = r.get("psnr_db")
         flag = "" if p is None or p >= PSNR_FLOOR else " LOW"
         print(f"{r['method']:9s} {r['size']:5d} {r['unit']:8s} {_fmt(ref.get('seconds')):>9s} "
-              f"{_fmt(ours.get('seconds')):>9s} {_fmt(r.get('speedup'), '.2f') + 'x':>8s} {str(ours.get('dtype', '-'))[:9]:9s} "
+              f"{_fmt(ours.get('seconds')):>9s} {_fmt(r.get('speedup'), '.2f') + 'x':>8s} "
+              f"{str(ours.get('dtype', '-'))[:9]:9s} "
               f"{_fmt(ref.get('peak_rss_mb'), '.0f'):>8s} {_fmt(ours.get('peak_rss_mb'), '.0f'):>9s} "
-              f"{('inf' if p == float('inf') else _fmt(p, '.1f')) + flag:>8s}")  # fmt: skip
+              f"{('inf' if p == float('inf') else _fmt(p, '.1f')) + flag:>8s}")
         for variant in ("ref", "ours", "onnxruntime"):
             if "error" in r.get(variant, {}):
                 notes.append(f"{r['method']} {r['size']} {variant}: {r[variant]['error']}")
@@ -359,25 +359,27 @@ def print_table(report: dict) -> None:
     if ort:
         print()
         print(f"{'fast vs onnxruntime':20s} {'size':>5s} {'ort s/img':>10s} {'ours s/img':>11s} {'ours/ort':>9s} "
-              f"{'RSS ort':>8s} {'PSNR vs ort':>12s}")  # fmt: skip
+              f"{'RSS ort':>8s} {'PSNR vs ort':>12s}")
         for r in ort:
             o, ours = r["onnxruntime"], r.get("ours", {})
-            print(f"{'multistyle26.onnx':20s} {r['size']:5d} {_fmt(o.get('seconds')):>10s} {_fmt(ours.get('seconds')):>11s} "
+            print(f"{'multistyle26.onnx':20s} {r['size']:5d} {_fmt(o.get('seconds')):>10s} "
+                  f"{_fmt(ours.get('seconds')):>11s} "
                   f"{_fmt(r.get('ours_over_onnxruntime'), '.2f'):>9s} {_fmt(o.get('peak_rss_mb'), '.0f'):>8s} "
-                  f"{_fmt(r.get('psnr_vs_onnxruntime_db'), '.1f'):>12s}")  # fmt: skip
+                  f"{_fmt(r.get('psnr_vs_onnxruntime_db'), '.1f'):>12s}")
     m = report["machine"]
     print()
     print(f"CPU threads {m['threads']} of {m['cpu_count']} cores, torch {m['torch']}, native bf16: {m['native_bf16']}, "
-          f"load average at the end {', '.join(f'{x:.1f}' for x in m['loadavg'])} (shared machine: timings are noisy)")  # fmt: skip
+          f"load average at the end {', '.join(f'{x:.1f}' for x in m['loadavg'])} (shared machine: timings are noisy)")
     print(f"Gatys: L-BFGS iterations per measurement {report['settings']['gatys_iterations']} (first not timed); "
-          f"fast/adain: median of {report['settings']['repeat']} after a warm-up. RSS = peak of a fresh process.")  # fmt: skip
+          f"fast/adain: median of {report['settings']['repeat']} after a warm-up. RSS = peak of a fresh process.")
     for n in notes:
         print("note:", n)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="256,512,1024", help="longest sides, comma separated (default: 256,512,1024)")
+    parser.add_argument("--sizes", default="256,512,1024",
+                        help="longest sides, comma separated (default: 256,512,1024)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per fast/adain measurement (default 3)")
     parser.add_argument("--methods", default=",".join(METHODS), help="subset of optimize,masked,fast,adain")
     parser.add_argument("--quick", action="store_true", help="256 and 512 px, 1 repeat, 2 Gatys iterations")
@@ -386,13 +388,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and onnxruntime threads per measurement (default: torch's default, one per core). "
                              "On a machine shared with other busy processes use 1: two OpenMP threads on two "
-                             "contended cores wait on each other and run 10x slower and erratically")  # fmt: skip
+                             "contended cores wait on each other and run 10x slower and erratically")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child_main(json.loads(args.child))
         return 0
-    sizes = [256, 512] if args.quick and args.sizes == parser.get_default("sizes") else [int(s) for s in args.sizes.split(",")]
+    if args.quick and args.sizes == parser.get_default("sizes"):
+        sizes = [256, 512]
+    else:
+        sizes = [int(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else max(1, args.repeat)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]

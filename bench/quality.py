@@ -37,7 +37,7 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Preferred picks from the team folder (any missing file is skipped, others fill in).
 CONTENTS = ("astronaut.png", "coffee.png", "chicago.jpg", "chelsea.png")
 STYLES = ("wheat_field_with_cypresses.jpg", "kandinsky_composition_viii.jpg", "shipwreck.jpg",
-          "woman_with_hat_matisse.jpg", "udnie.jpg", "candy.jpg")  # fmt: skip
+          "woman_with_hat_matisse.jpg", "udnie.jpg", "candy.jpg")
 MASKS = {"astronaut.png": "astronaut_mask.png", "coffee.png": "coffee_mask.png"}
 FAST_STYLES = (0, 7, 13, 19)
 TILE = 256
@@ -56,14 +56,17 @@ class Inputs:
 
 
 def team_inputs(data: Path, n_contents: int, n_styles: int) -> Inputs:
+    from shared.imaging import IMAGE_SUFFIXES
+
     def pick(folder: Path, preferred: tuple[str, ...], n: int) -> list[Path]:
         found = [folder / name for name in preferred if (folder / name).is_file()]
-        others = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p not in found)
+        others = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p not in found)
         return (found + others)[:n]
 
     contents = pick(data / "content", CONTENTS, n_contents)
     styles = pick(data / "style", STYLES, n_styles)
-    masks = {c: data / "mask" / MASKS[c.name] for c in contents if c.name in MASKS and (data / "mask" / MASKS[c.name]).is_file()}
+    masks = {c: data / "mask" / MASKS[c.name] for c in contents
+             if c.name in MASKS and (data / "mask" / MASKS[c.name]).is_file()}
     return Inputs(contents, styles, masks, f"team images from {data} (read only)")
 
 
@@ -175,7 +178,7 @@ def _run(spec) -> tuple[Image.Image, float]:
 
 
 def render_all(inputs: Inputs, size: int, steps: int, fast_styles: tuple[int, ...], log,
-               methods: tuple[str, ...] = ("optimize", "adain", "masked", "fast")) -> list[Render]:  # fmt: skip
+               methods: tuple[str, ...] = ("optimize", "adain", "masked", "fast")) -> list[Render]:
     from shared.engine.methods import adain
     from shared.errors import StylefarmError
     from shared.jobs.specs import AdainSpec, FastSpec, MaskedSpec, OptimizeSpec
@@ -185,18 +188,20 @@ def render_all(inputs: Inputs, size: int, steps: int, fast_styles: tuple[int, ..
     for c in inputs.contents:
         for s in inputs.styles:
             jobs.append(("optimize", c, s.name, s, lambda c=c, s=s: OptimizeSpec(
-                content=str(c), styles=[{"image": str(s)}], size=size, steps=steps)))  # fmt: skip
+                content=str(c), styles=[{"image": str(s)}], size=size, steps=steps)))
             jobs.append(("adain", c, s.name, s, (lambda c=c, s=s: AdainSpec(
-                content=str(c), styles=[{"image": str(s)}], size=size)) if has_decoder else None))  # fmt: skip
+                content=str(c), styles=[{"image": str(s)}], size=size)) if has_decoder else None))
     for c, m in inputs.masks.items():
         s1, s2 = inputs.styles[0], inputs.styles[1 % len(inputs.styles)]
-        jobs.append(("masked", c, f"{s1.stem} in mask / {s2.stem} outside", None, lambda c=c, m=m, s1=s1, s2=s2: MaskedSpec(
+        jobs.append(("masked", c, f"{s1.stem} in mask / {s2.stem} outside", None,
+                     lambda c=c, m=m, s1=s1, s2=s2: MaskedSpec(
             content=str(c), size=size, steps=steps, regions=[
                 {"style": {"image": str(s1)}, "mask": str(m)},
-                {"style": {"image": str(s2)}, "mask": str(inverted(m, inputs.scratch))}])))  # fmt: skip
+                {"style": {"image": str(s2)}, "mask": str(inverted(m, inputs.scratch))}])))
     for c in inputs.contents:
         for i in fast_styles:
-            jobs.append(("fast", c, f"built-in {i}", None, lambda c=c, i=i: FastSpec(content=str(c), size=size, style=i)))
+            jobs.append(("fast", c, f"built-in {i}", None,
+                         lambda c=c, i=i: FastSpec(content=str(c), size=size, style=i)))
 
     from tqdm import tqdm
 
@@ -259,7 +264,9 @@ def _loss_caption(r: Render) -> str:
 
 
 def build_rows(inputs: Inputs, renders: list[Render]) -> list:
-    open_ = lambda p: Image.open(p).convert("RGB")  # noqa: E731
+    def open_(p: Path) -> Image.Image:
+        return Image.open(p).convert("RGB")
+
     rows = []
     by = {(r.method, r.content, r.style): r for r in renders}
     for c in inputs.contents:
@@ -275,13 +282,14 @@ def build_rows(inputs: Inputs, renders: list[Render]) -> list:
         s1, s2 = inputs.styles[0], inputs.styles[1 % len(inputs.styles)]
         cells = [(f"content\n{r.content.name}", open_(r.content)), ("mask (white = style 1)", open_(m)),
                  (f"style 1\n{s1.name[:30]}", open_(s1)), (f"style 2\n{s2.name[:30]}", open_(s2)),
-                 (_loss_caption(r), r.image)]  # fmt: skip
+                 (_loss_caption(r), r.image)]
         rows.append((f"{r.content.stem}: masked (joint)", cells))
     for c in inputs.contents:
         fast = [r for r in renders if r.method == "fast" and r.content == c]
         if not fast:
             continue
-        cells = [(f"content\n{c.name}", open_(c))] + [(f"{r.style}\n" + _loss_caption(r).split("\n", 1)[-1], r.image) for r in fast]
+        cells = [(f"content\n{c.name}", open_(c))]
+        cells += [(f"{r.style}\n" + _loss_caption(r).split("\n", 1)[-1], r.image) for r in fast]
         rows.append((f"{c.stem}: fast (built-in multistyle26 styles)", cells))
     return rows
 
@@ -293,36 +301,38 @@ def print_losses(renders: list[Render]) -> list[dict]:
     gatys = {(r.content, r.style): r.losses for r in renders if r.method == "optimize" and r.losses}
     table = []
     print(f"{'method':9s} {'content':16s} {'style':34s} {'content loss':>13s} {'style loss':>11s} "
-          f"{'gatys content':>14s} {'gatys style':>12s} {'style/gatys':>12s} {'sec':>6s}")  # fmt: skip
+          f"{'gatys content':>14s} {'gatys style':>12s} {'style/gatys':>12s} {'sec':>6s}")
     for r in renders:
         c, s = r.losses or (None, None)
         g = gatys.get((r.content, r.style)) if r.method != "optimize" else None
         ratio = s / g[1] if (s is not None and g and g[1]) else None
-        f = lambda v, spec=".4g": "-" if v is None else format(v, spec)  # noqa: E731
+        def f(v: float | None, spec: str = ".4g") -> str:
+            return "-" if v is None else format(v, spec)
+
         print(f"{r.method:9s} {r.content.name[:16]:16s} {r.style[:34]:34s} {f(c):>13s} {f(s):>11s} "
               f"{f(g[0] if g else None):>14s} {f(g[1] if g else None):>12s} {f(ratio, '.2f'):>12s} "
-              f"{f(r.seconds if r.image else None, '.1f'):>6s}" + (f"  {r.note}" if r.note else ""))  # fmt: skip
+              f"{f(r.seconds if r.image else None, '.1f'):>6s}" + (f"  {r.note}" if r.note else ""))
         table.append({"method": r.method, "content": r.content.name, "style": r.style, "content_loss": c,
                       "style_loss": s, "gatys_content_loss": g[0] if g else None,
-                      "gatys_style_loss": g[1] if g else None, "seconds": r.seconds, "note": r.note})  # fmt: skip
+                      "gatys_style_loss": g[1] if g else None, "seconds": r.seconds, "note": r.note})
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
-                        help="team image folder (default: ../shared/data next to the repository)")  # fmt: skip
+                        help="team image folder (default: ../shared/data next to the repository)")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "stylefarm-quality",
-                        help="where sheet.png and losses.json go (outside the repository)")  # fmt: skip
+                        help="where sheet.png and losses.json go (outside the repository)")
     parser.add_argument("--size", type=int, default=384, help="longest side of every render (default 384)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="L-BFGS iterations of optimize/masked (default 80; 30 with --quick)")  # fmt: skip
+                        help="L-BFGS iterations of optimize/masked (default 80; 30 with --quick)")
     parser.add_argument("--contents", type=int, default=None, help="number of content images (default 3; --quick 2)")
     parser.add_argument("--styles", type=int, default=None, help="number of style images (default 4; --quick 2)")
     parser.add_argument("--quick", action="store_true", help="2 contents x 2 styles, 256 px, 30 iterations")
     parser.add_argument("--methods", default="optimize,adain,masked,fast", help="subset to render (default: all four)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: one per core; use 1 on a machine shared with busy processes)")  # fmt: skip
+                        help="torch threads (default: one per core; use 1 on a machine shared with busy processes)")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -341,12 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         inputs = generated_inputs(n_c, n_s)
         print(f"NOTE: {args.data} not found; using {inputs.source}", file=sys.stderr)
     print(f"inputs: {inputs.source}; {len(inputs.contents)} contents x {len(inputs.styles)} styles, "
-          f"{len(inputs.masks)} masked, size {size}, Gatys L-BFGS {steps} iterations", file=sys.stderr)  # fmt: skip
+          f"{len(inputs.masks)} masked, size {size}, Gatys L-BFGS {steps} iterations", file=sys.stderr)
 
     started = time.perf_counter()
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     renders = render_all(inputs, size, steps, FAST_STYLES[: 2 if args.quick else 4],
-                         log=lambda line: print(line, file=sys.stderr, flush=True), methods=methods)  # fmt: skip
+                         log=lambda line: print(line, file=sys.stderr, flush=True), methods=methods)
     losses = VggLosses()
     for r in renders:
         if r.image is not None:
@@ -367,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
           "relu1_1..relu5_1 vs the style image (same VGG19, Caffe weights, 0-255 BGR features).")
     table = print_losses(renders)
     (args.out / "losses.json").write_text(json.dumps({"size": size, "steps": steps, "inputs": inputs.source,
-                                                      "rows": table}, indent=2))  # fmt: skip
+                                                      "rows": table}, indent=2))
     print(f"\nsheet: {sheet_path} ({sheet.width}x{sheet.height}); total {time.perf_counter() - started:.0f}s")
     return 0
 

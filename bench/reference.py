@@ -9,7 +9,7 @@ within 40 dB PSNR; their speed is what the engine's optimizations are measured a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ def full_forward(vgg: VGG19Features, rgb: torch.Tensor, wanted: list[str]) -> di
     """All 37 modules of VGG19's features, every time; returns the ``wanted`` activations."""
     x = vgg.preprocess(rgb)
     out = {}
-    for name, module in zip(LAYER_NAMES, vgg.features):
+    for name, module in zip(LAYER_NAMES, vgg.features, strict=True):
         x = module(x)
         if name in wanted:
             out[name] = x
@@ -112,7 +112,7 @@ def fast(net, content: Image.Image, size: int, style: int) -> torch.Tensor:
 
 
 def adain(vgg: VGG19Features, decoder, content: Image.Image, style: Image.Image, size: int, style_size: int,
-          alpha: float = 1.0) -> torch.Tensor:  # fmt: skip
+          alpha: float = 1.0) -> torch.Tensor:
     """Encoder (full VGG19, relu4_1 taken) -> AdaIN -> decoder, fp32 NCHW: (1, 3, H, W) in [0, 1]."""
     w, h = fit_size(*content.size, size)
     c = _t(resize(content, (w, h)))  # (1, 3, H, W)

@@ -67,6 +67,17 @@ class PayloadTooLarge(StylefarmError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class ArchiveTooLarge(PayloadTooLarge):
+    """An archive over one of the ``Settings.archive_*`` caps: ``limit`` names the setting,
+    ``member`` the member at which it was crossed."""
+
+    title, slug = "Archive too large", "archive-too-large"
+
+
+class UnsupportedMediaType(StylefarmError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
 class NotFound(StylefarmError):
     status, title, slug = 404, "Not found", "not-found"
 

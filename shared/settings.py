@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", validation_alias=AliasChoices("STYLEFARM_DATABASE_URL", "DATABASE_URL"),
         description="SQLAlchemy URL; empty = SQLite under home",
-    )  # fmt: skip
+    )
 
     # --- broker ---
     broker_url: str = Field(
@@ -67,20 +67,25 @@ class Settings(BaseSettings):
     checkpoint_upload_interval_s: float = Field(
         120.0, ge=0, description="minimum seconds between training-checkpoint uploads (the first is uploaded at once)"
     )
+    preview_every: float = Field(
+        0.1, ge=0, le=1, description="optimize/masked jobs: a preview image every this fraction of the steps; 0 = none"
+    )
     model_cache_dir: Path | None = Field(None, description="empty = home/models")
     max_attempts: int = Field(
         5, ge=1, le=100,
         description="the one retry budget: Job.attempts counts every run of a job (redeliveries included); "
         "the worker retries a transient error, and the reconciler requeues a job whose worker went silent, "
         "only while attempts < max_attempts; otherwise the job fails",
-    )  # fmt: skip
+    )
     worker_queues: str = "gpu,cpu"
 
     # --- fleet and timeouts (workers known to the farm; nothing hangs the API) ---
     worker_heartbeat_s: float = Field(
-        5.0, gt=0, le=60,
+        5.0,
+        gt=0,
+        le=60,
         description="seconds between a worker's fleet heartbeats; its record expires after 3 missed ones",
-    )  # fmt: skip
+    )
     s3_connect_timeout_s: float = Field(s3_timeouts.CONNECT_TIMEOUT_S, gt=0, description="S3: seconds to connect")
     s3_read_timeout_s: float = Field(
         s3_timeouts.READ_TIMEOUT_S, gt=0, description="S3: seconds each wait for bytes of an answer may take"
@@ -92,6 +97,24 @@ class Settings(BaseSettings):
         5.0, ge=0, description="PostgreSQL statement_timeout of the API's sessions (0 = none)"
     )
     readiness_deadline_s: float = Field(1.0, gt=0, le=30, description="/readyz answers within this")
+
+    # --- archives and worker disk caches (shared.archives, worker.caches) ---
+    # An archive (an uploaded zip/tar, checked by the API and again when the worker extracts
+    # it) is refused the moment it crosses one cap, counted while it is decompressed.
+    archive_max_bytes: int = Field(
+        256 << 20, gt=0, description="most uncompressed bytes in one archive (about 10x max_upload_bytes)"
+    )
+    archive_max_members: int = Field(10_000, gt=0, description="most entries (files and folders) in one archive")
+    archive_max_member_pixels: int | None = Field(
+        None, gt=0, description="most pixels of one image in an archive; empty = max_pixels"
+    )
+    archive_max_total_pixels: int = Field(1_000_000_000, gt=0, description="most pixels of all images in one archive")
+    # Least-recently-used entries are evicted to stay within these; entries a running job
+    # holds are never evicted, so a single entry larger than its budget still works.
+    model_cache_budget_bytes: int = Field(8 << 30, gt=0, description="disk for downloaded model files")
+    dataset_cache_budget_bytes: int = Field(
+        16 << 30, gt=0, description="disk for extracted dataset archives and synced prefix datasets"
+    )
 
     @model_validator(mode="after")
     def _secrets_outside_development(self) -> Settings:
@@ -119,9 +142,14 @@ class Settings(BaseSettings):
     def resolved_model_cache_dir(self) -> Path:
         return (self.model_cache_dir or self.home / "models").resolve()
 
+    @property
+    def resolved_dataset_cache_dir(self) -> Path:
+        return (self.home / "datasets").resolve()
+
     def api_key_tenants(self) -> dict[str, str]:
         pairs = [p.strip() for p in self.api_keys.split(",") if p.strip()]
-        return dict(p.split("=", 1) if "=" in p else (p, self.default_tenant) for p in pairs)
+        split = (p.partition("=") for p in pairs)  # KEY=TENANT, or a bare KEY of the default tenant
+        return {key: tenant if sep else self.default_tenant for key, sep, tenant in split}
 
 
 @lru_cache

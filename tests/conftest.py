@@ -28,7 +28,7 @@ import pytest
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="stylefarm-test-home-"))
 os.environ["STYLEFARM_HOME"] = str(_SESSION_HOME)
 
-from harness import (  # noqa: E402  (after STYLEFARM_HOME is set; tests/ is on sys.path)
+from harness import (  # noqa: E402 - after STYLEFARM_HOME is set (tests/ is on sys.path)
     Farm,
     PostgresServer,
     RedisServer,

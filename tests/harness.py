@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import os
 import shutil
 import subprocess
@@ -32,13 +31,13 @@ from shared.cli.stack import (
     ManagedProcess,
     Stack,
     StackError,
-    api_process,
     child_env,
     free_port,
     http_ok,
+    migrate_database,
     redis_process,
+    start_api_and_workers,
     tcp_open,
-    worker_process,
 )
 
 S3_BUCKET = "stylefarm-test"
@@ -145,7 +144,7 @@ class PostgresServer:
             [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
              "-E", "UTF8", "--locale=C", "--no-sync"],
             capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+        )
         if res.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             raise StackError(f"initdb failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
@@ -154,12 +153,12 @@ class PostgresServer:
             str(bindir / "postgres"), "-D", str(data), "-k", str(sock), "-p", str(port), "-h", "127.0.0.1",
             "-F", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200", "-c", "shared_buffers=64MB",
-        ]  # fmt: skip
+        ]
         log_path = root / "postgres.log"
         proc = ManagedProcess(
             "postgres", argv, log_path=log_path, ready=lambda: _pg_ready(port), ready_timeout=60,
             stop_signal=2, stop_timeout=10, popen_kwargs=popen_user,  # SIGINT = fast shutdown
-        )  # fmt: skip
+        )
         if as_root:
             log_path.touch()
             os.chown(log_path, popen_user["user"], popen_user["group"])
@@ -217,7 +216,7 @@ class S3Server:
             "moto", [moto, "-H", "127.0.0.1", "-p", str(port)], log_path=base / "logs" / "moto.log",
             env=child_env({"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY}),
             ready=lambda: http_ok(endpoint + "/moto-api/"), ready_timeout=60, stop_timeout=5,
-        )  # fmt: skip
+        )
         proc.start().wait_ready()
         server = cls(proc, endpoint)
         server.client().create_bucket(Bucket=server.bucket)
@@ -227,7 +226,7 @@ class S3Server:
         import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)  # fmt: skip
+                            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY)
 
     def keys(self, prefix: str = "") -> list[str]:
         out = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
@@ -287,7 +286,7 @@ class Farm:
         return r.json()
 
     def wait(self, job_id: str, until: Callable[[dict], bool] | None = None, timeout: float = 180,
-             interval: float = 0.2, seen: list[dict] | None = None) -> dict:  # fmt: skip
+             interval: float = 0.2, seen: list[dict] | None = None) -> dict:
         """Poll until ``until(job)`` (default: a final status); ``seen`` collects every poll."""
         until = until or (lambda j: j["status"] in ("succeeded", "failed", "canceled"))
         deadline = time.monotonic() + timeout
@@ -328,15 +327,6 @@ class Farm:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.stack.processes)
 
 
-def png_bytes(array_or_image: Any) -> bytes:
-    from PIL import Image
-
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def gone(pid: int, timeout: float = 5.0) -> bool:
     """True once ``pid`` is no process, or only a zombie waiting to be reaped (within ``timeout``)."""
     deadline = time.monotonic() + timeout
@@ -364,8 +354,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: PostgresServer | None = None,
-               s3: S3Server | None = None, workers: int = 2,
-               extra_env: dict[str, str] | None = None) -> Farm:  # fmt: skip
+               s3: S3Server | None = None, workers: int = 2, extra_env: dict[str, str] | None = None) -> Farm:
     """Start the API and ``workers`` Celery workers for ``backend`` (servers already up)."""
     home.mkdir(parents=True, exist_ok=True)
     logs = home / "logs"
@@ -387,7 +376,7 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
             "STYLEFARM_S3_BUCKET": s3.bucket,
             "STYLEFARM_S3_ACCESS_KEY": S3_KEY,
             "STYLEFARM_S3_SECRET_KEY": S3_KEY,
-        })  # fmt: skip
+        })
     elif backend == "sqlite-local":
         db_url = f"sqlite:///{home / 'stylefarm.db'}"
         env_over.update({"STYLEFARM_DATABASE_URL": db_url, "STYLEFARM_STORAGE": "local"})
@@ -395,29 +384,16 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
         raise ValueError(backend)
     env_over.update(extra_env or {})
     # Drop variables of the outer environment that would point the children elsewhere.
-    outer = ("DATABASE_URL", "REDIS_URL")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("STYLEFARM_", "AWS_")) and k not in outer}
+    base = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("STYLEFARM_", "AWS_")) and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     env = child_env(env_over, base=base)
 
     stack = Stack(f"farm-{backend}")
     try:
-        # migrate once up front (API and workers would race otherwise, harmlessly but slowly)
-        res = subprocess.run([sys.executable, "-c", "from shared.db.migrate import upgrade; upgrade()"],
-                             env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
-        if res.returncode != 0:
-            raise StackError(f"migration failed:\n{res.stderr[-3000:]}")
-        api, api_url = api_process(env, log_dir=logs)
-        api.start()
-        stack.processes.append(api)
-        ws = []
-        for i in range(workers):
-            w = worker_process(env, name=f"{backend}-w{i + 1}", log_dir=logs)
-            w.start()
-            stack.processes.append(w)
-            ws.append(w)
-        api.wait_ready()
-        for w in ws:
-            w.wait_ready()
+        migrate_database(env)
+        api_url, ws = start_api_and_workers(stack, env, log_dir=logs, workers=workers, worker_prefix=f"{backend}-w")
     except BaseException:
         stack.stop()
         raise

@@ -17,8 +17,9 @@ import redis
 
 from api.routes.health import CACHE_S
 from shared.cli.stack import ManagedProcess, api_process, child_env
+from shared.imaging import png_bytes
 
-from harness import S3_KEY, RedisServer, S3Server, png_bytes
+from harness import S3_KEY, RedisServer, S3Server
 
 #: Redis database of this test's broker: nothing consumes it.
 BROKER_DB = 14

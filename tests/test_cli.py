@@ -32,7 +32,7 @@ def images(tmp_path: Path) -> dict[str, str]:
 
 
 def _spec(argv: list[str], capsys) -> dict:
-    assert cli.main(argv + ["--print-spec"]) == 0, capsys.readouterr().err
+    assert cli.main([*argv, "--print-spec"]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)
 
 
@@ -80,7 +80,7 @@ def test_unset_options_leave_the_model_defaults(method: str, images, capsys) -> 
         "train-fast": ["train", "fast", "--style", images["style"], "--dataset", images["dir"], "--name", "m"],
         "train-adain": ["train", "adain", "--content-dataset", images["dir"], "--style-dataset", images["dir"],
                         "--name", "m"],
-    }[method]  # fmt: skip
+    }[method]
     data = _spec(argv, capsys)
     model = REGISTRY[method].spec
     assert data == json.loads(model.model_validate(data).model_dump_json())
@@ -128,14 +128,14 @@ def test_full_option_round_trip(images, capsys) -> None:
          "--style", images["style"], "--content-layers", "relu4_2,relu3_1", "--seed", "none", "--steps", "7",
          "--optimizer", "adam", "--preserve-color", "luminance"],
         capsys,
-    )  # fmt: skip
+    )
     assert data["styles"][0] == {"image": images["style"], "weight": 0.5, "mask": images["mask"]}
     assert data["styles"][1]["weight"] == 1.0
     assert data["content_layers"] == ["relu4_2", "relu3_1"]
     assert data["seed"] is None and data["steps"] == 7 and data["optimizer"] == "adam"
 
     data = _spec(["render", "masked", images["content"], "--region", f"{images['style']}:{images['mask']}:0.3",
-                  "--region", f"{images['style']}:{images['mask']}", "--mode", "composite"], capsys)  # fmt: skip
+                  "--region", f"{images['style']}:{images['mask']}", "--mode", "composite"], capsys)
     assert [r["style"]["weight"] for r in data["regions"]] == [0.3, 1.0]
     assert data["mode"] == "composite"
 
@@ -143,11 +143,11 @@ def test_full_option_round_trip(images, capsys) -> None:
     assert data["mix"] == {"3": 0.5, "12": 0.5} and data["preserve_color"] is True
 
     data = _spec(["render", "adain", images["content"], "--style", images["style"], "--style", images["style"],
-                  "--mask", images["mask"], "--mask", images["mask"], "--alpha", "0.5"], capsys)  # fmt: skip
+                  "--mask", images["mask"], "--mask", images["mask"], "--alpha", "0.5"], capsys)
     assert data["masks"] == [images["mask"]] * 2 and data["alpha"] == 0.5
 
     data = _spec(["train", "fast", "--style", images["style"], "--style", images["style"], "--style-name", "a",
-                  "--style-name", "b", "--dataset", images["dir"], "-o", "/tmp/My Model.pt"], capsys)  # fmt: skip
+                  "--style-name", "b", "--dataset", images["dir"], "-o", "/tmp/My Model.pt"], capsys)
     assert data["name"] == "My-Model" and data["style_names"] == ["a", "b"]
 
 
@@ -178,7 +178,7 @@ def test_spec_level_errors_exit_2(images, capsys) -> None:
     assert cli.main(["render", "fast", images["content"], "--style", "1", "--mix", "2:1", "-o", "/tmp/x.png"]) == 2
     assert "give either style or mix, not both" in capsys.readouterr().err
     assert cli.main(["render", "adain", images["content"], "--style", images["style"], "--mask", images["mask"],
-                     "--mask", images["mask"], "-o", "/tmp/x.png"]) == 2  # fmt: skip
+                     "--mask", images["mask"], "-o", "/tmp/x.png"]) == 2
     assert "give one per style" in capsys.readouterr().err
     assert cli.main(["render", "optimize", "--style", images["style"], "-o", "/tmp/x.png"]) == 2
     assert "CONTENT: Field required" in capsys.readouterr().err
@@ -268,9 +268,13 @@ def test_tiny_real_fast_render(images, capsys) -> None:
 @needs_fast
 def test_out_of_range_style_index_is_an_error(images, capsys) -> None:
     out = Path(images["dir"]) / "fast.png"
-    code = cli.main(["render", "fast", images["content"], "--size", "32", "--style", "99", "-o", str(out), "-q"])
+    # 30: within the spec's bound (0..63) but past the built-in model's 26 styles
+    code = cli.main(["render", "fast", images["content"], "--size", "32", "--style", "30", "-o", str(out), "-q"])
     assert code == 2
     assert "out of range" in capsys.readouterr().err
+    # 99: past every model's styles, refused by the spec itself
+    assert cli.main(["render", "fast", images["content"], "--style", "99", "-o", str(out), "-q"]) == 2
+    assert "less than or equal to 63" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -289,5 +293,6 @@ def test_tiny_real_train_fast_writes_a_usable_checkpoint(images, tmp_path, capsy
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert ckpt.is_file() and not (tmp_path / "tiny.pt.work").exists()
     out = tmp_path / "out.png"
-    assert cli.main(["render", "fast", images["content"], "--model", str(ckpt), "--size", "32", "-o", str(out), "-q"]) == 0
+    argv = ["render", "fast", images["content"], "--model", str(ckpt), "--size", "32", "-o", str(out), "-q"]
+    assert cli.main(argv) == 0
     assert Image.open(out).size == (32, 24)

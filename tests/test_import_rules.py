@@ -50,6 +50,21 @@ RULES = [
         ("sqlalchemy",),
     ),
     Rule("shared/ is below the roles: never the worker or the API", ("shared/**/*.py",), ("worker", "api")),
+    Rule(
+        "the Python client needs httpx and pydantic only: no torch, no services, no images, no SQL",
+        ("shared/client/**/*.py",),
+        (
+            *ENGINE_ONLY,
+            *SERVICES,
+            "PIL",
+            "shared.engine",
+            "shared.db",
+            "shared.storage",
+            "shared.broker",
+            "shared.jobs.store",
+            "shared.cli",
+        ),
+    ),
     Rule("the worker never imports the API", ("worker/**/*.py",), ("api",)),
 ]
 
@@ -178,6 +193,16 @@ def test_given_status_and_specs_expect_no_sql_reached_on_import() -> None:
     reached = eager_closure(["shared.jobs.status", "shared.jobs.specs"])
     bad = sorted(f"{module}  ({chain})" for module, chain in reached.items() if is_within(module, "sqlalchemy"))
     assert not bad, "importing shared.jobs.status/specs reaches SQL:\n" + "\n".join(bad)
+
+
+def test_given_the_client_expect_no_engine_service_or_image_library_reached_on_import() -> None:
+    reached = eager_closure(["shared.client"])
+    assert "httpx" in reached and "shared.jobs.specs" in reached  # the closure does follow imports
+    forbidden = (*ENGINE_ONLY, *SERVICES, "PIL", "shared.engine", "shared.db", "shared.storage", "shared.broker")
+    bad = sorted(
+        f"{module}  ({chain})" for module, chain in reached.items() if any(is_within(module, f) for f in forbidden)
+    )
+    assert not bad, "importing shared.client reaches:\n" + "\n".join(bad)
 
 
 # --- the scanner itself ------------------------------------------------------------------

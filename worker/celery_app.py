@@ -50,10 +50,6 @@ def _on_worker_init(**_kwargs) -> None:
     # Import torch and the engine once here: forked pool processes then start in
     # milliseconds (a respawned process must report up within worker_proc_alive_timeout).
     # Nothing touches CUDA before the fork; the device is picked in each child.
-    # Built-in models (and their style thumbnails) are registered by the first worker that
-    # starts; later starts find them in the table and return at once. It runs in a child
-    # process: rendering here would start torch's OpenMP thread pool in the parent, and
-    # pool processes forked from it would then hang on their first parallel operation.
     import subprocess
     import sys
 
@@ -61,6 +57,10 @@ def _on_worker_init(**_kwargs) -> None:
 
     import shared.engine  # noqa: F401
 
+    # Built-in models (and their style thumbnails) are registered by the first worker that
+    # starts; later starts find them in the table and return at once. It runs in a child
+    # process: rendering here would start torch's OpenMP thread pool in the parent, and
+    # pool processes forked from it would then hang on their first parallel operation.
     subprocess.run([sys.executable, "-m", "worker.bootstrap"], check=False, timeout=600)
 
 

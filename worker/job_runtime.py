@@ -6,10 +6,15 @@ SQL / blob storage (the files it downloads are cached by ``worker.caches``).
 * ``resolve_model(ref)``: the models row (id or name) -> a local file cached by checksum
   under ``Settings.resolved_model_cache_dir`` (downloaded once per machine, atomically).
 * ``dataset_dir(ref)``: an archive input (zip / tar[.gz|.bz2|.xz]) downloaded and extracted
-  into a flat folder of images, cached by sha256; or a ``prefix:NAME`` dataset, the images
-  under the tenant's storage prefix, synced once.
+  into a flat folder of images under the ``Settings.archive_*`` caps, cached by sha256; or
+  a ``prefix:NAME`` dataset, the images under the tenant's storage prefix, synced once.
+* Both caches stay within their ``Settings.*_cache_budget_bytes`` (least recently used
+  entries evicted); every entry the job used is held until ``release_caches()``, which the
+  task calls when the job ends.
 * ``progress``: throttled to ``Settings.progress_interval_s`` (the last step always goes
-  through); ``record_progress`` answering True (cancel requested) is remembered.
+  through); ``record_progress`` answering True (cancel requested) is remembered. A preview
+  image in the progress (optimize / masked, every ``Settings.preview_every`` of the steps)
+  is uploaded to ``preview_key`` with the next write, which bumps ``preview_version``.
 * ``is_canceled``: the DB flag (checked at most every ``CANCEL_POLL_S``) plus the soft
   time-limit deadline, which raises ``TimeLimitExceeded`` inside the engine.
 * ``on_checkpoint``: uploads the training checkpoint to ``checkpoint_key`` (throttled);
@@ -18,19 +23,24 @@ SQL / blob storage (the files it downloads are cached by ``worker.caches``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
+from shared.archives import ArchiveLimits
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
+from shared.imaging import png_bytes
 from shared.jobs import inputs, model_registry, store
 from shared.jobs.specs import dataset_prefix_name
 from shared.settings import Settings
-from shared.storage import Storage, checkpoint_key, dataset_prefix
-from worker.caches import cached_download, extract_archive_cached, sync_prefix_cached
+from shared.storage import Storage, checkpoint_key, dataset_prefix, preview_key
+from worker.caches import DiskCache, cached_download, extract_archive_cached, sync_prefix_cached
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -52,8 +62,10 @@ class JobRuntime:
     last_cancel_check: float = 0.0
     last_progress: Progress | None = None
     last_checkpoint_upload: float | None = None  # monotonic
+    pending_preview: Image.Image | None = None
     inputs: dict[str, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cache_holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # --- inputs ---
     def read_input(self, ref: str) -> bytes:
@@ -67,40 +79,63 @@ class JobRuntime:
     # --- models ---
     def resolve_model(self, ref: str) -> Path:
         model = model_registry.get_model(ref, self.tenant)
-        return cached_download(self.storage, model.storage_key, model.checksum,
-                               self.settings.resolved_model_cache_dir, suffix=".pt")  # fmt: skip
+        cache = DiskCache(self.settings.resolved_model_cache_dir, self.settings.model_cache_budget_bytes)
+        return cached_download(self.storage, model.storage_key, model.checksum, cache, self.cache_holds,
+                               suffix=".pt", size_hint=model.size_bytes or 0)
 
     # --- datasets ---
     def dataset_dir(self, ref: str) -> Path:
-        root = (self.settings.home / "datasets").resolve()
+        cache = DiskCache(self.settings.resolved_dataset_cache_dir, self.settings.dataset_cache_budget_bytes)
         name = dataset_prefix_name(ref)
         if name is not None:
-            return sync_prefix_cached(self.storage, dataset_prefix(self.tenant, name), root)
+            return sync_prefix_cached(self.storage, dataset_prefix(self.tenant, name), cache, self.cache_holds)
         try:
             row = inputs.get_input(ref, self.tenant)
         except NotFound:
             raise InvalidSpec(
                 f"dataset {ref!r}: no uploaded archive with this id; upload a zip or tar of images with POST /v1/inputs"
             ) from None
-        return extract_archive_cached(self.storage, row.key, row.sha256, root)
+        return extract_archive_cached(self.storage, row.key, row.sha256, cache, self.cache_holds,
+                                      ArchiveLimits.from_settings(self.settings), size_hint=row.size)
+
+    def release_caches(self) -> None:
+        """Let the cache entries this job used be evicted again."""
+        self.cache_holds.close()
 
     # --- progress / cancel / limits ---
     def progress(self, p: Progress) -> None:
         self.last_progress = p
+        if p.preview is not None:
+            self.pending_preview = p.preview  # goes out with the next progress write
         now = time.monotonic()
         final = p.total > 0 and p.step >= p.total
         if not final and now - self.last_progress_write < self.settings.progress_interval_s:
             return
         with self.lock:
             self.last_progress_write = now
+            preview = self.upload_preview()
             try:
-                stop = store.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage)
+                stop = store.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage,
+                                             preview=preview)
             except Exception as exc:  # a missed progress write must not kill the job
                 log.warning("job %s: progress write failed: %s", self.job_id, exc)
                 return
             if stop:
                 self.cancel_seen = True
                 self.last_cancel_check = now
+
+    def upload_preview(self) -> bool:
+        """Upload the pending preview image to ``preview_key`` (overwriting the last one);
+        True when one was uploaded."""
+        image, self.pending_preview = self.pending_preview, None
+        if image is None:
+            return False
+        try:
+            self.storage.put_bytes(preview_key(self.tenant, self.job_id), png_bytes(image), content_type="image/png")
+            return True
+        except Exception as exc:  # a missed preview must not kill the job
+            log.warning("job %s: preview upload failed: %s", self.job_id, exc)
+            return False
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -158,6 +193,7 @@ class JobRuntime:
             is_canceled=self.is_canceled,
             work_dir=work_dir,
             on_checkpoint=self.on_checkpoint,
+            preview_every=self.settings.preview_every,
             device=device,
             precision=precision,
         )

@@ -27,12 +27,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from shared.jobs import store
 from shared.broker.celery_config import QUEUES, RECONCILE_TASK_NAME, queue_list_names
+from shared.broker.client import client_app, enqueue_job
 from shared.db.orm import Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import EngineError, InvalidTransition, StylefarmError
-from shared.broker.client import client_app, enqueue_job
+from shared.jobs import store
 from shared.jobs.methods import MAX_HARD_LIMIT_S, REGISTRY
 from shared.settings import Settings, get_settings
 from worker.celery_app import app
@@ -91,7 +91,7 @@ def job_ids_in_broker(settings: Settings | None = None) -> set[str]:
 
 
 def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_S,
-              max_attempts: int | None = None, settings: Settings | None = None) -> Report:  # fmt: skip
+              max_attempts: int | None = None, settings: Settings | None = None) -> Report:
     """One pass; ``max_attempts`` defaults to ``Settings.max_attempts``."""
     report = Report()
     if max_attempts is None:
@@ -102,13 +102,13 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
             select(Job.id, Job.queue, Job.priority, Job.method)
             .where(Job.status == "queued", Job.updated_at < now - timedelta(seconds=queued_after_s))
             .order_by(Job.created_at).limit(BATCH)
-        ))  # fmt: skip
+        ))
         oldest_limit = min(m.hard_limit_s for m in REGISTRY.values())
         running = list(session.execute(
             select(Job.id, Job.queue, Job.priority, Job.method, Job.attempts, Job.updated_at)
             .where(Job.status == "running", Job.updated_at < now - timedelta(seconds=oldest_limit + grace_s))
             .order_by(Job.updated_at).limit(BATCH)
-        ))  # fmt: skip
+        ))
 
     if queued:
         try:
@@ -117,15 +117,15 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
             report.errors.append(f"broker unreachable: {exc}")
             in_broker = None
         if in_broker is not None:
-            for row in queued:
-                if row.id in in_broker:
+            for waiting in queued:
+                if waiting.id in in_broker:
                     continue
                 try:
-                    enqueue_job(row.id, row.queue, row.priority, method=row.method, settings=settings)
-                    report.reenqueued.append(row.id)
-                    log.warning("job %s was queued with no message in the broker; sent again", row.id)
+                    enqueue_job(waiting.id, waiting.queue, waiting.priority, method=waiting.method, settings=settings)
+                    report.reenqueued.append(waiting.id)
+                    log.warning("job %s was queued with no message in the broker; sent again", waiting.id)
                 except StylefarmError as exc:
-                    report.errors.append(f"{row.id}: {exc}")
+                    report.errors.append(f"{waiting.id}: {exc}")
 
     for row in running:
         method = REGISTRY.get(row.method)
@@ -167,9 +167,10 @@ def reconcile_task() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.reconcile", description=__doc__.splitlines()[0])
     parser.add_argument("--queued-after", type=float, default=QUEUED_AFTER_S, help="seconds a job may wait queued")
-    parser.add_argument("--grace", type=float, default=GRACE_S, help="seconds past the hard limit before a running job is stale")
+    parser.add_argument("--grace", type=float, default=GRACE_S,
+                        help="seconds past the hard limit before a running job is stale")
     parser.add_argument("--max-attempts", type=int, default=None,
-                        help="runs a job may have before it fails (default: STYLEFARM_MAX_ATTEMPTS)")  # fmt: skip
+                        help="runs a job may have before it fails (default: STYLEFARM_MAX_ATTEMPTS)")
     parser.add_argument("--loop", type=float, default=0, help="repeat every N seconds (0 = once)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

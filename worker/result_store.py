@@ -7,6 +7,7 @@
   model registry under the spec's name, the loss curve at ``LOSS_CURVE_NAME`` ->
   ``TrainOutcome``. The model id hashes the job id and the checkpoint, so a retry that
   produces the same file registers the same model.
+* ``trained_model_name``: the model name a training spec names.
 * ``check_model_name_free``: a training job fails at its start, not after hours, when its
   model name belongs to another job.
 """
@@ -15,39 +16,36 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
+from shared.checksums import sha256_file
 from shared.engine.results import RenderResult, TrainResult
 from shared.errors import Conflict, EngineError, NotFound
+from shared.imaging import png_bytes
 from shared.jobs import model_registry
 from shared.jobs.outcomes import JobOutcome, RenderKeys, RenderOutcome, TrainKeys, TrainOutcome, json_safe
 from shared.jobs.specs import JobSpecModel, TrainAdainSpec, TrainFastSpec
 from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, checkpoint_key, model_key, result_key
-from worker.caches import sha256_file
 from worker.job_runtime import JobRuntime
 
 
 def store_result(rt: JobRuntime, spec: JobSpecModel, result: RenderResult | TrainResult) -> JobOutcome:
     """Store ``result`` of the job ``spec`` describes; a training spec names its model."""
     if isinstance(result, TrainResult):
-        if not isinstance(spec, TrainFastSpec | TrainAdainSpec):
-            raise EngineError(f"a {spec.method!r} job returned a training result")
-        return store_train_result(rt, spec.name, result)
+        return store_train_result(rt, trained_model_name(spec), result)
     return store_render_result(rt, result)
 
 
-def _png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
+def trained_model_name(spec: JobSpecModel) -> str:
+    """The name of the model a training spec trains; ``EngineError`` for any other spec."""
+    if not isinstance(spec, TrainFastSpec | TrainAdainSpec):
+        raise EngineError(f"a {spec.method!r} job does not train a model")
+    return spec.name
 
 
 def store_render_result(rt: JobRuntime, result: RenderResult) -> RenderOutcome:
-    png = _png_bytes(result.image)
+    png = png_bytes(result.image.convert("RGB"))
     key = result_key(rt.tenant, rt.job_id, RENDER_NAME)
     rt.storage.put_bytes(key, png, "image/png")
     return RenderOutcome(

@@ -30,8 +30,9 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
@@ -52,7 +53,7 @@ from shared.storage import get_storage
 from worker import process_state
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
-from worker.result_store import check_model_name_free, store_result
+from worker.result_store import check_model_name_free, store_result, trained_model_name
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -60,9 +61,15 @@ BACKOFF_BASE_S = 5
 BACKOFF_MAX_S = 300
 
 
-class JobLog(logging.LoggerAdapter):
-    def process(self, msg, kwargs):
-        return f"job {self.extra['job_id']}: {msg}", kwargs
+class JobLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes each message with ``job <id>:``."""
+
+    def __init__(self, logger: logging.Logger, job_id: str) -> None:
+        super().__init__(logger, {"job_id": job_id})
+        self.job_id = job_id
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"job {self.job_id}: {msg}", kwargs
 
 
 def backoff_s(retries: int) -> int:
@@ -78,7 +85,9 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     def _alarm(signum, frame):
-        raise TimeLimitExceeded(f"the job ran longer than its {seconds:.0f}s time limit and was stopped", limit_s=seconds)
+        raise TimeLimitExceeded(
+            f"the job ran longer than its {seconds:.0f}s time limit and was stopped", limit_s=seconds
+        )
 
     old = signal.signal(signal.SIGALRM, _alarm)
     # a little later than the cooperative deadline, which stops the engine more cleanly
@@ -103,11 +112,11 @@ def _finish(fn, *args, **kwargs) -> None:
 
 
 @app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=get_settings().max_attempts, acks_late=True,
-          reject_on_worker_lost=True, ignore_result=True)  # fmt: skip
+          reject_on_worker_lost=True, ignore_result=True)
 def execute_job(self: Task, job_id: str) -> str:
     """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when
     another task holds it or it has finished)."""
-    jlog = JobLog(log, {"job_id": job_id})
+    jlog = JobLog(log, job_id)
     worker_name = self.request.hostname or process_state.worker_name()
     task_id = self.request.id
     settings = get_settings()
@@ -117,7 +126,7 @@ def execute_job(self: Task, job_id: str) -> str:
     except StylefarmError as exc:
         if exc.retryable and self.request.retries + 1 < max_attempts:
             jlog.warning("claim failed (%s); retrying", exc)
-            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=max_attempts)
+            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=max_attempts) from exc
         raise
     if job is None:
         jlog.info("not claimable (finished, canceled or held by another task); dropping message")
@@ -127,7 +136,7 @@ def execute_job(self: Task, job_id: str) -> str:
     method = REGISTRY.get(job.method)  # None only for a stored method since removed: parse_spec fails it
     soft_s = method.soft_limit_s if method is not None else None
     rt = JobRuntime(job_id=job_id, tenant=job.tenant, settings=settings, storage=storage,
-                    soft_limit_s=soft_s, deadline=(time.monotonic() + soft_s) if soft_s else None)  # fmt: skip
+                    soft_limit_s=soft_s, deadline=(time.monotonic() + soft_s) if soft_s else None)
     jlog.info("claimed by %s (task %s, attempt %s, method %s)", worker_name, task_id, job.attempts, job.method)
     started = time.monotonic()
     try:
@@ -136,7 +145,7 @@ def execute_job(self: Task, job_id: str) -> str:
             work_dir = Path(tmp)
             trains = method is not None and method.trains
             if trains:
-                check_model_name_free(job.tenant, spec.name, job_id)
+                check_model_name_free(job.tenant, trained_model_name(spec), job_id)
                 rt.restore_checkpoint(work_dir)
             process_state.warm_up(job.method)
             ctx = rt.context(work_dir, process_state.device(), settings.precision)
@@ -157,9 +166,9 @@ def execute_job(self: Task, job_id: str) -> str:
         _finish(store.mark_canceled, job_id, task_id=task_id)
         return "canceled"
     except SoftTimeLimitExceeded:
-        err = TimeLimitExceeded("the job ran longer than its time limit and was stopped", limit_s=soft_s)
-        jlog.warning("%s", err)
-        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
+        timeout = TimeLimitExceeded("the job ran longer than its time limit and was stopped", limit_s=soft_s)
+        jlog.warning("%s", timeout)
+        _finish(store.fail_job, job_id, _problem(timeout, job_id), task_id=task_id)
         return "failed"
     except StylefarmError as err:
         if err.retryable:
@@ -174,12 +183,14 @@ def execute_job(self: Task, job_id: str) -> str:
                 store.requeue_job(job_id, problem, task_id=task_id)
             except Exception as exc:  # DB down too: the retry message still comes back
                 jlog.warning("requeue failed: %s", exc)
-            raise self.retry(countdown=delay, max_retries=max_attempts)
+            raise self.retry(countdown=delay, max_retries=max_attempts) from err
         jlog.info("failed: %s (%s)", err.detail, err.slug)
         _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
         return "failed"
     except Exception as exc:  # a bug or an unexpected library error: fail, never leak a traceback
         jlog.exception("unexpected error")
-        err = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
-        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
+        failure = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
+        _finish(store.fail_job, job_id, _problem(failure, job_id), task_id=task_id)
         return "failed"
+    finally:
+        rt.release_caches()

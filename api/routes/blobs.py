@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import mimetypes
+from typing import Any
 
 from fastapi import Response
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from shared.storage import Storage
+
+#: OpenAPI ``responses`` of a route answered by ``serve_blob`` (add its problem statuses).
+BLOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The PNG itself (local storage)", "content": {"image/png": {}}},
+    307: {
+        "description": "Redirect to a short-lived presigned storage URL",
+        "headers": {"Location": {"description": "the presigned URL", "schema": {"type": "string"}}},
+    },
+}
 
 
 async def serve_blob(storage: Storage, key: str, expires_s: int) -> Response:

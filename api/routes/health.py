@@ -62,7 +62,7 @@ def _check_broker(settings: Settings) -> str:
 
 
 def _check_storage(storage: Storage) -> str:
-    storage.ping()
+    storage.probe()  # a real write, read-back and delete: a read-only store is not "ready"
     return "ok"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any, Literal
 
@@ -10,8 +9,10 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StorageDep, TenantDep
+from api.mask_checks import check_mask_shapes
 from api.problems import problem_responses
-from api.routes.blobs import serve_blob
+from api.request_limits import read_json_object
+from api.routes.blobs import BLOB_RESPONSES, serve_blob
 from api.routes.fleet import PRIORITY_DOC, QUEUE_DOC, placement_request_hash, queue_placement
 from api.schemas import JobListOut, JobOut, job_out
 from shared.broker.celery_config import MAX_PRIORITY, QUEUES
@@ -29,7 +30,7 @@ from shared.jobs.specs import (
 )
 from shared.jobs.status import JobStatus
 from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix
+from shared.storage import Storage, dataset_prefix, preview_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -41,17 +42,6 @@ JOB_SPEC_DEFS: dict[str, Any] = JOB_SPEC_SCHEMA.pop("$defs", {})
 
 def _base(settings: SettingsDep) -> str:
     return settings.public_url.rstrip("/")
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidSpec(f"The body is not valid JSON ({exc}).") from None
-    if not isinstance(body, dict):
-        raise InvalidSpec("The body must be a JSON object: a job spec with a 'method' field.")
-    return body
 
 
 def _check_refs(tenant: str, spec: JobSpecModel, storage: Storage) -> None:
@@ -122,7 +112,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
 
     try:
         enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
-    except Exception as exc:
+    except Exception as exc:  # BrokerUnavailable, or anything kombu/redis raise
         log.warning("job %s stays queued for the reconciler: enqueue failed: %s", job.id, exc)
 
 
@@ -130,8 +120,10 @@ def _enqueue(job: Job, settings: Settings) -> None:
     "",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}}
-    | problem_responses(401, 422, 503),
+    responses=problem_responses(
+        401, 413, 415, 422, 503,
+        others={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}},
+    ),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
     },
@@ -153,9 +145,10 @@ async def submit_job(
     creating another; the same key with a different body (or priority, or queue) is a 422
     problem.
     """
-    body = await _json_body(request)
+    body = await read_json_object(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
+    await run_in_threadpool(check_mask_shapes, tenant, spec)
     await run_in_threadpool(_check_models, tenant, spec)
     placement = placement_request_hash(spec, priority, queue)
     job, created = await run_in_threadpool(
@@ -176,11 +169,12 @@ async def submit_job(
     return job_out(job, _base(settings))
 
 
-@router.get("", response_model=JobListOut, responses=problem_responses(400, 401, 422))
+@router.get("", response_model=JobListOut, responses=problem_responses(400, 401, 422, 503))
 def list_jobs(
     tenant: TenantDep,
     settings: SettingsDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    # a Literal of the registry's names, built at run time (an enum in the schema): not a static type
     method: Annotated[Literal[METHOD_NAMES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=store.MAX_LIST_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -191,7 +185,7 @@ def list_jobs(
     return JobListOut(items=[job_out(j, base) for j in items], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404, 503))
 def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     """Status, progress, timings, error and result summary of a job; a queued job's
     ``position`` and ``estimated_start_s``."""
@@ -208,7 +202,7 @@ def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:
     "/{job_id}/cancel",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 503),
 )
 def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     """A queued job is canceled at once; a running one stops at its next step (watch
@@ -220,7 +214,7 @@ def cancel_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     "/{job_id}",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 503),
     summary="Cancel a job (alias of POST /v1/jobs/{job_id}/cancel)",
 )
 def delete_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
@@ -240,8 +234,7 @@ def result_image_key(job: Job) -> str:
 @router.get(
     "/{job_id}/result",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
-    | problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 503, others=BLOB_RESPONSES),
 )
 async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
     """The output image: a 307 to a short-lived storage URL, or the PNG bytes with local
@@ -254,3 +247,24 @@ async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, sto
             job_status=job.status,
         )
     return await serve_blob(storage, result_image_key(job), settings.presign_expiry_s)
+
+
+@router.get(
+    "/{job_id}/preview",
+    response_class=Response,
+    responses=problem_responses(
+        401, 404,
+        others={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}},
+    ),
+)
+async def read_preview(job_id: str, tenant: TenantDep, settings: SettingsDep, storage: StorageDep) -> Response:
+    """The latest preview of an ``optimize`` / ``masked`` job (PNG, at most 256 px), replaced
+    every few steps while it runs; 404 problem before the first one. ``links.preview`` and the
+    job's events carry ``?v=<preview version>`` so each new preview has its own URL."""
+    job = await run_in_threadpool(store.get_job, job_id, tenant)
+    if not job.preview_version:
+        raise NotFound(f"Job {job.id} has no preview yet (optimize and masked jobs make them while running).",
+                       job_id=job.id)
+    response = await serve_blob(storage, preview_key(job.tenant, job.id), settings.presign_expiry_s)
+    response.headers["Cache-Control"] = "no-cache" if response.status_code == 200 else "no-store"
+    return response

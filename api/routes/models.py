@@ -7,23 +7,23 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StorageDep, TenantDep
 from api.problems import problem_responses
-from api.routes.blobs import serve_blob
+from api.routes.blobs import BLOB_RESPONSES, serve_blob
 from api.schemas import ModelListOut, ModelOut, model_out
-from shared.jobs import model_registry
 from shared.errors import NotFound
+from shared.jobs import model_registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 
-@router.get("", response_model=ModelListOut, responses=problem_responses(401))
+@router.get("", response_model=ModelListOut, responses=problem_responses(401, 503))
 def list_models(tenant: TenantDep, settings: SettingsDep) -> ModelListOut:
     """Global (built-in) models and the tenant's own trained ones."""
     base = settings.public_url.rstrip("/")
     return ModelListOut(items=[model_out(m, base) for m in model_registry.list_models(tenant)])
 
 
-@router.get("/{model_id}", response_model=ModelOut, responses=problem_responses(401, 404))
+@router.get("/{model_id}", response_model=ModelOut, responses=problem_responses(401, 404, 503))
 def read_model(model_id: str, tenant: TenantDep, settings: SettingsDep) -> ModelOut:
     """A model by id or by name."""
     return model_out(model_registry.get_model(model_id, tenant), settings.public_url.rstrip("/"))
@@ -31,8 +31,7 @@ def read_model(model_id: str, tenant: TenantDep, settings: SettingsDep) -> Model
 
 @router.get(
     "/{model_id}/thumbnails/{style}",
-    responses={200: {"content": {"image/png": {}}}, 307: {"description": "Redirect to a presigned URL"}}
-    | problem_responses(401, 404),
+    responses=problem_responses(401, 404, 422, 503, others=BLOB_RESPONSES),
     response_class=Response,
 )
 async def read_thumbnail(

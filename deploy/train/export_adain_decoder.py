@@ -1,6 +1,6 @@
 """Export a training checkpoint of the AdaIN decoder as the small shipped fp16 decoder.
 
-Reads ``WORK/checkpoint.pt`` (written by ``python -m shared.engine.training.train_adain``), drops the
+Reads ``WORK/checkpoint.pt`` (written by ``stylefarm train adain --work-dir WORK``), drops the
 optimizer state, RNG states and the per-step history, converts the weights to fp16 and
 writes a self-describing ``adain-decoder`` checkpoint (``shared.engine.checkpoint``) whose
 ``meta`` says how it was made: steps, hours, final losses, data, the commands. The loss
@@ -10,7 +10,7 @@ Usage::
 
     python deploy/train/export_adain_decoder.py --checkpoint /work/data/adain/run128/checkpoint.pt \
         --out shared/engine/weights/adain_decoder.pt [--data-manifest /work/data/adain/manifest.json] \
-        [--command "python -m shared.engine.training.train_adain ..."] [--stage 128:/work/data/adain/run128/checkpoint.pt]
+        [--command "stylefarm train adain ..."] [--stage 128:/work/data/adain/run128/checkpoint.pt]
 
 ``--stage`` (repeatable) records earlier stages (e.g. the 128 px run a 256 px fine-tune
 started from) in the meta, read from their own checkpoints.
@@ -19,6 +19,7 @@ started from) in the meta, read from their own checkpoints.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -27,12 +28,11 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Run as a script: the repo root goes first on sys.path so that `shared` imports from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from shared.engine.methods.adain import CHECKPOINT_KIND, Decoder, decoder_from_checkpoint  # noqa: E402
-from shared.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from shared.engine.checkpoint import load_checkpoint, save_checkpoint
+from shared.engine.methods.adain import CHECKPOINT_KIND, Decoder, decoder_from_checkpoint
 
 
 def summarize(history: torch.Tensor, blocks: int = 20) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def summarize(history: torch.Tensor, blocks: int = 20) -> dict[str, Any]:
         return {"steps": 0, "blocks": []}
     edges = sorted({round(i * n / blocks) for i in range(blocks + 1)})
     rows = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
         m = history[a:b].double().mean(0)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "losses": info["losses"],
         "commands": args.command,
         "weights_dtype": "float32" if args.fp32 else "float16",
-    })  # fmt: skip
+    })
     if args.stage:
         meta["stages"] = {}
         for s in args.stage:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     # Read it back the way the engine will.
     decoder_from_checkpoint(load_checkpoint(out, kind=CHECKPOINT_KIND), str(out))
     print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "steps": info["step"], "hours": info["hours"],
-                      "final": info["losses"].get("final_mean")}, indent=1))  # fmt: skip
+                      "final": info["losses"].get("final_mean")}, indent=1))
     return 0
 
 

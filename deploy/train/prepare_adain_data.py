@@ -65,7 +65,9 @@ PACKAGES: dict[str, tuple[str, str]] = {
 # Looked at and not used: desktop-base (its wallpapers are SVG; the raster files are boot
 # screens and logos), xfce4-artwork / budgie-backgrounds / ubuntu-wallpapers (not in Debian 12).
 IMAGE_DIRS = ("usr/share/backgrounds", "usr/share/wallpapers")
-RASTER = {".jpg", ".jpeg", ".png", ".webp"}
+# The source files this recipe reads. Fixed, not shared.imaging.IMAGE_SUFFIXES: the shipped
+# decoder's data was built from exactly these, and a wider set would change the data set.
+SOURCE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 # scikit-image samples: natural photos/textures with a stated free licence.
 SKIMAGE_USE = {
@@ -194,7 +196,7 @@ def collect_debs(debs_dir: Path, tmp: Path) -> list[tuple[str, str, Path]]:
             raise SystemExit(f"{pkg}: copyright file does not state {must!r}; check the licence before use")
         for d in IMAGE_DIRS:
             for f in sorted((root / d).rglob("*")) if (root / d).is_dir() else []:
-                if f.suffix.lower() not in RASTER or not f.is_file():
+                if f.suffix.lower() not in SOURCE_SUFFIXES or not f.is_file():
                     continue
                 h = sha1(f)
                 if h in seen:
@@ -266,19 +268,23 @@ def main(argv: list[str] | None = None) -> int:
         arr = getattr(skimage.data, name)()
         im = to_rgb(Image.fromarray(np.asarray(arr)))
         n = emit(im, f"skimage__{name}", content_dir, args.short_side, args.min_std, args.content_max_scale)
-        manifest["content"].append({"source": "scikit-image", "path": name, "size": list(im.size), "licence": lic, "files": n})
+        manifest["content"].append(
+            {"source": "scikit-image", "path": name, "size": list(im.size), "licence": lic, "files": n}
+        )
     import sklearn.datasets
     sk_dir = Path(sklearn.datasets.__file__).parent / "images"
     for name, lic in SKLEARN_USE.items():
         im = to_rgb(Image.open(sk_dir / name))
         n = emit(im, f"sklearn__{Path(name).stem}", content_dir, args.short_side, args.min_std, args.content_max_scale)
-        manifest["content"].append({"source": "scikit-learn", "path": name, "size": list(im.size), "licence": lic, "files": n})
+        manifest["content"].append(
+            {"source": "scikit-learn", "path": name, "size": list(im.size), "licence": lic, "files": n}
+        )
     manifest["held_out"] = {"scikit-image": list(HOLD_OUT_SKIMAGE), "scikit-learn": list(HOLD_OUT_SKLEARN),
                             "style_excluded": list(STYLE_EXCLUDE)}
 
     if args.style_dir is not None:
         for f in sorted(args.style_dir.iterdir()):
-            if f.suffix.lower() not in RASTER or f.name in STYLE_EXCLUDE:
+            if f.suffix.lower() not in SOURCE_SUFFIXES or f.name in STYLE_EXCLUDE:
                 continue
             im = to_rgb(Image.open(f))
             n = emit_views(im, f"style__{f.stem}", style_dir, args.short_side, args.min_std, args.style_views)

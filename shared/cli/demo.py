@@ -13,12 +13,14 @@ import io
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
+
+from shared.imaging import png_bytes
 
 FINAL = ("succeeded", "failed", "canceled")
 
@@ -26,16 +28,9 @@ FINAL = ("succeeded", "failed", "canceled")
 # --- demo images ------------------------------------------------------------------------
 
 
-def png(array_or_image: Any) -> bytes:
-    img = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(np.asarray(array_or_image))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def fit(img: Image.Image, longest: int) -> Image.Image:
     scale = longest / max(img.size)
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS)
 
 
 def painted_swirls(size: int = 256, seed: int = 7) -> Image.Image:
@@ -92,31 +87,33 @@ def demo_images() -> dict[str, bytes]:
     except ImportError:  # scikit-learn is optional for the demo
         images["china"] = images["coffee"]
         images["flower"] = images["coffee"]
-    out = {name: png(fit(img.convert("RGB"), 512)) for name, img in images.items()}
+    out = {name: png_bytes(fit(img.convert("RGB"), 512)) for name, img in images.items()}
     chelsea_size = fit(images["chelsea"], 512).size
-    out["mask-left"] = png(halves_mask(chelsea_size, left=True))
-    out["mask-right"] = png(halves_mask(chelsea_size, left=False))
-    out["mask-ellipse"] = png(ellipse_mask(fit(images["astronaut"], 512).size))
+    out["mask-left"] = png_bytes(halves_mask(chelsea_size, left=True))
+    out["mask-right"] = png_bytes(halves_mask(chelsea_size, left=False))
+    out["mask-ellipse"] = png_bytes(ellipse_mask(fit(images["astronaut"], 512).size))
     return out
 
 
 def demo_jobs(ids: dict[str, str], size: int, steps: int) -> list[tuple[str, dict]]:
     """(label, spec) of one job per method (fast twice: one style, a mix)."""
     gatys = {"size": size, "steps": steps, "optimizer": "adam", "learning_rate": 4.0,
-             "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], "content_layers": ["relu4_1"]}  # fmt: skip
+             "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], "content_layers": ["relu4_1"]}
     return [
-        ("optimize", {"method": "optimize", "content": ids["astronaut"], "styles": [{"image": ids["swirls"]}], **gatys}),
+        ("optimize",
+         {"method": "optimize", "content": ids["astronaut"], "styles": [{"image": ids["swirls"]}], **gatys}),
         ("masked", {
             "method": "masked", "content": ids["chelsea"], **gatys,
             "regions": [
                 {"style": {"image": ids["swirls"]}, "mask": ids["mask-left"]},
                 {"style": {"image": ids["flower"]}, "mask": ids["mask-right"]},
             ],
-        }),  # fmt: skip
+        }),
         ("fast-style", {"method": "fast", "content": ids["china"], "size": max(size, 256), "style": 19}),
-        ("fast-mix", {"method": "fast", "content": ids["astronaut"], "size": max(size, 256), "mix": {"0": 0.5, "7": 0.5}}),
+        ("fast-mix",
+         {"method": "fast", "content": ids["astronaut"], "size": max(size, 256), "mix": {"0": 0.5, "7": 0.5}}),
         ("adain", {"method": "adain", "content": ids["chelsea"], "styles": [{"image": ids["swirls"]}],
-                   "size": max(size, 256), "style_size": 256}),  # fmt: skip
+                   "size": max(size, 256), "style_size": 256}),
     ]
 
 
@@ -144,7 +141,9 @@ def _problem_text(problem: dict | None) -> str:
     return f"{title} [{slug}]: {detail}" if slug else f"{title}: {detail}"
 
 
-def run_demo(api_url: str, out_dir: Path, *, size: int, steps: int, timeout: float, quiet: bool = False) -> list[DemoJob]:
+def run_demo(
+    api_url: str, out_dir: Path, *, size: int, steps: int, timeout: float, quiet: bool = False
+) -> list[DemoJob]:
     import httpx
     from tqdm import tqdm
 
@@ -164,14 +163,15 @@ def run_demo(api_url: str, out_dir: Path, *, size: int, steps: int, timeout: flo
         if r.status_code in (200, 202):
             job.id, job.status = r.json()["id"], r.json()["status"]
         else:
-            job.status, job.problem = "refused", r.json() if r.headers.get("content-type", "").endswith("json") else {"detail": r.text}
+            is_json = r.headers.get("content-type", "").endswith("json")
+            job.status, job.problem = "refused", r.json() if is_json else {"detail": r.text}
             say(f"  {job.label}: refused by the API: {_problem_text(job.problem)}")
 
     bars = {
         j.label: tqdm(total=100, desc=f"{j.label:<10} {j.status:<18}", position=i, leave=True, disable=quiet,
-                      bar_format="{desc} |{bar}| {n:3.0f}% {elapsed}")  # fmt: skip
+                      bar_format="{desc} |{bar}| {n:3.0f}% {elapsed}")
         for i, j in enumerate(jobs) if j.id
-    }  # fmt: skip
+    }
     deadline = time.monotonic() + timeout
     pending = [j for j in jobs if j.id]
     try:
@@ -230,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="output size of the optimization jobs (default 128)")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps of optimize/masked (default 30)")
     parser.add_argument("--timeout", type=float, default=900, help="give up waiting after this many seconds")
-    parser.add_argument("--home", type=Path, default=None, help="state folder of the embedded farm (default: a temp dir)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="state folder of the embedded farm (default: a temp dir)")
     parser.add_argument("--api-url", default=None, help="use a farm that is already running instead of starting one")
     args = parser.parse_args(list(argv) if argv is not None else None)
 

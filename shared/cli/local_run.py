@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidImage
@@ -22,8 +23,8 @@ class ProgressBar:
     def __init__(self, enabled: bool = True, unit: str = "step") -> None:
         self.enabled = enabled
         self.unit = unit
-        self._bar = None
-        self._stage = None
+        self._bar: Any = None  # a tqdm bar, made on the first report (tqdm has no type information)
+        self._stage: str | None = None
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
@@ -107,11 +108,21 @@ def run_local(
     precision: str = "auto",
     work_dir: Path | None = None,
     progress: bool = True,
+    threads: int | None = None,
+    max_seconds: float | None = None,
 ) -> Any:
-    """Run ``spec`` with the file-path context; returns the engine's result."""
+    """Run ``spec`` with the file-path context; returns the engine's result.
+
+    ``threads``: torch's CPU threads (default: torch's own choice); ``max_seconds``: a
+    training run's time box (``EngineContext.max_seconds``).
+    """
     from shared.engine import run_engine
 
     check_local_refs(spec)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     bar = ProgressBar(enabled=progress, unit="step")
     with cancel_on_sigint(lambda: bar.write("canceling after this step... (Ctrl-C again to abort)")) as flag:
         ctx = EngineContext(
@@ -122,6 +133,7 @@ def run_local(
             on_checkpoint=lambda p: bar.write(f"checkpoint: {p}"),
             device=device,
             precision=precision,
+            max_seconds=max_seconds,
         )
         try:
             return run_engine(spec, ctx)

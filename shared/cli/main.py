@@ -2,14 +2,19 @@
 
 - ``stylefarm render <method> CONTENT [options] -o out.png``: one job in this process, no
   servers; the options are generated from the method's spec model (``shared.cli.options``).
-- ``stylefarm train <fast|adain> [options] -o model.pt``: a training job, checkpoint to ``-o``.
+- ``stylefarm train <fast|adain> [options] -o model.pt``: a training job, checkpoint to ``-o``;
+  resumable (rerun the same command after a stop or Ctrl-C), ``--max-minutes`` trains in
+  time-boxed stretches.
   Both offer every method of the registry (``shared.jobs.methods``; ``command_of``).
 - ``stylefarm styles``: the built-in styles of the fast model.
+- ``stylefarm submit | status | wait | result | cancel | jobs | models | workers``: a farm
+  through its API (``shared.cli.remote``; ``submit METHOD`` takes the options of ``render``).
 - ``stylefarm up | demo | migrate | worker | api``: the services (imported lazily, so
   ``render`` works in an install without them).
 
 Exit codes: 0 done, 1 a stylefarm error (message on stderr), 2 invalid input (bad option,
-invalid spec, missing file), 130 canceled with Ctrl-C.
+invalid spec, missing file), 130 canceled with Ctrl-C; the remote commands add 3 to 5
+(``shared.cli.remote.EXIT_CODES``, shown by ``stylefarm --help``).
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, get_args
+from typing import Any, get_args
 
+from shared.cli import remote
 from shared.cli.options import FieldOption, add_spec_arguments, describe_errors, spec_data
 from shared.errors import InvalidImage, InvalidSpec, JobCanceled, StylefarmError
 from shared.jobs.methods import REGISTRY, Method, parse_spec
 
 PROG = "stylefarm"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# What ``render -o`` writes: the image types that keep every RGB colour (a GIF would be
+# quantized to 256), so it differs on purpose from ``shared.imaging.IMAGE_SUFFIXES`` (inputs).
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 EXIT_ERROR, EXIT_USAGE, EXIT_CANCELED = 1, 2, 130
 
 
@@ -51,9 +60,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         device, precision = fields["device"].default, fields["precision"].default
     g = p.add_argument_group("run")
     g.add_argument("--device", default=device,
-                   help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")  # fmt: skip
+                   help=f"auto | cpu | cuda | cuda:N (default: {device}, from STYLEFARM_DEVICE)")
     g.add_argument("--precision", choices=get_args(fields["precision"].annotation), default=precision,
-                   help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")  # fmt: skip
+                   help=f"network precision (default: {precision}, from STYLEFARM_PRECISION)")
+    g.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
     g.add_argument("--print-spec", action="store_true", help="print the validated JSON spec and exit")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -65,14 +75,19 @@ def command_of(method: Method) -> tuple[str, str]:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]]]:
     """The full parser, and the generated field options of every method."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Neural style transfer render farm.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Neural style transfer render farm.",
+        epilog=remote.EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     options: dict[str, list[FieldOption]] = {}
 
     render = sub.add_parser("render", help="stylize an image in this process (no servers)",
-                            description="Stylize one image in this process with a progress bar.")  # fmt: skip
+                            description="Stylize one image in this process with a progress bar.")
     train = sub.add_parser("train", help="train a model in this process; checkpoint to -o",
-                           description="Train a fast (multi-style) network or an AdaIN decoder.")  # fmt: skip
+                           description="Train a fast (multi-style) network or an AdaIN decoder.")
     method_subs = {
         "render": render.add_subparsers(dest="method", metavar="METHOD", required=True),
         "train": train.add_subparsers(dest="method", metavar="KIND", required=True),
@@ -87,13 +102,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[FieldOption]
         if method.trains:
             p.add_argument("-o", "--output", type=Path, help="where to write the checkpoint (.pt)")
             p.add_argument("--work-dir", type=Path,
-                           help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on success)")  # fmt: skip
+                           help="scratch folder for checkpoints during training (default: OUTPUT.work, removed on "
+                                "success); a run whose work dir holds checkpoint.pt resumes from it")
+            p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                           help="stop cleanly after M minutes of training (checkpoint kept, -o written); "
+                                "rerun the same command to go on")
+            p.add_argument("--loss-curve", type=Path, default=None, metavar="PATH",
+                           help="also write the loss curve (PNG) here")
         else:
             p.add_argument("-o", "--output", type=Path, help="output image (.png, .jpg, .webp...)")
         _run_options(p)
 
     styles = sub.add_parser("styles", help="list the built-in styles of the fast model")
     styles.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    remote.add_commands(sub)
 
     for name, text in PASSTHROUGH_HELP.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -144,8 +166,8 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         _err(f"{args.command} {args.method}: -o/--output is required (or use --print-spec)")
         return EXIT_USAGE
     training = REGISTRY[spec.method].trains
-    if not training and args.output.suffix.lower() not in IMAGE_SUFFIXES:
-        _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(IMAGE_SUFFIXES)}")
+    if not training and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(OUTPUT_SUFFIXES)}")
         return EXIT_USAGE
     try:
         check_local_refs(spec)
@@ -153,30 +175,54 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         _err(exc.detail)
         return EXIT_USAGE
 
-    work_dir = None
+    work_dir: Path | None = None
     own_work_dir = False
     if training:
         work_dir = args.work_dir or args.output.with_name(args.output.name + ".work")
         own_work_dir = args.work_dir is None
         work_dir.mkdir(parents=True, exist_ok=True)
 
+    max_minutes = getattr(args, "max_minutes", None)
     started = time.perf_counter()
-    result = run_local(spec, device=args.device, precision=args.precision, work_dir=work_dir,
-                       progress=not args.quiet)  # fmt: skip
+    try:
+        result = run_local(
+            spec,
+            device=args.device,
+            precision=args.precision,
+            work_dir=work_dir,
+            progress=not args.quiet,
+            threads=args.threads,
+            max_seconds=None if max_minutes is None else 60.0 * max_minutes,
+        )
+    except JobCanceled:
+        if training:
+            _err(f"canceled; rerun the same command to resume from the last checkpoint in {work_dir}")
+            return EXIT_CANCELED
+        raise
     seconds = time.perf_counter() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if training:
+        assert work_dir is not None  # every training run has one (above)
         if Path(result.checkpoint).resolve() != args.output.resolve():
             shutil.copyfile(result.checkpoint, args.output)
-        if own_work_dir:
+        if args.loss_curve is not None and result.loss_curve_png:
+            args.loss_curve.parent.mkdir(parents=True, exist_ok=True)
+            args.loss_curve.write_bytes(result.loss_curve_png)
+        finished = result.metrics.get("steps", spec.steps) >= spec.steps
+        if own_work_dir and finished:
             shutil.rmtree(work_dir, ignore_errors=True)
         names = f" styles: {', '.join(result.style_names)}" if result.style_names else ""
-        print(f"wrote {args.output} ({result.kind} checkpoint) in {seconds:.1f}s.{names}", file=sys.stderr)
+        summary = f"wrote {args.output} ({result.kind} checkpoint) in {seconds:.1f}s.{names}"
+        print(f"{summary}  {_format_metrics(result.metrics)}", file=sys.stderr)
+        if not finished:
+            steps = f"step {result.metrics['steps']} of {spec.steps}"
+            _err(f"stopped at {steps} (--max-minutes); rerun the same command to go on from "
+                 f"{work_dir / 'checkpoint.pt'}")
     else:
         result.image.save(args.output)
         w, h = result.image.size
         print(f"wrote {args.output} ({w}x{h}) in {seconds:.1f}s  {_format_metrics(result.metrics)}".rstrip(),
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
     return 0
 
 
@@ -256,7 +302,9 @@ def _cmd_worker(rest: list[str]) -> int:
 
     _need_module("worker.celery_app", "stylefarm worker")
     queues = get_settings().worker_queues
-    return _exec_python_module(["celery", "-A", "worker.celery_app", "worker", "-Q", queues, "--concurrency", "1", *rest])
+    return _exec_python_module(
+        ["celery", "-A", "worker.celery_app", "worker", "-Q", queues, "--concurrency", "1", *rest]
+    )
 
 
 def _cmd_api(rest: list[str]) -> int:
@@ -295,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         if args.command == "styles":
             return _cmd_styles(args)
+        if args.command in remote.COMMANDS:
+            return remote.run(args)
         return _cmd_run(args, options[args.method])
     except JobCanceled:
         _err("canceled")
@@ -303,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("aborted")
         return EXIT_CANCELED
     except BrokenPipeError:  # output piped into head & co.
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout until the process exits
         return 0
     except InvalidSpec as exc:
         _err(f"invalid spec: {exc.detail}")

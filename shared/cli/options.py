@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -145,7 +146,9 @@ def parse_mix_token(token: str) -> dict[int, float]:
         try:
             key = int(idx)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"mix {token!r}: {idx!r} is not a style index; use e.g. 3:0.5,12:0.5") from None
+            raise argparse.ArgumentTypeError(
+                f"mix {token!r}: {idx!r} is not a style index; use e.g. 3:0.5,12:0.5"
+            ) from None
         if key in mix:
             raise argparse.ArgumentTypeError(f"mix {token!r}: style {key} is named twice")
         mix[key] = _float(weight, f"mix weight of style {key}") if weight else 1.0
@@ -178,7 +181,9 @@ def _list_parser(choices: tuple | None, item: type) -> Callable[[str], tuple]:
         if choices is not None:
             bad = [v for v in values if v not in choices]
             if bad:
-                raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)}; choose from {', '.join(map(str, choices))}")
+                raise argparse.ArgumentTypeError(
+                    f"unknown {', '.join(bad)}; choose from {', '.join(map(str, choices))}"
+                )
             return tuple(values)
         return tuple(item(v) for v in values)
 
@@ -259,30 +264,33 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
 
     if name == "content" and info.is_required() and tp is str:
         return FieldOption(name, (), {"metavar": "CONTENT", "nargs": "?", "default": argparse.SUPPRESS,
-                                      "help": _help(info, "the content image (file path)")})  # fmt: skip
+                                      "help": _help(info, "the content image (file path)")})
     if tp is bool:
         return FieldOption(name, (flag,), {**kw, "action": argparse.BooleanOptionalAction, "help": _help(info)})
     if (choices := _literal_values(tp)) is not None:
         return FieldOption(name, (flag,), {**kw, "choices": choices, "help": _help(info)})
     if tp in (int, float, str):
-        metavar = "DIR" if "dataset" in name else "PATH" if _is_image_ref(info) else {int: "N", float: "X", str: "TEXT"}[tp]
+        if "dataset" in name:
+            metavar = "DIR"
+        else:
+            metavar = "PATH" if _is_image_ref(info) else {int: "N", float: "X", str: "TEXT"}[tp]
         if nullable:
             metavar += "|none"
         return FieldOption(name, (flag,), {**kw, "type": _scalar_parser(tp, nullable, metavar), "metavar": metavar,
-                                           "help": _help(info)})  # fmt: skip
+                                           "help": _help(info)})
     if origin is tuple:
         args = get_args(tp)
         item = _strip_annotated(args[0])
         choices = _literal_values(item)
         metavar = "LAYER,..." if choices and all(str(c).startswith("relu") for c in choices) else "A,B,..."
         return FieldOption(name, (flag,), {**kw, "type": _list_parser(choices, item), "metavar": metavar,
-                                           "help": _help(info, "comma separated")})  # fmt: skip
+                                           "help": _help(info, "comma separated")})
     if origin is dict:
         key, value = (_strip_annotated(a) for a in get_args(tp))
         if (key, value) != (int, float):
             raise TypeError(f"spec field {name}: no CLI mapping for {tp}")
         return FieldOption(name, (flag,), {**kw, "type": parse_mix_token, "metavar": "I:W,...",
-                                           "help": _help(info, "e.g. 3:0.5,12:0.5")})  # fmt: skip
+                                           "help": _help(info, "e.g. 3:0.5,12:0.5")})
     if origin is list:
         raw_item = get_args(tp)[0]
         item = _strip_annotated(raw_item)
@@ -294,15 +302,16 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
         kw = {**kw, "action": "append"}
         if item is StyleRef:
             return FieldOption(name, (sflag,), {**kw, "type": parse_style_token, "metavar": "PATH[:WEIGHT][@MASK]",
-                                                "help": _help(info, "repeat for several styles; @MASK: take the style "
-                                                                    "only from the white part of this style-image mask")})  # fmt: skip
+                                                "help": _help(info, "repeat for several styles; @MASK: take the "
+                                                                    "style only from the white part of this "
+                                                                    "style-image mask")})
         if item is Region:
             return FieldOption(name, (sflag,), {**kw, "type": parse_region_token,
                                                 "metavar": "STYLE[@STYLE_MASK]:MASK[:WEIGHT]",
-                                                "help": _help(info, "repeat for each region (white in MASK = STYLE)")})  # fmt: skip
+                                                "help": _help(info, "repeat for each region (white in MASK = STYLE)")})
         if item is str:
             return FieldOption(name, (sflag,), {**kw, "metavar": "PATH" if item_is_ref else "TEXT",
-                                                "help": _help(info, "repeat for several")})  # fmt: skip
+                                                "help": _help(info, "repeat for several")})
     raise TypeError(f"spec field {name}: no CLI mapping for {info.annotation}")
 
 

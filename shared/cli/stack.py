@@ -76,7 +76,7 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # local URLs only
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -194,7 +194,7 @@ class ManagedProcess:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            self._log_fh = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - held for the child's life
+            self._log_fh = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed by stop()
         out = self._log_fh if self._log_fh else subprocess.DEVNULL
         kwargs: dict = dict(self.popen_kwargs)
         self.proc = subprocess.Popen(
@@ -264,9 +264,8 @@ class ManagedProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning(
-                    "%s (pid %s) did not stop in %.0fs; killing its process group", self.name, self.pid, timeout
-                )
+                log.warning("%s (pid %s) did not stop in %.0fs; killing its process group",
+                            self.name, self.pid, timeout)
         # Leftovers (pool children, a stuck leader): kill the group, then reap the leader.
         self.signal(signal.SIGKILL, group=True)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -355,8 +354,15 @@ class Supervisor:
     ``stylefarm up``); stopping the stack is the caller's.
     """
 
-    def __init__(self, stack: Stack, *, say: Callable[[str], None] | None = None, backoff_s: float = 1.0,
-                 max_backoff_s: float = 30.0, stable_after_s: float = 60.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        say: Callable[[str], None] | None = None,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        stable_after_s: float = 60.0,
+    ) -> None:
         self.stack = stack
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.backoff_s = backoff_s
@@ -438,11 +444,11 @@ def redis_process(data_dir: Path, port: int | None = None, *, log_dir: Path | No
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
         "--daemonize", "no", "--protected-mode", "no", "--save", "",
         "--appendonly", "yes" if appendonly else "no", "--loglevel", "warning",
-    ]  # fmt: skip
+    ]
     proc = ManagedProcess(
         "redis", argv, log_path=(log_dir or data_dir) / "redis.log",
         ready=lambda: redis_ping(port), ready_timeout=20, stop_timeout=5,
-    )  # fmt: skip
+    )
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
@@ -451,13 +457,13 @@ def api_process(env: Mapping[str, str], port: int | None = None, *, log_dir: Pat
     """``uvicorn api.main:app`` on ``host:port``; ready when ``/readyz`` answers 200."""
     port = port or free_port()
     argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", str(port),
-            "--no-access-log", "--log-level", "warning"]  # fmt: skip
+            "--no-access-log", "--log-level", "warning"]
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{probe_host}:{port}"
     proc = ManagedProcess(
         name, argv, env=env, cwd=REPO_ROOT, log_path=log_dir / f"{name}.log",
         ready=lambda: http_ok(url + "/readyz"), ready_timeout=90, stop_timeout=10, tier=1,
-    )  # fmt: skip
+    )
     return proc, url
 
 
@@ -485,14 +491,52 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "-Q", queues, "--concurrency", "1", "--pool", "prefork", "-n", f"{name}@%h",
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+    ]
     wenv = dict(env)
     wenv["STYLEFARM_WORKER_NAME"] = name
     proc = ManagedProcess(
         name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path, ready_timeout=180, stop_timeout=15, tier=1,
-    )  # fmt: skip
+    )
     proc.ready = _log_contains(proc, " ready.")
     return proc
+
+
+def migrate_database(env: Mapping[str, str], timeout: float = 180.0) -> None:
+    """Migrate once up front, so the API's and the workers' own start-up upgrades are no-ops
+    (they would race otherwise: harmlessly, but slowly)."""
+    code = "from shared.db.migrate import upgrade; upgrade()"
+    res = subprocess.run([sys.executable, "-c", code], env=dict(env), cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise StackError(f"database migration failed:\n{res.stderr[-3000:]}")
+
+
+def start_api_and_workers(
+    stack: Stack,
+    env: Mapping[str, str],
+    *,
+    log_dir: Path,
+    workers: int,
+    worker_prefix: str = "worker",
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    say: Callable[[str], None] = lambda msg: None,
+) -> tuple[str, list[ManagedProcess]]:
+    """Start the API and ``workers`` workers (named ``<worker_prefix>1``, ...) on ``stack``, all
+    at once so their slow imports overlap, then wait until each is ready; returns (API URL,
+    workers). The caller stops the stack if this raises."""
+    api, api_url = api_process(env, port, log_dir=log_dir, host=host)
+    say(f"starting API at {api_url}")
+    stack.start(api, wait=False)
+    started = []
+    for i in range(workers):
+        w = worker_process(env, name=f"{worker_prefix}{i + 1}", log_dir=log_dir)
+        say(f"starting {w.name} (celery, queues gpu,cpu)")
+        started.append(stack.start(w, wait=False))
+    api.wait_ready()
+    for w in started:
+        w.wait_ready()
+    return api_url, started
 
 
 # --- the embedded stack ----------------------------------------------------------------
@@ -529,34 +573,14 @@ class EmbeddedStack(Stack):
                 "STYLEFARM_HOME": str(self.home),
                 "STYLEFARM_BROKER_URL": self.broker_url,
                 **self.extra_env,
-            })  # fmt: skip
-            self._migrate()
-            api, self.api_url = api_process(self.env, self.port, log_dir=logs, host=self.host)
-            self._say(f"starting API at {self.api_url}")
-            api.start()
-            self.processes.append(api)
-            ws = []
-            for i in range(self.workers):
-                w = worker_process(self.env, name=f"worker{i + 1}", log_dir=logs)
-                self._say(f"starting {w.name} (celery, queues gpu,cpu)")
-                w.start()
-                self.processes.append(w)
-                ws.append(w)
-            api.wait_ready()
-            for w in ws:
-                w.wait_ready()
+            })
+            migrate_database(self.env)
+            self.api_url, _ = start_api_and_workers(self, self.env, log_dir=logs, workers=self.workers,
+                                                    port=self.port, host=self.host, say=self._say)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _migrate(self) -> None:
-        """Migrate once up front so the children's own start-up upgrades are no-ops."""
-        code = "from shared.db.migrate import upgrade; upgrade()"
-        res = subprocess.run([sys.executable, "-c", code], env=self.env, cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
-        if res.returncode != 0:
-            raise StackError(f"database migration failed:\n{res.stderr[-3000:]}")
 
     def __enter__(self) -> EmbeddedStack:
         return self.up()

@@ -9,8 +9,8 @@ type decorator puts it back). The initial Alembic revision mirrors this file by 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -40,7 +40,7 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (the only kind of datetime we store)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -58,22 +58,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        value = value.astimezone(timezone.utc)
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
     """Declarative base; JSON columns map to ``dict``/``list`` values."""
 
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
 
 class ModelRow(Base):
@@ -165,3 +165,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # Also the heartbeat: every progress write bumps it, so a stale running job is visible.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # +1 on every write of the row (status, progress, cancel request): the id of the job's
+    # server-sent events (``GET /v1/jobs/{id}/events``), monotonic whatever the writers' clocks.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # +1 each time the worker uploaded a new preview image (0 = none yet).
+    preview_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

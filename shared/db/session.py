@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -157,7 +157,7 @@ def dispose_engines() -> None:
         _sessionmakers.clear()
 
 
-def is_unavailable_error(exc: BaseException) -> bool:
+def is_unavailable_error(exc: BaseException) -> TypeGuard[sa_exc.DBAPIError]:
     """True for errors that mean "the database cannot be reached right now"."""
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
         return True

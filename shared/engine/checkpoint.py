@@ -44,7 +44,10 @@ def save_checkpoint(
         raise ValueError(f"unknown checkpoint kind {kind!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    weights = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()) for k, v in state_dict.items()}
+    weights = {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+        for k, v in state_dict.items()
+    }
     payload = {
         "format": FORMAT,
         "version": VERSION,

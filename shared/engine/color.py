@@ -68,7 +68,9 @@ def _weighted_stats(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.T
     return mean, cov
 
 
-def match_luminance(style_y: torch.Tensor, content_y: torch.Tensor, style_mask: torch.Tensor | None = None) -> torch.Tensor:
+def match_luminance(
+    style_y: torch.Tensor, content_y: torch.Tensor, style_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Shift/scale style luma (1, 1, H, W) to the content luma's mean and std."""
     ms, vs = _weighted_stats(style_y, style_mask)
     mc, vc = _weighted_stats(content_y, None)

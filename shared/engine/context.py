@@ -7,11 +7,18 @@ cancel question. Every method module has one entry point taking ``(spec, ctx)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.errors import JobCanceled
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+#: Longest side of a preview image, in pixels.
+PREVIEW_MAX_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,8 @@ class Progress:
     loss: float | None = None
     stage: str = ""
     losses: dict[str, float] = field(default_factory=dict)
+    #: The work so far (at most ``PREVIEW_MAX_SIDE`` px), on the steps ``EngineContext.wants_preview`` picks.
+    preview: Image.Image | None = None
 
     @property
     def fraction(self) -> float:
@@ -59,8 +68,13 @@ class EngineContext:
     - ``work_dir``: scratch folder of this job (training writes checkpoints here).
     - ``on_checkpoint(path)``: called after a training checkpoint is written (the worker
       uploads it so a retried job can resume).
+    - ``preview_every``: fraction of a job's steps between preview images in ``Progress``
+      (0.1 = one every 10 % of the steps; 0 = none). Only the optimization methods make them.
     - ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``precision``: ``auto`` | ``fp32`` |
       ``bf16`` | ``fp16``.
+    - ``max_seconds`` (training): stop cleanly after this much training in this call, with a
+      checkpoint and a result as if the last step were reached; the same spec and work dir
+      go on from there (``stylefarm train --max-minutes``: time-boxed stretches).
     """
 
     read_input: Callable[[str], bytes] = _read_file
@@ -70,12 +84,23 @@ class EngineContext:
     is_canceled: Callable[[], bool] = lambda: False
     work_dir: Path = field(default_factory=lambda: Path("."))
     on_checkpoint: Callable[[Path], None] = lambda p: None
+    preview_every: float = 0.0
     device: str = "auto"
     precision: str = "auto"
+    max_seconds: float | None = None
 
     def check_cancel(self) -> None:
         if self.is_canceled():
             raise JobCanceled("the job was canceled")
 
-    def report(self, step: int, total: int, loss: float | None = None, stage: str = "", **losses: float) -> None:
-        self.progress(Progress(step=step, total=total, loss=loss, stage=stage, losses=dict(losses)))
+    def wants_preview(self, step: int, total: int) -> bool:
+        """Whether ``step`` of ``total`` should carry a preview: every ``preview_every`` of the
+        steps, never the last one (the result itself follows)."""
+        if self.preview_every <= 0 or total <= 1 or step >= total:
+            return False
+        every = max(1, round(total * self.preview_every))
+        return step % every == 0
+
+    def report(self, step: int, total: int, loss: float | None = None, stage: str = "",
+               preview: Image.Image | None = None, **losses: float) -> None:
+        self.progress(Progress(step=step, total=total, loss=loss, stage=stage, losses=dict(losses), preview=preview))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -36,7 +36,7 @@ def pick_device(preference: str = "auto") -> torch.device:
     return device
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when oneDNN can run bf16 convolutions natively on this CPU."""
     try:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from shared.errors import InvalidImage, InvalidMask
+from shared.jobs.shapes import ASPECT_TOLERANCE, fit_size, mask_mismatch
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -71,12 +72,6 @@ def decode_mask(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "
     return img.convert("L")
 
 
-def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(w, h) scaled so the longest side is ``max_side``, aspect kept, each side >= 1."""
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     if img.size == size:
         return img
@@ -104,10 +99,16 @@ def to_image(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def encode_png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+def preview_image(x255: torch.Tensor, max_side: int) -> Image.Image:
+    """A small picture of pixels being optimized: (1, 3, H, W) on the 0-255 scale -> PIL RGB
+    with the longest side at most ``max_side`` (area-averaged, so it is cheap at any size)."""
+    _, _, h, w = x255.shape
+    x = x255.detach()
+    if max(h, w) > max_side:
+        pw, ph = fit_size(w, h, max_side)
+        x = F.interpolate(x.float(), size=(ph, pw), mode="area")  # (1, 3, ph, pw)
+    return to_image(x / 255.0)
+
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
@@ -131,12 +132,11 @@ def mask_tensor(mask: Image.Image, size_hw: tuple[int, int], device: torch.devic
     return F.interpolate(m, size=size_hw, mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def check_mask_aspect(mask: Image.Image, content_size: tuple[int, int], what: str, tolerance: float = 0.02) -> None:
-    """A content mask must have the content image's aspect ratio (any resolution)."""
-    mw, mh = mask.size
-    cw, ch = content_size
-    if abs(mw / mh - cw / ch) > tolerance * (cw / ch):
-        raise InvalidMask(
-            f"{what}: aspect ratio {mw}x{mh} does not match the content image {cw}x{ch}; "
-            "a mask must have the same shape as the image it covers"
-        )
+def check_mask_aspect(
+    mask: Image.Image, content_size: tuple[int, int], what: str, tolerance: float = ASPECT_TOLERANCE
+) -> None:
+    """A content mask must have the content image's aspect ratio (any resolution); the API
+    applies the same rule (``shared.jobs.shapes``) to the uploaded sizes before queueing."""
+    problem = mask_mismatch(mask.size, content_size, what, tolerance)
+    if problem:
+        raise InvalidMask(problem)

@@ -16,7 +16,7 @@ autocast cast features to fp32 before calling them (sums of squares overflow bf1
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,13 +78,14 @@ def style_loss(
     """
     if not targets:
         raise ValueError("style_loss needs at least one target layer")
-    total = None
+    total: torch.Tensor | None = None
     for layer, target in targets.items():
         weight = layer_weights[layer] if layer_weights is not None else 1.0 / len(targets)
         m = mask[layer] if isinstance(mask, Mapping) else mask
         term = weight * gram_loss(gram_matrix(feats[layer], m), target)
         total = term if total is None else total + term
-    return total  # type: ignore[return-value]
+    assert total is not None  # targets is not empty (checked above)
+    return total
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +117,7 @@ def masked_mean_std(
     ``mean = sum(m f) / sum(m)``, ``var = sum(m (f - mean)^2) / sum(m)``.
     Returns ((B, C, 1, 1), (B, C, 1, 1)).
     """
-    b, c, h, w = feat.shape
+    h, w = feat.shape[-2:]
     m = resize_mask(mask.to(feat.dtype), (h, w))  # (B|1, 1, H, W)
     area = m.sum(dim=(2, 3), keepdim=True).clamp_min(1e-8)  # (B|1, 1, 1, 1)
     mean = (feat * m).sum(dim=(2, 3), keepdim=True) / area  # (B, C, 1, 1)

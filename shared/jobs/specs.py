@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.imaging import IMAGE_SUFFIXES
 
 # --- limits (the API enforces them; the CLI too) ---------------------------------------
 MAX_SIDE = 2048
@@ -26,6 +28,10 @@ MIN_SIDE = 32
 MAX_STEPS = 5000
 MAX_STYLES = 8
 MAX_TRAIN_STEPS = 1_000_000
+MAX_FAST_STYLES = 64  # styles of one fast (CIN) network: indices 0..63
+MAX_LOSS_WEIGHT = 1e9  # content/style/TV weights: finite, and far from float32 overflow
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64-1; 63 bits fit a signed 64-bit everywhere
+MAX_NAME = 100  # style names and model names
 
 VGG_LAYERS = (
     "relu1_1", "relu1_2",
@@ -33,14 +39,14 @@ VGG_LAYERS = (
     "relu3_1", "relu3_2", "relu3_3", "relu3_4",
     "relu4_1", "relu4_2", "relu4_3", "relu4_4",
     "relu5_1", "relu5_2", "relu5_3", "relu5_4",
-)  # fmt: skip
+)
 VggLayer = Literal[
     "relu1_1", "relu1_2",
     "relu2_1", "relu2_2",
     "relu3_1", "relu3_2", "relu3_3", "relu3_4",
     "relu4_1", "relu4_2", "relu4_3", "relu4_4",
     "relu5_1", "relu5_2", "relu5_3", "relu5_4",
-]  # fmt: skip
+]
 
 BUILTIN_FAST_MODEL = "multistyle26"
 DEFAULT_ADAIN_MODEL = "adain-default"
@@ -48,8 +54,17 @@ DEFAULT_ADAIN_MODEL = "adain-default"
 ImageRef = Annotated[str, Field(min_length=1, max_length=1024, description="input id (API) or file path (CLI)")]
 
 
+def _unique_layers(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """A VGG layer list names each layer once."""
+    twice = sorted({layer for layer in layers if layers.count(layer) > 1})
+    if twice:
+        raise ValueError(f"each layer may be named once; {', '.join(twice)} appears more than once")
+    return layers
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN and +-Infinity (JSON tokens, or 1e400) are refused in every float field.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _unique(refs: Iterable[str | None]) -> list[str]:
@@ -71,6 +86,9 @@ class JobSpecModel(_Spec):
     A spec says which references it names, so the API can check them before queueing and the
     CLI can check the files: override the three methods below when a spec names any.
     """
+
+    if TYPE_CHECKING:  # each subclass declares its own ``method: Literal[...]`` field (the union's tag)
+        method: str
 
     def image_refs(self) -> list[str]:
         """Every image input the spec names (content, styles, masks), in order, each once."""
@@ -118,16 +136,28 @@ class GatysParams(_OutputSize):
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     steps: int = Field(300, ge=1, le=MAX_STEPS, description="optimizer iterations per resolution level")
     learning_rate: float = Field(2.0, gt=0, le=100, description="Adam step size (pixel units, 0-255 scale)")
-    content_weight: float = Field(1.0, ge=0)
-    style_weight: float = Field(50.0, ge=0)
-    tv_weight: float = Field(1.0, ge=0)
-    content_layers: tuple[VggLayer, ...] = Field(("relu4_2",), min_length=1)
-    style_layers: tuple[VggLayer, ...] = Field(("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), min_length=1)
+    content_weight: float = Field(1.0, ge=0, le=MAX_LOSS_WEIGHT)
+    style_weight: float = Field(50.0, ge=0, le=MAX_LOSS_WEIGHT)
+    tv_weight: float = Field(1.0, ge=0, le=MAX_LOSS_WEIGHT)
+    content_layers: tuple[VggLayer, ...] = Field(
+        ("relu4_2",), min_length=1, max_length=len(VGG_LAYERS), json_schema_extra={"uniqueItems": True}
+    )
+    style_layers: tuple[VggLayer, ...] = Field(
+        ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        min_length=1,
+        max_length=len(VGG_LAYERS),
+        json_schema_extra={"uniqueItems": True},
+    )
     init: Literal["content", "noise", "style"] = "content"
     style_scale: float = Field(1.0, ge=0.1, le=4.0, description="style image size relative to the output")
     preserve_color: Literal["none", "luminance", "histogram"] = "none"
     levels: int = Field(1, ge=1, le=4, description="coarse-to-fine resolution levels (1 = single scale)")
-    seed: int | None = Field(0, description="random seed; same seed and device give the same pixels")
+    seed: int | None = Field(0, ge=0, le=MAX_SEED, description="random seed; same seed and device give the same pixels")
+
+    @field_validator("content_layers", "style_layers")
+    @classmethod
+    def _layers_once(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _unique_layers(v)
 
 
 class OptimizeSpec(GatysParams):
@@ -163,9 +193,19 @@ class FastSpec(_OutputSize):
 
     method: Literal["fast"] = "fast"
     content: ImageRef
-    model: str = Field(BUILTIN_FAST_MODEL, description="model id or name (GET /v1/models)")
-    style: int | None = Field(None, ge=0, description="one style index of the model")
-    mix: dict[int, float] | None = Field(None, description="style index -> weight; weights are normalized")
+    model: str = Field(
+        BUILTIN_FAST_MODEL, min_length=1, max_length=1024, description="model id or name (GET /v1/models)"
+    )
+    style: int | None = Field(None, ge=0, le=MAX_FAST_STYLES - 1, description="one style index of the model")
+    mix: dict[
+        Annotated[int, Field(ge=0, le=MAX_FAST_STYLES - 1)], Annotated[float, Field(ge=0, le=MAX_LOSS_WEIGHT)]
+    ] | None = Field(
+        None,
+        max_length=MAX_FAST_STYLES,
+        description="style index -> weight; weights are normalized",
+        # JSON object keys are strings: the style indices 0..MAX_FAST_STYLES-1 (0..63)
+        json_schema_extra={"propertyNames": {"pattern": "^([0-9]|[1-5][0-9]|6[0-3])$"}, "minProperties": 1},
+    )
     strength: float = Field(1.0, ge=0, le=1, description="blend of stylized output with the content")
     preserve_color: bool = False
 
@@ -182,7 +222,7 @@ class FastSpec(_OutputSize):
         return v
 
     @model_validator(mode="after")
-    def _style_or_mix(self) -> "FastSpec":
+    def _style_or_mix(self) -> FastSpec:
         if self.style is not None and self.mix is not None:
             raise ValueError("give either style or mix, not both")
         return self
@@ -207,15 +247,20 @@ class AdainSpec(_OutputSize):
     content: ImageRef
     styles: list[StyleRef] = Field(min_length=1, max_length=MAX_STYLES)
     masks: list[ImageRef] | None = Field(
-        None, description="spatial control: one content mask per style (white = that style)"
+        None, max_length=MAX_STYLES, description="spatial control: one content mask per style (white = that style)"
     )
     alpha: float = Field(1.0, ge=0, le=1, description="content-style trade-off (0 = content, 1 = full style)")
     style_size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE)
     preserve_color: bool = False
-    model: str = Field(DEFAULT_ADAIN_MODEL, description="decoder model id or name, or checkpoint path in the CLI")
+    model: str = Field(
+        DEFAULT_ADAIN_MODEL,
+        min_length=1,
+        max_length=1024,
+        description="decoder model id or name, or checkpoint path in the CLI",
+    )
 
     @model_validator(mode="after")
-    def _masks_match(self) -> "AdainSpec":
+    def _masks_match(self) -> AdainSpec:
         if self.masks is not None and len(self.masks) != len(self.styles):
             raise ValueError(f"masks: got {len(self.masks)} masks for {len(self.styles)} styles; give one per style")
         return self
@@ -234,9 +279,11 @@ class TrainFastSpec(JobSpecModel):
     """Train a conditional-instance-norm network on N style images (Dumoulin et al. 2017)."""
 
     method: Literal["train-fast"] = "train-fast"
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
-    styles: list[ImageRef] = Field(min_length=1, max_length=64)
-    style_names: list[str] | None = None
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9._-]+$")
+    styles: list[ImageRef] = Field(min_length=1, max_length=MAX_FAST_STYLES)
+    style_names: list[Annotated[str, Field(min_length=1, max_length=MAX_NAME)]] | None = Field(
+        None, max_length=MAX_FAST_STYLES
+    )
     dataset: ImageRef = Field(
         description="content dataset, a flat folder of images: an uploaded archive's input id, or 'prefix:NAME'"
     )
@@ -245,16 +292,28 @@ class TrainFastSpec(JobSpecModel):
     image_size: int = Field(256, ge=MIN_SIDE, le=1024)
     style_size: int = Field(256, ge=MIN_SIDE, le=1024)
     learning_rate: float = Field(1e-3, gt=0, le=1)
-    content_weight: float = Field(1.0, ge=0)
-    style_weight: float = Field(1e5, ge=0)
-    tv_weight: float = Field(1e-6, ge=0)
-    content_layers: tuple[VggLayer, ...] = ("relu3_3",)
-    style_layers: tuple[VggLayer, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
-    seed: int = 0
+    content_weight: float = Field(1.0, ge=0, le=MAX_LOSS_WEIGHT)
+    style_weight: float = Field(1e5, ge=0, le=MAX_LOSS_WEIGHT)
+    tv_weight: float = Field(1e-6, ge=0, le=MAX_LOSS_WEIGHT)
+    content_layers: tuple[VggLayer, ...] = Field(
+        ("relu3_3",), min_length=1, max_length=len(VGG_LAYERS), json_schema_extra={"uniqueItems": True}
+    )
+    style_layers: tuple[VggLayer, ...] = Field(
+        ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        min_length=1,
+        max_length=len(VGG_LAYERS),
+        json_schema_extra={"uniqueItems": True},
+    )
+    checkpoint_every: int = Field(500, ge=1, le=MAX_TRAIN_STEPS, description="steps between checkpoints")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @field_validator("content_layers", "style_layers")
+    @classmethod
+    def _layers_once(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _unique_layers(v)
 
     @model_validator(mode="after")
-    def _names_match(self) -> "TrainFastSpec":
+    def _names_match(self) -> TrainFastSpec:
         if self.style_names is not None and len(self.style_names) != len(self.styles):
             raise ValueError("style_names must have one name per style")
         return self
@@ -270,18 +329,20 @@ class TrainAdainSpec(JobSpecModel):
     """Train an AdaIN decoder (Huang & Belongie 2017)."""
 
     method: Literal["train-adain"] = "train-adain"
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9._-]+$")
     content_dataset: ImageRef = Field(description="flat folder of images: an archive's input id, or 'prefix:NAME'")
     style_dataset: ImageRef = Field(description="flat folder of images: an archive's input id, or 'prefix:NAME'")
     steps: int = Field(160_000, ge=1, le=MAX_TRAIN_STEPS)
     batch_size: int = Field(8, ge=1, le=64)
     image_size: int = Field(256, ge=MIN_SIDE, le=1024, description="random crop size")
     learning_rate: float = Field(1e-4, gt=0, le=1)
-    lr_decay: float = Field(5e-5, ge=0)
-    style_weight: float = Field(10.0, ge=0, description="lambda in the paper")
-    checkpoint_every: int = Field(500, ge=1)
-    init_from: str | None = Field(None, description="model id/name of a decoder to fine-tune")
-    seed: int = 0
+    lr_decay: float = Field(5e-5, ge=0, le=1, description="inverse-time decay: lr / (1 + lr_decay * step)")
+    style_weight: float = Field(10.0, ge=0, le=MAX_LOSS_WEIGHT, description="lambda in the paper")
+    checkpoint_every: int = Field(500, ge=1, le=MAX_TRAIN_STEPS)
+    init_from: str | None = Field(
+        None, min_length=1, max_length=1024, description="model id/name of a decoder to fine-tune"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     def dataset_refs(self) -> list[str]:
         return [self.content_dataset, self.style_dataset]
@@ -294,8 +355,6 @@ class TrainAdainSpec(JobSpecModel):
 #: image object directly under ``tenants/<tenant>/datasets/NAME/`` (put there with any S3
 #: tool: ``aws s3 sync photos/ s3://BUCKET/tenants/TENANT/datasets/NAME/``).
 DATASET_PREFIX = "prefix:"
-#: The files of a dataset (archive member or storage object) that count as images.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 _DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
 
 

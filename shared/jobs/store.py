@@ -40,17 +40,8 @@ from shared.errors import (
     NotFound,
 )
 from shared.jobs.methods import get_method, parse_spec
-from shared.jobs.status import (  # noqa: F401  (re-exported for callers of the store)
-    FINAL_STATUSES,
-    GUARDS,
-    TRANSITIONS,
-    Guard,
-    JobStatus,
-    can_transition,
-    sources_of,
-)
+from shared.jobs.status import GUARDS, Guard, JobStatus, sources_of
 from shared.jobs.tenants import check_tenant
-
 
 MAX_LIST_LIMIT = 200
 
@@ -102,7 +93,7 @@ def _write_status(
         session.execute(
             update(Job)
             .where(*conditions)
-            .values(status=target.value, **{"updated_at": utcnow(), **values})
+            .values(status=target.value, revision=Job.revision + 1, **{"updated_at": utcnow(), **values})
             .execution_options(synchronize_session=False)
         ),
     )
@@ -243,6 +234,13 @@ def get_job(job_id: str, tenant: str | None = None) -> Job:
         return job
 
 
+def job_revision(job_id: str) -> int | None:
+    """The job's ``revision`` (+1 on every write of its row), None when there is no such job:
+    one primary-key read, for pollers that fetch the whole row only when it moved."""
+    with session_scope() as session:
+        return session.scalar(select(Job.revision).where(Job.id == job_id))
+
+
 def encode_cursor(created_at: datetime, job_id: str) -> str:
     raw = json.dumps([created_at.isoformat(), job_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -312,9 +310,10 @@ def claim_job(job_id: str, *, task_id: str, worker: str) -> Job | None:
 
 
 def record_progress(
-    job_id: str, *, step: int, total: int, loss: float | None = None, stage: str = ""
+    job_id: str, *, step: int, total: int, loss: float | None = None, stage: str = "", preview: bool = False
 ) -> bool:
-    """Store progress of a running job and bump its heartbeat (``updated_at``).
+    """Store progress of a running job and bump its heartbeat (``updated_at``);
+    ``preview=True`` says a new preview image was just uploaded (``preview_version`` + 1).
 
     Returns True when the worker should stop: cancel was requested, or the job is no
     longer running (finished or taken away), so its work would be thrown away anyway.
@@ -322,11 +321,14 @@ def record_progress(
     fraction = min(1.0, max(0.0, step / total)) if total > 0 else 0.0
     if loss is not None and not math.isfinite(loss):
         loss = None  # NaN/inf are not JSON; the API would choke on them
+    values: dict[str, Any] = {"step": step, "total": total, "progress": fraction, "loss": loss, "stage": stage[:64]}
+    if preview:
+        values["preview_version"] = Job.preview_version + 1
     with session_scope() as session:
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-            .values(step=step, total=total, progress=fraction, loss=loss, stage=stage[:64], updated_at=utcnow())
+            .values(**values, updated_at=utcnow(), revision=Job.revision + 1)
             .execution_options(synchronize_session=False)
         )
         row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
@@ -406,7 +408,7 @@ def request_cancel(job_id: str, tenant: str | None) -> Job:
                 session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-                    .values(cancel_requested=True, updated_at=now)
+                    .values(cancel_requested=True, updated_at=now, revision=Job.revision + 1)
                     .execution_options(synchronize_session=False)
                 )
             job = _load(session, job_id)

@@ -8,13 +8,18 @@ always land at the same place and retries overwrite instead of duplicating::
     tenants/<tenant>/jobs/<job_id>/loss.png               a training job's loss curve
     tenants/<tenant>/jobs/<job_id>/checkpoint.pt          its latest training checkpoint
     tenants/<tenant>/datasets/<name>/...                  ``prefix:NAME`` datasets
+    tenants/<tenant>/jobs/<job_id>/preview.png            latest preview of a running job
     tenants/<tenant>/models/<model_id>/<name>             models a tenant trained
     global/models/<model_id>/<name>                       built-in models (tenant None)
     .../models/<model_id>/thumbnails/<style>.png
 
-Errors: a missing key is ``NotFound``; connection failures and 5xx answers are
-``StorageUnavailable`` (retryable). boto3 is imported lazily so LocalStorage users (and
-the API's import time) do not pay for it.
+Errors: a missing key is ``NotFound``; every other failure of either backend (local:
+read-only or full disk, permissions, I/O errors, a vanished root; S3: refused or reset
+connections, timeouts, 5xx, throttling, access denied) is ``StorageUnavailable``
+(retryable: 503 with ``Retry-After`` at the API, a requeue on the worker) whose detail
+never shows a server path or endpoint. ``probe()`` writes, reads back and deletes an
+object under ``PROBE_PREFIX`` (``/readyz``). boto3 is imported lazily so LocalStorage
+users (and the API's import time) do not pay for it.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 from shared.storage.keys import (
     CHECKPOINT_NAME,
     LOSS_CURVE_NAME,
+    PROBE_PREFIX,
     RENDER_NAME,
     check_key,
     checkpoint_key,
     dataset_prefix,
     input_key,
     model_key,
+    preview_key,
     result_key,
     thumbnail_key,
 )
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINT_NAME",
     "LOSS_CURVE_NAME",
+    "PROBE_PREFIX",
     "RENDER_NAME",
     "LocalStorage",
     "S3Storage",
@@ -54,6 +62,7 @@ __all__ = [
     "get_storage",
     "input_key",
     "model_key",
+    "preview_key",
     "result_key",
     "thumbnail_key",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from shared.jobs.tenants import check_tenant
 
@@ -50,6 +51,11 @@ def checkpoint_key(tenant: str, job_id: str) -> str:
     return result_key(tenant, job_id, CHECKPOINT_NAME)
 
 
+def preview_key(tenant: str, job_id: str) -> str:
+    """The (overwritten) latest preview image of a running optimize/masked job."""
+    return result_key(tenant, job_id, "preview.png")
+
+
 def model_key(tenant: str | None, model_id: str, name: str = "model.pt") -> str:
     """A model file; ``tenant=None`` for global (built-in) models."""
     owner = "global" if tenant is None else f"tenants/{check_tenant(tenant)}"
@@ -59,6 +65,16 @@ def model_key(tenant: str | None, model_id: str, name: str = "model.pt") -> str:
 def dataset_prefix(tenant: str, name: str) -> str:
     """Where a tenant's ``prefix:NAME`` dataset lives: every object directly under it."""
     return f"tenants/{check_tenant(tenant)}/datasets/{check_key(name.strip('/'))}/"
+
+
+#: Reserved for readiness probes (``Storage.probe``); no tenant's key starts with it.
+PROBE_PREFIX = "system/probes/"
+
+
+def probe_key() -> str:
+    """A fresh key under ``PROBE_PREFIX``: concurrent probes of several API replicas never
+    read or delete each other's object."""
+    return f"{PROBE_PREFIX}{uuid.uuid4().hex}"
 
 
 def thumbnail_key(tenant: str | None, model_id: str, style: int) -> str:

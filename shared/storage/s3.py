@@ -1,7 +1,13 @@
-"""``S3Storage``: any S3-compatible store through boto3."""
+"""``S3Storage``: any S3-compatible store through boto3.
+
+Errors: a missing key is ``NotFound``; every other failure (5xx, throttling, access
+denied, timeouts, refused or reset connections) is ``StorageUnavailable`` (retryable)
+whose detail names the operation and the error's code, never the endpoint or bucket.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -11,6 +17,9 @@ from typing import Any
 
 from shared.errors import NotFound, StorageUnavailable
 from shared.storage.keys import TMP_PREFIX, check_key
+from shared.storage.protocol import probe_round_trip
+
+log = logging.getLogger("stylefarm.storage")
 
 # --- S3 and friends --------------------------------------------------------------------
 
@@ -20,10 +29,21 @@ def _is_missing(exc: Any) -> bool:
     return err.get("Code") in ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
 
 
-def _is_server_side(exc: Any) -> bool:
-    meta = getattr(exc, "response", {}).get("ResponseMetadata", {})
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return int(meta.get("HTTPStatusCode") or 0) >= 500 or code in ("SlowDown", "RequestTimeout", "Throttling")
+def _client_error_reason(exc: Any) -> str:
+    """``Code (HTTP status)`` of a botocore ``ClientError``: no bucket, key or endpoint."""
+    response = getattr(exc, "response", {}) or {}
+    code = response.get("Error", {}).get("Code") or "error"
+    http = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return f"{code}, HTTP {http}" if http else str(code)
+
+
+def unavailable(operation: str, exc: BaseException, reason: str | None = None) -> StorageUnavailable:
+    """``StorageUnavailable`` for a failed ``operation``. The detail names the error's kind,
+    never the endpoint URL, bucket or a local path that ``str(exc)`` may show (logged)."""
+    log.warning("object storage: %s failed: %s", operation, exc)
+    return StorageUnavailable(
+        f"Object storage could not {operation} ({reason or type(exc).__name__}); try again shortly."
+    )
 
 
 #: Defaults of ``Settings.s3_*``: a store that does not accept a connection within
@@ -76,7 +96,10 @@ class S3Storage:
         self._bucket_lock = threading.Lock()
 
     @contextmanager
-    def _errors(self, key: str | None = None) -> Iterator[None]:
+    def _errors(self, operation: str, key: str | None = None) -> Iterator[None]:
+        """A missing ``key`` -> ``NotFound``; every other failure (5xx, throttling, access
+        denied, timeouts, refused or reset connections, local I/O) -> ``StorageUnavailable``."""
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -84,18 +107,16 @@ class S3Storage:
         except ClientError as exc:
             if key is not None and _is_missing(exc):
                 raise NotFound(f"No stored object {key!r}.", key=key) from None
-            if _is_server_side(exc):
-                raise StorageUnavailable(f"Object storage answered an error ({exc}); try again shortly.") from exc
-            raise
-        except BotoCoreError as exc:  # endpoint unreachable, timeouts, connection resets
-            raise StorageUnavailable(f"Object storage is unreachable ({exc}); try again shortly.") from exc
+            raise unavailable(operation, exc, _client_error_reason(exc)) from None
+        except (BotoCoreError, Boto3Error, OSError) as exc:  # unreachable, timeouts, resets; S3Transfer's own
+            raise unavailable(operation, exc) from None
 
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:
             return
         from botocore.exceptions import ClientError
 
-        with self._bucket_lock, self._errors():
+        with self._bucket_lock, self._errors("reach its bucket"):
             if self._bucket_ready:
                 return
             try:
@@ -116,18 +137,18 @@ class S3Storage:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._ensure_bucket()
-        with self._errors():
+        with self._errors(f"write {key!r}"):
             self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type)
 
     def get_bytes(self, key: str) -> bytes:
         self._ensure_bucket()
-        with self._errors(key):
+        with self._errors(f"read {key!r}", key):
             return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
 
     def exists(self, key: str) -> bool:
         self._ensure_bucket()
         try:
-            with self._errors(key):
+            with self._errors(f"look up {key!r}", key):
                 self.client.head_object(Bucket=self.bucket, Key=check_key(key))
             return True
         except NotFound:
@@ -135,14 +156,14 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self._ensure_bucket()
-        with self._errors():
+        with self._errors(f"delete {key!r}"):
             self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
 
     def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
         self._ensure_bucket()
         keys: list[str] = []
         paging = {"MaxItems": limit} if limit is not None else {}
-        with self._errors():
+        with self._errors(f"list {prefix!r}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix, PaginationConfig=paging
             )
@@ -152,7 +173,7 @@ class S3Storage:
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         self._ensure_bucket()
-        with self._errors():
+        with self._errors(f"sign a URL for {key!r}"):
             return self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=int(expires_s)
             )
@@ -163,7 +184,7 @@ class S3Storage:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
         try:
-            with self._errors(key):
+            with self._errors(f"read {key!r}", key):
                 self.client.download_file(self.bucket, check_key(key), str(tmp))
             os.replace(tmp, target)
         finally:
@@ -173,7 +194,7 @@ class S3Storage:
 
     def upload_file(self, path: str | Path, key: str, content_type: str = "application/octet-stream") -> None:
         self._ensure_bucket()
-        with self._errors():
+        with self._errors(f"write {key!r}"):
             self.client.upload_file(
                 str(path), self.bucket, check_key(key), ExtraArgs={"ContentType": content_type}
             )
@@ -184,5 +205,10 @@ class S3Storage:
         if not self._bucket_ready:
             self._ensure_bucket()
             return
-        with self._errors():
+        with self._errors("reach its bucket"):
             self.client.head_bucket(Bucket=self.bucket)
+
+    def probe(self) -> None:
+        """Write, read back and delete a small object under a reserved key (``probe_key``):
+        an unreachable, failing or read-only store raises ``StorageUnavailable``."""
+        probe_round_trip(self, "Object storage")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from archive_samples import zip_bytes  # noqa: F401  (re-exported for the API tests)
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import func, select
 
 from shared.db import session as db_session
+from shared.db.orm import Input, Job
+from shared.imaging import png_bytes as encode_png
 from shared.settings import Settings
 
 MAX_UPLOAD = 300_000
@@ -58,16 +61,12 @@ def make_client(settings: Settings) -> Iterator[TestClient]:
 
 
 def png_bytes(width: int = 16, height: int = 12, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, "PNG")
-    return buf.getvalue()
+    return encode_png(Image.new("RGB", (width, height), color))
 
 
-def zip_bytes(names: dict[str, bytes]) -> bytes:
+def jpeg_bytes(width: int = 16, height: int = 12) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in names.items():
-            zf.writestr(name, data)
+    Image.new("RGB", (width, height), (30, 90, 200)).save(buf, "JPEG")
     return buf.getvalue()
 
 
@@ -90,3 +89,29 @@ def assert_problem(response: Any, status: int, slug: str | None = None) -> dict[
     if slug is not None:
         assert body["type"].endswith("/" + slug), body
     return body
+
+
+def post_job_text(client: TestClient, body: bytes | str, content_type: str = "application/json") -> Any:
+    """POST raw bytes to /v1/jobs (for bodies ``json=`` cannot send: NaN tokens, bad nesting)."""
+    data = body.encode() if isinstance(body, str) else body
+    return client.post("/v1/jobs", content=data, headers={"content-type": content_type})
+
+
+def _row_counts() -> tuple[int, int]:
+    """(job rows, input rows) across every tenant."""
+    with db_session.session_scope() as session:
+        jobs = session.scalar(select(func.count()).select_from(Job)) or 0
+        inputs = session.scalar(select(func.count()).select_from(Input)) or 0
+    return jobs, inputs
+
+
+def stored_counts(settings: Settings) -> tuple[int, int, int]:
+    """(job rows, input rows, stored objects) across every tenant."""
+    root = settings.resolved_storage_dir
+    objects = sum(1 for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+    return (*_row_counts(), objects)
+
+
+def assert_nothing_queued(enqueued: EnqueueRecorder) -> None:
+    """No job row was created and nothing was sent to the broker."""
+    assert (_row_counts()[0], enqueued.calls) == (0, [])

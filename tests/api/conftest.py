@@ -3,14 +3,21 @@ the queue replaced by a recorder (the real-broker end-to-end tests live elsewher
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, make_client, record_enqueues
+import uvicorn
 from fastapi.testclient import TestClient
 
+from api.routes import events
+from shared.cli.stack import free_port
+from shared.db import session as db_session
 from shared.settings import Settings
+
+from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, make_client, record_enqueues
 
 
 @pytest.fixture
@@ -31,3 +38,28 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> EnqueueRecorder:
 @pytest.fixture
 def client(settings: Settings, enqueued: EnqueueRecorder) -> Iterator[TestClient]:
     yield from make_client(settings)
+
+
+@pytest.fixture
+def api_url(settings: Settings, enqueued: EnqueueRecorder, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The real app served by uvicorn on a free port (streams need a socket; the test client
+    buffers whole responses), its event stream polling fast so the tests are quick."""
+    from api.main import create_app
+
+    monkeypatch.setattr(events, "POLL_S", 0.02)
+    monkeypatch.setattr(events, "KEEPALIVE_S", 0.3)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        db_session.configure(None)
+        db_session.dispose_engines()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 
-from api_helpers import MAX_UPLOAD, assert_problem, png_bytes, upload, zip_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from api_helpers import MAX_UPLOAD, assert_problem, jpeg_bytes, png_bytes, upload, zip_bytes
 
 
 def test_given_png_when_uploaded_expect_201_with_sha256_id(client: TestClient) -> None:
@@ -74,7 +75,8 @@ def test_given_empty_file_expect_422(client: TestClient) -> None:
 
 
 def test_given_zip_of_images_expect_archive_input(client: TestClient) -> None:
-    response = upload(client, zip_bytes({"a.png": png_bytes(), "b.jpg": b"x"}), name="d.zip")
+    archive = zip_bytes({"a.png": png_bytes(), "b.jpg": jpeg_bytes(), "README.txt": b"x"})
+    response = upload(client, archive, name="d.zip")
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["kind"] == "archive" and body["content_type"] == "application/zip" and body["width"] is None

@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import assert_problem, make_client, png_bytes, upload_id
 from fastapi.testclient import TestClient
 
-from shared.jobs import store
-
-from shared.jobs import model_registry
+from shared.jobs import model_registry, store
 from shared.settings import Settings
 from shared.storage import get_storage, thumbnail_key
+
+from api_helpers import assert_problem, make_client, png_bytes, upload_id
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,17 +30,7 @@ def test_api_import_never_loads_torch_engine_or_worker() -> None:
     assert result.returncode == 0, result.stderr
 
 
-# --- problem+json for framework errors -------------------------------------------------
-
-
-def test_given_unknown_route_expect_404_problem(client: TestClient) -> None:
-    assert "/nope" in assert_problem(client.get("/nope"), 404, "not-found")["detail"]
-
-
-def test_given_wrong_method_expect_405_problem(client: TestClient) -> None:
-    response = client.put("/v1/jobs")
-    body = assert_problem(response, 405, "method-not-allowed")
-    assert "PUT" in body["detail"] and "allow" in response.headers
+# (problem+json for unknown routes and methods: test_bad_input_unknown.py)
 
 
 # --- auth and tenants ------------------------------------------------------------------
@@ -89,7 +78,7 @@ def test_given_registered_model_expect_listing_lookup_and_thumbnail(client: Test
     model_registry.register_model(
         name="multistyle26", kind="fast", checksum="c" * 64, storage_key="global/models/multistyle26/model.pt",
         style_names=[f"s{i}" for i in range(26)], thumbnails={0: key}, model_id="multistyle26",
-    )  # fmt: skip
+    )
     items = client.get("/v1/models").json()["items"]
     assert [(m["name"], m["num_styles"], m["scope"]) for m in items] == [("multistyle26", 26, "global")]
     assert items[0]["links"]["thumbnails"] == {"0": "/v1/models/multistyle26/thumbnails/0"}
@@ -129,3 +118,27 @@ def test_openapi_documents_job_spec_and_problems(client: TestClient) -> None:
     body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["discriminator"]["propertyName"] == "method"
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_declares_every_problem_status_and_content_type(client: TestClient) -> None:
+    # given the OpenAPI document
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    # expect every error answer declared as problem+json (no FastAPI HTTPValidationError left)
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    for path, item in paths.items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    assert response["content"] == problem, (method, path, status)
+    # the statuses each operation can answer, besides its successes
+    assert set(paths["/v1/jobs"]["post"]["responses"]) >= {"401", "413", "415", "422", "503"}
+    assert set(paths["/v1/inputs"]["post"]["responses"]) >= {"400", "401", "413", "422", "503"}
+    assert set(paths["/v1/jobs"]["get"]["responses"]) >= {"400", "401", "422", "503"}
+    assert paths["/v1/jobs/{job_id}/result"]["get"]["responses"]["401"]["headers"]["WWW-Authenticate"]
+    assert paths["/readyz"]["get"]["responses"]["503"]["headers"]["Retry-After"]
+    # and the images: PNG bytes or a redirect to them
+    for path in ("/v1/jobs/{job_id}/result", "/v1/models/{model_id}/thumbnails/{style}"):
+        responses = paths[path]["get"]["responses"]
+        assert "image/png" in responses["200"]["content"] and "Location" in responses["307"]["headers"]

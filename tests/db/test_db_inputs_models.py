@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.jobs import store
-
-from shared.jobs import inputs
-
-from shared.jobs import model_registry
 from shared.errors import Conflict, NotFound
+from shared.jobs import inputs, model_registry, store
 
 SHA = "cd" * 32
 
@@ -18,7 +14,7 @@ def add(tenant: str = "t1", sha: str = SHA) -> tuple:
     return inputs.add_input(
         tenant, sha256=sha, key=f"tenants/{tenant}/inputs/{sha}", size=10, content_type="image/png",
         kind="image", width=4, height=3,
-    )  # fmt: skip
+    )
 
 
 def test_given_same_bytes_twice_expect_one_row(db_url: str) -> None:
@@ -41,7 +37,7 @@ def register(name: str = "mosaic", tenant: str | None = None, checksum: str = "c
     return model_registry.register_model(
         name=name, kind="fast", checksum=checksum, storage_key=f"models/{name}", tenant=tenant,
         style_names=["a", "b"], thumbnails={0: "thumb/0.png"}, **kw,
-    )  # fmt: skip
+    )
 
 
 def test_given_builtin_registered_twice_expect_idempotent(db_url: str) -> None:

@@ -30,7 +30,7 @@ def concurrent_upgrades(url: str, n: int = 4) -> list[BaseException]:
         barrier.wait()
         try:
             upgrade(url)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:  # collected for the assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(n)]

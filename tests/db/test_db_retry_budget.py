@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from harness import RedisServer
 from sqlalchemy import update
 
 from shared.db.orm import Job, utcnow
@@ -18,6 +17,8 @@ from shared.errors import StorageUnavailable
 from shared.jobs import store
 from shared.jobs.methods import REGISTRY
 from shared.settings import Settings, get_settings
+
+from harness import RedisServer
 
 SPEC = {"method": "fast", "content": "a" * 64}
 
@@ -73,7 +74,7 @@ def _stale_running_job(attempts: int) -> str:
 def test_given_a_silent_worker_when_reconciled_expect_requeued_below_the_budget_failed_at_it(
     db_url: str, max_attempts: int, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
     attempts: int, expect: str,
-) -> None:  # fmt: skip
+) -> None:
     import redis
 
     from worker.reconcile import reconcile

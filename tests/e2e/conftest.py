@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness import png_bytes
 from PIL import Image
+
+from shared.imaging import png_bytes
 
 
 def _photo(name: str, size: tuple[int, int]) -> bytes:

@@ -16,8 +16,9 @@ import time
 import uuid
 
 import pytest
-from harness import Farm, child_pids
 from PIL import Image
+
+from harness import Farm, child_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -93,7 +94,9 @@ def test_failing_job_records_problem_details(
     """Given a job the API accepts but the engine refuses (a 1:1 mask for a 4:3 photo, found
     only when the worker decodes the images), then the job fails with problem details."""
     content, style, mask = farm.upload(content_png), farm.upload(style_png), farm.upload(square_mask_png)
-    job = farm.create({"method": "adain", "content": content, "styles": [{"image": style}], "masks": [mask], "size": 64})
+    job = farm.create(
+        {"method": "adain", "content": content, "styles": [{"image": style}], "masks": [mask], "size": 64}
+    )
     done = farm.wait(job["id"], timeout=120)
     assert done["status"] == "failed"
     problem = done["error"]
@@ -156,8 +159,8 @@ def test_worker_killed_mid_job_is_redelivered(farm: Farm, content_png: bytes, st
 
 def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png: bytes) -> None:
     """A queued row with no message anywhere in Redis (broker lost it) is sent again."""
-    from shared.jobs import store
     from shared.db import session as db_session
+    from shared.jobs import store
 
     content = farm.upload(content_png)
     db_session.configure(farm.db_url)
@@ -169,22 +172,23 @@ def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png
     assert created
     time.sleep(1.5)
     out = subprocess.run([sys.executable, "-m", "worker.reconcile", "--queued-after", "1"],
-                         env=farm.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+                         env=farm.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert job.id in report["reenqueued"]
     assert farm.wait(job.id, timeout=120)["status"] == "succeeded"
     # a second pass finds nothing to do for it
     out2 = subprocess.run([sys.executable, "-m", "worker.reconcile", "--queued-after", "1"],
-                          env=farm.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+                          env=farm.env, capture_output=True, text=True, timeout=120)
     assert job.id not in json.loads(out2.stdout.strip().splitlines()[-1])["reenqueued"]
 
 
 def _crops(photo: str, n: int, size: int = 72) -> list[bytes]:
     """``n`` PNG crops of a scikit-image sample photo."""
     import numpy as np
-    from harness import png_bytes
     from skimage import data
+
+    from shared.imaging import png_bytes
 
     img = getattr(data, photo)()
     rng = np.random.default_rng(len(photo))
@@ -215,7 +219,7 @@ def test_train_adain_registers_a_model_that_renders(farm: Farm, content_png: byt
     styles = farm.upload(_zip_of_crops("coffee", 6), "styles.zip")
     name = f"e2e-decoder-{farm.backend}"
     job = farm.create({"method": "train-adain", "name": name, "content_dataset": contents, "style_dataset": styles,
-                       "steps": 4, "batch_size": 2, "image_size": 64, "checkpoint_every": 2})  # fmt: skip
+                       "steps": 4, "batch_size": 2, "image_size": 64, "checkpoint_every": 2})
     done = farm.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
     model_id = done["model_id"]
@@ -230,7 +234,7 @@ def test_train_adain_registers_a_model_that_renders(farm: Farm, content_png: byt
 
     content, style = farm.upload(content_png), farm.upload(style_png)
     render = farm.create({"method": "adain", "content": content, "styles": [{"image": style}], "size": 64,
-                          "style_size": 64, "model": model_id})  # fmt: skip
+                          "style_size": 64, "model": model_id})
     out = farm.wait(render["id"], timeout=180)
     assert out["status"] == "succeeded", out["error"]
     assert Image.open(io.BytesIO(farm.result_png(render["id"]))).size == (64, 48)
@@ -252,13 +256,14 @@ def test_train_fast_reads_a_dataset_from_a_storage_prefix(farm: Farm, style_png:
     name = f"e2e-prefix-{farm.backend}"
     for i, crop in enumerate(_crops("chelsea", 4)):
         put_object(farm, f"tenants/default/datasets/{name}/{i}.png", crop)
-    job = farm.create({"method": "train-fast", "name": name, "dataset": f"prefix:{name}", "styles": [farm.upload(style_png)],
-                       "steps": 3, "batch_size": 2, "image_size": 32, "style_size": 32})  # fmt: skip
+    job = farm.create({"method": "train-fast", "name": name, "dataset": f"prefix:{name}",
+                       "styles": [farm.upload(style_png)],
+                       "steps": 3, "batch_size": 2, "image_size": 32, "style_size": 32})
     done = farm.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
     assert done["model_id"]
     refused = farm.submit({"method": "train-fast", "name": name, "dataset": "prefix:nothing-here",
-                           "styles": [farm.upload(style_png)], "steps": 3})  # fmt: skip
+                           "styles": [farm.upload(style_png)], "steps": 3})
     assert refused.status_code == 422 and "no images directly under" in refused.json()["detail"]
 
 
@@ -284,7 +289,9 @@ def test_builtin_model_is_registered_with_style_thumbnails(farm: Farm, content_p
     assert farm.client.get(f"/v1/models/{model['id']}/thumbnails/26").status_code == 404
 
     content = farm.upload(content_png)
-    job = farm.create({"method": "fast", "content": content, "size": 64, "model": model["id"], "mix": {"7": 1, "19": 1}})
+    job = farm.create(
+        {"method": "fast", "content": content, "size": 64, "model": model["id"], "mix": {"7": 1, "19": 1}}
+    )
     done = farm.wait(job["id"], timeout=120)
     assert done["status"] == "succeeded", done["error"]
 
@@ -304,7 +311,7 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(
         spec = {"method": method, "content_dataset": contents, "style_dataset": styles, "image_size": 32, **common}
     else:
         spec = {"method": method, "dataset": contents, "styles": [farm.upload(style_png)], "image_size": 32,
-                "style_size": 32, **common}  # fmt: skip
+                "style_size": 32, **common}
     job = farm.create(spec)
     farm.wait(job["id"], until=lambda j: j["status"] == "running" and j["progress"]["step"] >= 12, timeout=300)
     assert f"tenants/default/jobs/{job['id']}/checkpoint.pt" in result_keys(farm, job["id"])
@@ -323,7 +330,7 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(
     content = farm.upload(content_png)
     if method == "train-adain":
         render = {"method": "adain", "content": content, "styles": [{"image": farm.upload(style_png)}], "size": 64,
-                  "style_size": 64, "model": done["model_id"]}  # fmt: skip
+                  "style_size": 64, "model": done["model_id"]}
     else:
         render = {"method": "fast", "content": content, "size": 64, "model": done["model_id"], "style": 0}
     out = farm.wait(farm.create(render)["id"], timeout=180)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import io
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from shared.imaging import png_bytes
 
 
 def _image(width: int, height: int, seed: int, mode: str = "RGB") -> Image.Image:
@@ -24,14 +25,25 @@ def _image(width: int, height: int, seed: int, mode: str = "RGB") -> Image.Image
     return img if mode == "RGB" else img.convert(mode)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    tiny tensors gain nothing from a second thread, and on a shared, busy CPU OpenMP's
+    spinning barriers make 2-thread runs of these tests 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def make_png() -> Callable[..., bytes]:
     """``make_png(w, h, seed)`` -> PNG bytes of a synthetic RGB image."""
 
     def make(width: int, height: int, seed: int = 0) -> bytes:
-        buf = io.BytesIO()
-        _image(width, height, seed).save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(_image(width, height, seed))
 
     return make
 
@@ -44,9 +56,7 @@ def make_mask_png() -> Callable[..., bytes]:
         arr = np.zeros((height, width), dtype=np.uint8)
         x0, y0, x1, y1 = box
         arr[int(y0 * height) : int(y1 * height), int(x0 * width) : int(x1 * width)] = 255
-        buf = io.BytesIO()
-        Image.fromarray(arr, "L").save(buf, format="PNG")
-        return buf.getvalue()
+        return png_bytes(Image.fromarray(arr, "L"))
 
     return make
 
@@ -102,7 +112,7 @@ class RecordingContext:
             precision=precision,
             **kwargs,
         )
-        ctx.reports = reports  # type: ignore[attr-defined]
+        ctx.reports = reports  # type: ignore[attr-defined]  # the tests read what was reported
         return ctx
 
 

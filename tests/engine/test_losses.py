@@ -96,6 +96,7 @@ def test_masked_mean_std_is_the_statistics_of_the_region() -> None:
     assert torch.allclose(mean, ref_mean, atol=1e-5)
     assert torch.allclose(std, ref_std, atol=1e-5)
     full_mean, full_std = masked_mean_std(feat, torch.ones(1, 1, 8, 8))
+    assert torch.allclose(full_mean, mean_std(feat)[0], atol=1e-5)
     assert torch.allclose(full_std, mean_std(feat)[1], atol=1e-5)
 
 
@@ -129,7 +130,7 @@ def test_style_cache_is_bounded_by_entries_and_bytes() -> None:
     cache.get_or_compute(("big",), lambda: torch.zeros(20))  # 80 bytes: evicts down to <= 100
     assert cache.stats().bytes <= 100
     cache.get_or_compute(("huge",), lambda: torch.zeros(1000))  # larger than the cache: not kept
-    assert ("huge",) not in [k for k in cache._items]  # noqa: SLF001
+    assert ("huge",) not in [k for k in cache._items]
 
 
 def test_process_cache_is_shared() -> None:

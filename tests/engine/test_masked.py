@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine.methods import masked
-from shared.engine.methods.gatys import style_grams
 from shared.engine.images import fit_size, mask_tensor, to_tensor
 from shared.engine.losses import style_loss
+from shared.engine.methods import masked
+from shared.engine.methods.gatys import style_grams
 from shared.engine.nets.vgg import load_vgg19
 from shared.errors import InvalidMask, JobCanceled
+from shared.imaging import png_bytes
 from shared.jobs.specs import MaskedSpec
 
 SIZE = 40
@@ -22,9 +23,7 @@ LAYERS = ("relu1_1", "relu2_1", "relu3_1")  # the first blocks: fast at 40 px, s
 
 
 def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr.astype(np.uint8), "RGB").save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(Image.fromarray(arr.astype(np.uint8), "RGB"))
 
 
 @pytest.fixture

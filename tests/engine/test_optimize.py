@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from shared.engine import color
-
-from shared.engine.methods import optimize
 from shared.engine.images import decode_image, fit_size, resize, to_tensor
+from shared.engine.methods import optimize
 from shared.engine.style_cache import style_cache
 from shared.errors import InvalidMask, JobCanceled
 from shared.jobs.specs import OptimizeSpec
@@ -144,3 +143,44 @@ def test_precision_auto_is_fp32_and_bf16_is_opt_in(engine_ctx) -> None:
     forced = optimize.run(_spec(steps=1), engine_ctx(precision="bf16"))
     assert auto.metrics["precision"] == "float32"
     assert forced.metrics["precision"] == "bfloat16"
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_previews_of_the_work_so_far_come_every_quarter_of_the_steps(engine_ctx, optimizer: str) -> None:
+    # given a context that asks for a preview every 25 % of the steps
+    ctx = engine_ctx(preview_every=0.25)
+    # when optimized for 8 iterations
+    result = optimize.run(_spec(optimizer=optimizer, steps=8), ctx)
+    # expect previews at steps 2, 4 and 6 (not the last: the result follows), RGB at the output size
+    previews = {r.step: r.preview for r in ctx.reports if r.preview is not None}
+    assert sorted(previews) == [2, 4, 6]
+    assert all(p.mode == "RGB" and p.size == result.image.size for p in previews.values())
+    # and each shows the pixels of its step: later previews are closer to the final image
+    final = _pixels(result).astype(np.float32)
+    gaps = [np.abs(np.asarray(previews[s], np.float32) - final).mean() for s in (2, 4, 6)]
+    assert gaps[0] > gaps[1] > gaps[2] > 0
+
+
+def test_no_previews_unless_asked(engine_ctx) -> None:
+    ctx = engine_ctx()
+    optimize.run(_spec(steps=4), ctx)
+    assert all(r.preview is None for r in ctx.reports)
+
+
+def test_preview_image_is_at_most_the_asked_side_with_the_aspect_kept() -> None:
+    from shared.engine.images import preview_image
+
+    x = torch.full((1, 3, 300, 600), 255.0)  # (1, 3, H, W), white
+    x[:, 0] = 0.0
+    img = preview_image(x, 256)
+    assert img.size == (256, 128) and img.getpixel((10, 10)) == (0, 255, 255)
+    assert preview_image(x[:, :, :40, :50], 256).size == (50, 40)
+
+
+def test_wants_preview_spreads_the_previews_over_the_job() -> None:
+    from shared.engine.context import EngineContext
+
+    ctx = EngineContext(preview_every=0.1)
+    assert [s for s in range(1, 301) if ctx.wants_preview(s, 300)] == list(range(30, 300, 30))
+    assert [s for s in range(1, 4) if ctx.wants_preview(s, 3)] == [1, 2]
+    assert not EngineContext().wants_preview(5, 10)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine.methods import adain
-
-from shared.engine.training import train_adain
+from shared.cli.main import main as stylefarm
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.context import EngineContext
+from shared.engine.methods import adain
+from shared.engine.training import train_adain
 from shared.errors import InvalidImage, JobCanceled
 from shared.jobs.specs import TrainAdainSpec
 
@@ -22,7 +22,7 @@ from shared.jobs.specs import TrainAdainSpec
 def _spec(datasets: tuple[Path, Path], **kw) -> TrainAdainSpec:
     content, style = datasets
     args = dict(name="t", content_dataset=str(content), style_dataset=str(style), steps=2, batch_size=2,
-                image_size=32, checkpoint_every=2)  # fmt: skip
+                image_size=32, checkpoint_every=2)
     args.update(kw)
     return TrainAdainSpec(**args)
 
@@ -68,7 +68,8 @@ def test_two_steps_write_a_checkpoint_that_round_trips_and_resumes(tiny_datasets
 def test_resumed_run_matches_an_uninterrupted_run(tiny_datasets, tmp_path):
     # given one run of 3 steps straight, one of 1 step then resumed to 3 (fp32: deterministic)
     straight = train_adain.run(_spec(tiny_datasets, steps=3), EngineContext(work_dir=tmp_path / "a", precision="fp32"))
-    train_adain.run(_spec(tiny_datasets, steps=1, checkpoint_every=1), EngineContext(work_dir=tmp_path / "b", precision="fp32"))
+    train_adain.run(_spec(tiny_datasets, steps=1, checkpoint_every=1),
+                    EngineContext(work_dir=tmp_path / "b", precision="fp32"))
     resumed = train_adain.run(_spec(tiny_datasets, steps=3), EngineContext(work_dir=tmp_path / "b", precision="fp32"))
     # then the data order, optimizer and weights continue exactly
     a = load_checkpoint(straight.checkpoint)["state_dict"]
@@ -133,20 +134,45 @@ def test_cancel_stops_training_between_steps(tiny_datasets, tmp_path):
         train_adain.run(_spec(tiny_datasets, steps=5), EngineContext(work_dir=tmp_path, is_canceled=canceled))
 
 
+def _stylefarm_train_adain(datasets: tuple[Path, Path], *extra: str) -> list[str]:
+    content, style = datasets
+    datasets_args = ["--content-dataset", str(content), "--style-dataset", str(style)]
+    size_args = ["--image-size", "32", "--batch-size", "1", "--threads", str(torch.get_num_threads())]
+    return ["train", "adain", *datasets_args, *size_args, "-q", *extra]
+
+
 def test_cli_trains_and_resumes(tiny_datasets, tmp_path, capsys):
-    content, style = tiny_datasets
-    args = ["--content", str(content), "--style", str(style), "--work-dir", str(tmp_path), "--image-size", "32",
-            "--batch-size", "1", "--checkpoint-every", "1", "--threads", str(torch.get_num_threads())]  # fmt: skip
-    # when the CLI runs 1 step, then is run again asking for 2
-    assert train_adain.main([*args, "--steps", "1"]) == 0
-    capsys.readouterr()
-    assert train_adain.main([*args, "--steps", "2"]) == 0
-    # then the second run resumed from the first and printed its summary
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 2 and summary["resumed_from"] == 1
+    # given the one CLI, a work dir and a final checkpoint inside it
+    out, curve = tmp_path / "adain-decoder.pt", tmp_path / "loss_curve.png"
+    work = ["--work-dir", str(tmp_path), "--checkpoint-every", "1"]
+    args = _stylefarm_train_adain(tiny_datasets, *work, "--loss-curve", str(curve), "-o", str(out))
+    # when it runs 1 step, then is run again asking for 2
+    assert stylefarm([*args, "--steps", "1"]) == 0, capsys.readouterr().err
+    assert stylefarm([*args, "--steps", "2"]) == 0, capsys.readouterr().err
+    # then the second run resumed from the first, logged each step once and wrote its curve
+    metrics = load_checkpoint(out, kind="adain-decoder")["training"]["metrics"]
+    assert metrics["steps"] == 2 and metrics["resumed_from"] == 1
+    assert "resumed_from=1" in capsys.readouterr().err
     assert [json.loads(x)["step"] for x in (tmp_path / "losses.jsonl").read_text().splitlines()] == [1, 2]
-    assert (tmp_path / "loss_curve.png").is_file()
-    assert Path(summary["checkpoint"]) == tmp_path / "adain-decoder.pt"
+    assert Image.open(curve).format == "PNG"
+
+
+def test_cli_max_minutes_keeps_the_work_dir_and_a_rerun_finishes(tiny_datasets, tmp_path, capsys):
+    # given a training command with the default work dir (OUTPUT.work)
+    out = tmp_path / "dec.pt"
+    args = _stylefarm_train_adain(tiny_datasets, "--steps", "2", "-o", str(out))
+    # when its time box is used up before the first step
+    assert stylefarm([*args, "--max-minutes", "0"]) == 0, capsys.readouterr().err
+    # then -o holds the decoder as it stands, the work dir stays, and the message says how to go on
+    assert load_checkpoint(out, kind="adain-decoder")["training"]["step"] == 0
+    assert (tmp_path / "dec.pt.work" / "checkpoint.pt").is_file()
+    assert "rerun the same command" in capsys.readouterr().err
+    # when it runs again without a time box
+    assert stylefarm(args) == 0, capsys.readouterr().err
+    # then it trained every step from there and removed its work dir
+    metrics = load_checkpoint(out, kind="adain-decoder")["training"]["metrics"]
+    assert metrics["steps"] == 2 and metrics["resumed_from"] == 0
+    assert not (tmp_path / "dec.pt.work").exists()
 
 
 def test_max_seconds_stops_cleanly_with_a_checkpoint_and_the_next_run_resumes(tiny_datasets, tmp_path):
@@ -161,17 +187,16 @@ def test_max_seconds_stops_cleanly_with_a_checkpoint_and_the_next_run_resumes(ti
         return real() + 10.0 * calls["n"]
 
     spec = _spec(tiny_datasets, steps=50, checkpoint_every=25)
-    ctx = EngineContext(work_dir=tmp_path)
     # when training with max_seconds=15
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_adain.time, "perf_counter", clock)
-        first = train_adain.run(spec, ctx, max_seconds=15.0)
+        mp.setattr(time_mod, "perf_counter", clock)
+        first = train_adain.run(spec, EngineContext(work_dir=tmp_path, max_seconds=15.0))
     # then it stopped early, between checkpoints, and still left a resumable checkpoint
     stopped_at = first.metrics["steps"]
     assert 1 <= stopped_at < 25
     assert load_checkpoint(tmp_path / "checkpoint.pt", kind="adain-decoder")["training"]["step"] == stopped_at
     # when the same run goes on without a budget
-    second = train_adain.run(spec, ctx)
+    second = train_adain.run(spec, EngineContext(work_dir=tmp_path))
     # then it resumes where the budget stopped it and finishes every step, logging each once
     assert second.metrics["resumed_from"] == stopped_at and second.metrics["steps"] == 50
     steps = [json.loads(x)["step"] for x in (tmp_path / "losses.jsonl").read_text().splitlines()]

@@ -9,12 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.engine.methods import fast
-
-from shared.engine.training import train_fast
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.context import EngineContext, Progress
+from shared.engine.methods import fast
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.training import train_fast
 from shared.errors import InvalidSpec, JobCanceled
 from shared.jobs.specs import FastSpec, TrainFastSpec
 
@@ -25,7 +24,7 @@ def _spec(tiny_datasets: tuple[Path, Path], steps: int) -> TrainFastSpec:
     return TrainFastSpec(
         name="tiny-cin", styles=styles, style_names=["first", "second"], dataset=str(content),
         steps=steps, batch_size=2, image_size=32, style_size=32, checkpoint_every=1, seed=3,
-    )  # fmt: skip
+    )
 
 
 def _train(spec: TrainFastSpec, work: Path) -> tuple[train_fast.TrainResult, list[Progress], list[Path]]:
@@ -40,16 +39,8 @@ def _net(payload: dict) -> CINTransformer:
     net.load_state_dict(payload["state_dict"])
     return net.eval()
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a shared, busy CPU OpenMP's
-    spinning barriers make 2-thread runs of these tests 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def two_steps(tiny_datasets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
@@ -121,7 +112,7 @@ def test_trained_model_renders_through_fast_run(two_steps, tmp_path: Path, make_
     content.write_bytes(make_png(50, 30, seed=4))
     # when fast.run renders each of its styles
     out = [fast.run(FastSpec(content=str(content), model=str(result.checkpoint), style=s, size=40), EngineContext())
-           for s in range(2)]  # fmt: skip
+           for s in range(2)]
     # expect images of the requested size, named styles, distinct per style
     assert all(r.image.size == (40, 24) for r in out)
     assert out[1].metrics["styles"] == {"second": 1.0} and out[1].metrics["n_styles"] == 2

@@ -41,8 +41,9 @@ from __future__ import annotations
 import functools
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,8 +65,8 @@ from shared.engine.images import (
     to_tensor,
 )
 from shared.engine.losses import masked_mean_std, mean_std, resize_mask
-from shared.engine.results import RenderResult
 from shared.engine.nets.vgg import VGG19Features, load_vgg19
+from shared.engine.results import RenderResult
 from shared.errors import InvalidMask, ModelUnavailable
 from shared.jobs.specs import DEFAULT_ADAIN_MODEL, AdainSpec
 
@@ -143,7 +144,7 @@ class Decoder(nn.Module):
             _ConvReLU(256, 128), up(),                                  # mirrors conv3_1, pool2
             _ConvReLU(128, 128), _ConvReLU(128, 64), up(),              # mirrors conv2_x, pool1
             _ConvReLU(64, 64), _ConvReLU(64, 3, relu=False),            # mirrors conv1_x
-        )  # fmt: skip
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.body(t)  # (B, 512, h, w) -> (B, 3, 8h, 8w)
@@ -176,7 +177,7 @@ def _decoder_path(model: str, ctx: EngineContext) -> Path:
     return Path(ctx.resolve_model(model))
 
 
-_DECODERS: "OrderedDict[tuple, tuple[Decoder, str]]" = OrderedDict()
+_DECODERS: OrderedDict[tuple, tuple[Decoder, str]] = OrderedDict()
 
 
 def load_decoder(model: str, ctx: EngineContext, device: torch.device) -> tuple[Decoder, str]:
@@ -329,7 +330,7 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
             mask_bytes = ctx.read_input(style.mask) if style.mask else None
             mask_sha = style_cache.sha256_bytes(mask_bytes) if mask_bytes else None
             key = ("adain", style_cache.sha256_bytes(style_bytes), mask_sha, spec.style_size,
-                   color_key, vgg_weights, str(device), str(dtype))  # fmt: skip
+                   color_key, vgg_weights, str(device), str(dtype))
             stats.append(
                 style_cache.get_or_compute(
                     key,
@@ -338,7 +339,7 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
                         content if spec.preserve_color else None, f"style {i + 1}",
                     ),
                 )
-            )  # fmt: skip
+            )
             ctx.check_cancel()
         ctx.report(2, total, stage="style")
 

@@ -15,7 +15,7 @@ takes ~0.05 s, so there is no on-disk cache) or any ``fast`` checkpoint that
 Speed: inference runs under ``torch.inference_mode`` with channels-last tensors and, where
 ``inference_dtype`` says so, bf16 (instance-norm statistics, gamma/beta and the output
 sigmoid stay fp32). On the built-in model bf16 gives 55-60 dB PSNR against fp32 on a
-photo (the engine's contract is >= 40 dB). ``benchmark`` measures our fp32 eager module,
+photo (the engine's contract is >= 40 dB). ``bench/engine.py`` measures our fp32 eager module,
 this optimized path and onnxruntime on the wheel's ONNX file side by side.
 """
 
@@ -23,24 +23,23 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.color import combine_luminance, luminance
 from shared.engine.context import EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device
 from shared.engine.images import crop_to, decode_image, fit_size, pad_to_multiple, resize, to_image, to_tensor
-from shared.engine.results import RenderResult
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.results import RenderResult
 from shared.errors import InvalidSpec, ModelUnavailable
 from shared.jobs.specs import BUILTIN_FAST_MODEL, FastSpec
 
@@ -79,19 +78,21 @@ def _checkpoint_cpu(path: Path, name: str) -> FastModel:
         net = CINTransformer(TransformerConfig.from_dict(payload["config"]))
         net.load_state_dict(payload["state_dict"], strict=True)
     except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise ModelUnavailable(f"model '{name}': checkpoint {path.name} does not hold a CIN transformer ({exc})") from None
+        raise ModelUnavailable(
+            f"model '{name}': checkpoint {path.name} does not hold a CIN transformer ({exc})"
+        ) from None
     names = list(payload.get("style_names") or [])
     if len(names) != net.n_styles:
         names = [f"style-{i:02d}" for i in range(net.n_styles)]
     return FastModel(name, net.eval().requires_grad_(False), tuple(names), str(path))
 
 
-_models: "collections.OrderedDict[tuple, FastModel]" = collections.OrderedDict()
+_models: collections.OrderedDict[tuple, FastModel] = collections.OrderedDict()
 _models_lock = threading.Lock()
 
 
 def _on_device(model: FastModel, device: torch.device) -> FastModel:
-    net = model.net.to(device=device, memory_format=torch.channels_last)
+    net = model.net.to(device).to(memory_format=torch.channels_last)
     return FastModel(model.name, net, model.style_names, model.source)
 
 
@@ -104,7 +105,7 @@ def load_fast_model(ref: str, ctx: EngineContext | None = None, device: torch.de
     device = torch.device(device)
     if ref == BUILTIN_FAST_MODEL:
         key: tuple = (BUILTIN_FAST_MODEL, str(device))
-        loader = _builtin_cpu
+        loader: Callable[[], FastModel] = _builtin_cpu
     else:
         ctx = ctx or EngineContext()
         path = Path(ctx.resolve_model(ref))
@@ -139,7 +140,8 @@ def style_vector(model: FastModel, weights: dict[int, float]) -> torch.Tensor:
         raise InvalidSpec(
             f"style index {', '.join(map(str, bad))} is out of range: model '{model.name}' has "
             f"{model.n_styles} styles (0 to {model.n_styles - 1})",
-            errors=[{"loc": "style" if len(weights) == 1 else "mix", "msg": f"index must be 0 to {model.n_styles - 1}"}],
+            errors=[{"loc": "style" if len(weights) == 1 else "mix",
+                     "msg": f"index must be 0 to {model.n_styles - 1}"}],
         )
     return model.net.style_vector(weights)
 
@@ -238,84 +240,3 @@ def run(spec: FastSpec, ctx: EngineContext) -> RenderResult:
         "height": image.height,
     }
     return RenderResult(image=image, metrics=metrics)
-
-
-# --- measurement (used by bench/engine) ---------------------------------------------------
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1]."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
-def benchmark(
-    image: Image.Image,
-    sizes: tuple[int, ...] = (256, 512, 1024),
-    style: int = 0,
-    repeats: int = 3,
-    device: str = "cpu",
-    onnxruntime: bool = True,
-    threads: int | None = None,
-) -> list[dict[str, Any]]:
-    """Seconds per image (best of ``repeats`` after a warm-up) for the built-in model.
-
-    Per size (longest side): ``fp32_eager`` (our module, fp32, NCHW, no_grad),
-    ``optimized`` (``stylize_tensor``: inference_mode + channels_last + autocast to
-    ``inference_dtype``), ``onnxruntime`` (the wheel's ONNX file, CPU provider) and
-    ``psnr_db`` of the optimized output against fp32 eager. ``threads`` sets both torch's
-    and onnxruntime's intra-op threads (default: torch's current setting).
-    """
-    if threads:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
-    dev = torch.device(device)
-    dtype = inference_dtype(dev)
-    model = load_fast_model(BUILTIN_FAST_MODEL, device=dev)
-    eager = _copy(_builtin_cpu()).net.to(dev)  # NCHW fp32 copy
-    vec = model.net.style_vector(style)  # (S,)
-    session = None
-    if onnxruntime and dev.type == "cpu":
-        import onnxruntime as ort
-
-        from shared.engine.nets.onnx_import import builtin_onnx_path
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(builtin_onnx_path()), opts, providers=["CPUExecutionProvider"])
-
-    def best(fn) -> tuple[float, Any]:
-        out = fn()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            out = fn()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            times.append(time.perf_counter() - t)
-        return min(times), out
-
-    rows = []
-    for side in sizes:
-        img = resize(image.convert("RGB"), fit_size(*image.size, side))
-        x = to_tensor(img, dev)  # (1, 3, H, W)
-        xp, hw = _pad_input(x, eager.config)  # (1, 3, H', W')
-
-        def run_eager() -> torch.Tensor:
-            with torch.no_grad():
-                return crop_to(eager(xp, vec), hw)  # (1, 3, H, W)
-
-        t_eager, y32 = best(run_eager)
-        t_opt, yopt = best(lambda: stylize_tensor(model.net, x, vec, dtype))
-        row: dict[str, Any] = {
-            "size": side, "threads": threads, "width": img.width, "height": img.height, "dtype": str(dtype).removeprefix("torch."),
-            "fp32_eager_s": round(t_eager, 4), "optimized_s": round(t_opt, 4), "psnr_db": round(psnr(yopt, y32), 2),
-        }  # fmt: skip
-        if session is not None:
-            feed = {"image": xp.cpu().numpy(), "style_weights": vec.cpu().numpy()}
-            t_ort, yort = best(lambda: session.run(None, feed)[0])
-            row["onnxruntime_s"] = round(t_ort, 4)
-            row["onnxruntime_max_abs_diff"] = float(abs(crop_to(torch.from_numpy(yort), hw) - y32.cpu()).max())
-        rows.append(row)
-    return rows

