@@ -56,6 +56,16 @@ class JobOut(BaseModel):
     model_id: str | None = Field(description="model a training job produced")
     estimated_cost: CostOut
     links: dict[str, str]
+    position: int | None = Field(
+        default=None,
+        description="a queued job (GET /v1/jobs/{id} only): how many queued jobs of its queue run first "
+        "(higher priority, or the same priority and older); null otherwise",
+    )
+    estimated_start_s: float | None = Field(
+        default=None,
+        description="a queued job (GET /v1/jobs/{id} only): seconds until it starts, from its position, the "
+        "live workers on its queue and the recent mean duration of its method; null when unknown",
+    )
 
 
 class JobListOut(BaseModel):
@@ -98,8 +108,11 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return round(max(0.0, (end - start).total_seconds()), 3)
 
 
-def job_out(job: Job, base: str = "") -> JobOut:
-    """The public view of a job; ``base`` prefixes links (empty = root-relative)."""
+def job_out(
+    job: Job, base: str = "", *, position: int | None = None, estimated_start_s: float | None = None
+) -> JobOut:
+    """The public view of a job; ``base`` prefixes links (empty = root-relative); a queued
+    job's place in line when the caller computed it (``api.routes.fleet.queue_placement``)."""
     now = utcnow()
     queued_until = job.started_at or (now if job.status == "queued" else None)
     running_until = job.finished_at or (now if job.status == "running" else None)
@@ -140,6 +153,8 @@ def job_out(job: Job, base: str = "") -> JobOut:
         model_id=job.model_id,
         estimated_cost=CostOut(**CostEstimate.of(job.estimated_cost or 0.0, job.queue).__dict__),
         links=links,
+        position=position,
+        estimated_start_s=estimated_start_s,
     )
 
 

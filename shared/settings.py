@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.storage import s3 as s3_timeouts
+
 #: Keys that examples, tests and earlier compose files used: never valid in production.
 DEVELOPMENT_KEYS = frozenset({"dev-key", "key-a", "key-b", "test", "secret", "changeme", "default", "stylefarm"})
 MIN_PRODUCTION_KEY_LEN = 24
@@ -110,6 +112,25 @@ class Settings(BaseSettings):
         "only while attempts < max_attempts; otherwise the job fails",
     )
     worker_queues: str = "gpu,cpu"
+
+    # --- fleet and timeouts (workers known to the farm; nothing hangs the API) ---
+    worker_heartbeat_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="seconds between a worker's fleet heartbeats; its record expires after 3 missed ones",
+    )
+    s3_connect_timeout_s: float = Field(s3_timeouts.CONNECT_TIMEOUT_S, gt=0, description="S3: seconds to connect")
+    s3_read_timeout_s: float = Field(
+        s3_timeouts.READ_TIMEOUT_S, gt=0, description="S3: seconds each wait for bytes of an answer may take"
+    )
+    s3_max_attempts: int = Field(
+        s3_timeouts.MAX_ATTEMPTS, ge=1, le=10, description="S3: tries per call, the first included"
+    )
+    db_statement_timeout_s: float = Field(
+        5.0, ge=0, description="PostgreSQL statement_timeout of the API's sessions (0 = none)"
+    )
+    readiness_deadline_s: float = Field(1.0, gt=0, le=30, description="/readyz answers within this")
 
     # --- archives and worker disk caches (shared.archives, worker.caches) ---
     # An archive (an uploaded zip/tar, checked by the API and again when the worker extracts

@@ -4,13 +4,15 @@
   test imports ``shared.settings``), removed at the end.
 * ``redis_server`` -> ``RedisServer`` (``.url``, ``.process``)
 * ``postgres_server`` -> ``PostgresServer`` (``.url(db)``, ``.create_database(name)``);
-  skips with a reason when no PostgreSQL binaries are installed.
+  started on first use (tests/db's ``postgres_database`` asks for it unless
+  ``STYLEFARM_TEST_POSTGRES_URL`` names a server).
 * ``s3_server`` -> ``S3Server`` (moto; ``.endpoint``, ``.bucket``, ``.client()``, ``.keys()``)
 * ``farm`` -> ``Farm``: API + 2 Celery prefork workers, parametrized over the backends
   ``postgres-s3`` (PostgreSQL + moto S3) and ``sqlite-local`` (SQLite + local storage).
-* When tests that use ``postgres_database`` (tests/db) are collected and
-  ``STYLEFARM_TEST_POSTGRES_URL`` is unset, the harness's PostgreSQL is started and that
-  variable set to it.
+
+A backend that cannot be started (no PostgreSQL binaries, no moto) FAILS the tests that need
+it, so CI cannot go green without it; ``STYLEFARM_ALLOW_MISSING_BACKENDS=1`` turns that into a
+skip for a developer's partial run (``harness.missing_backend``).
 """
 
 from __future__ import annotations
@@ -33,19 +35,16 @@ from harness import (  # noqa: E402 - after STYLEFARM_HOME is set (tests/ is on 
     S3Server,
     StackError,
     Unavailable,
+    missing_backend,
     start_farm,
 )
 
-POSTGRES_ENV = "STYLEFARM_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite-local", "postgres-s3"]
-_needs_postgres = {"value": False}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
-        if "postgres_database" in names or "db_url" in names:
-            _needs_postgres["value"] = True
         if "farm" in names and "e2e" not in item.keywords:
             item.add_marker(pytest.mark.e2e)
 
@@ -73,7 +72,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer.start()
     except Unavailable as exc:
-        pytest.skip(f"PostgreSQL not available: {exc}")
+        missing_backend("PostgreSQL", exc)
     try:
         yield server
     finally:
@@ -85,29 +84,11 @@ def s3_server(servers_dir: Path) -> Iterator[S3Server]:
     try:
         server = S3Server.start(servers_dir)
     except Unavailable as exc:
-        pytest.skip(f"S3 (moto) not available: {exc}")
+        missing_backend("The S3 server (moto)", exc)
     try:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _test_postgres_env(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Give tests/db a PostgreSQL server when they are collected and none is configured."""
-    if os.environ.get(POSTGRES_ENV) or not _needs_postgres["value"]:
-        yield
-        return
-    try:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-    except pytest.skip.Exception:
-        yield  # their fixture then skips with its own reason
-        return
-    os.environ[POSTGRES_ENV] = server.url("postgres")
-    try:
-        yield
-    finally:
-        os.environ.pop(POSTGRES_ENV, None)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

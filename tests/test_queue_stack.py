@@ -14,7 +14,7 @@ from shared.cli.stack import ManagedProcess, Stack, free_port
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
 
-from harness import RedisServer
+from harness import RedisServer, gone
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, url: str) -> Settings:
@@ -77,21 +77,7 @@ def test_managed_process_stop_kills_its_process_group(tmp_path: Path) -> None:
         child = int(pidfile.read_text())
         assert proc.alive()
     assert not proc.alive()
-    assert _gone(child), f"background child {child} survived stop()"
-
-
-def _gone(pid: int, timeout: float = 5.0) -> bool:
-    """No such process, or only a zombie waiting for init to reap it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
+    assert gone(child), f"background child {child} survived stop()"
 
 
 def test_wait_ready_reports_early_exit_with_log(tmp_path: Path) -> None:

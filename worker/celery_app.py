@@ -7,6 +7,9 @@ workers start at once), pick the device. Models load lazily on the first job of 
 method and stay cached in the process.
 
 Beat (optional): ``celery -A worker.celery_app beat`` runs the reconciler every minute.
+
+The fleet registry (``worker.fleet``): the worker registers itself in Redis and heartbeats
+from its main process; each pool process reports its device and its current job.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import os
 
 from celery import Celery, signals
 
-from shared.broker.celery_config import RECONCILE_TASK_NAME, celery_config
+from shared.broker.celery_config import RECONCILE_TASK_NAME, RUN_JOB_TASK_NAME, celery_config
 from shared.settings import get_settings
+from worker import fleet
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -46,14 +50,17 @@ def _on_worker_init(**_kwargs) -> None:
     # Import torch and the engine once here: forked pool processes then start in
     # milliseconds (a respawned process must report up within worker_proc_alive_timeout).
     # Nothing touches CUDA before the fork; the device is picked in each child.
+    import subprocess
+    import sys
+
+    import torch  # noqa: F401
+
+    import shared.engine  # noqa: F401
 
     # Built-in models (and their style thumbnails) are registered by the first worker that
     # starts; later starts find them in the table and return at once. It runs in a child
     # process: rendering here would start torch's OpenMP thread pool in the parent, and
     # pool processes forked from it would then hang on their first parallel operation.
-    import subprocess
-    import sys
-
     subprocess.run([sys.executable, "-m", "worker.bootstrap"], check=False, timeout=600)
 
 
@@ -67,6 +74,51 @@ def _on_worker_process_init(**_kwargs) -> None:
     settings = get_settings()
     upgrade(settings.resolved_database_url)
     process_state.init_process(settings.device)
+
+
+# --- the fleet registry (worker.fleet): who this worker is, its heartbeat, its current job ---
+
+
+@signals.celeryd_after_setup.connect
+def _fleet_identity(sender: str, instance, **_kwargs) -> None:
+    fleet.remember_identity(sender, instance.app.amqp.queues.consume_from.keys())
+
+
+@signals.worker_ready.connect
+def _fleet_join(**_kwargs) -> None:
+    fleet.start_heartbeat()
+
+
+@signals.worker_shutting_down.connect
+def _fleet_stopping(**_kwargs) -> None:
+    fleet.mark_stopping()
+
+
+@signals.worker_shutdown.connect
+def _fleet_leave(**_kwargs) -> None:
+    fleet.leave()
+
+
+@signals.worker_process_init.connect
+def _fleet_device(**_kwargs) -> None:
+    fleet.report_device()
+
+
+def _fleet_job(task, args, *, started: bool) -> None:
+    """The pool process running a job task reports its current job (set, then cleared)."""
+    if task is None or task.name != RUN_JOB_TASK_NAME or not args:
+        return
+    (fleet.job_started if started else fleet.job_finished)(str(args[0]))
+
+
+@signals.task_prerun.connect
+def _fleet_job_started(task=None, args=None, **_kwargs) -> None:
+    _fleet_job(task, args, started=True)
+
+
+@signals.task_postrun.connect
+def _fleet_job_finished(task=None, args=None, **_kwargs) -> None:
+    _fleet_job(task, args, started=False)
 
 
 @signals.setup_logging.connect

@@ -14,7 +14,9 @@ from api.mask_checks import check_mask_shapes
 from api.problems import problem_responses
 from api.request_limits import read_json_object
 from api.routes.blobs import BLOB_RESPONSES, serve_blob
+from api.routes.fleet import PRIORITY_DOC, QUEUE_DOC, placement_request_hash, queue_placement
 from api.schemas import JobListOut, JobOut, job_out
+from shared.broker.celery_config import MAX_PRIORITY, QUEUES
 from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
 from shared.jobs import inputs, model_registry, quotas, store
@@ -135,27 +137,39 @@ async def submit_job(
     settings: SettingsDep,
     storage: StorageDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    priority: Annotated[int, Query(ge=0, le=MAX_PRIORITY, description=PRIORITY_DOC)] = 0,
+    queue: Annotated[Literal[QUEUES] | None, Query(description=QUEUE_DOC)] = None,  # type: ignore[valid-type]
 ) -> JobOut:
     """Validate the spec and its input references, check the tenant's budgets, store the job
     and queue it.
 
     With ``Idempotency-Key`` a retried request returns the same job (200) instead of
-    creating another; the same key with a different body is a 422 problem. Over a budget:
-    429 with ``Retry-After`` (a ``quota-exceeded`` problem naming the limit); a job above the
-    single-job cost limit: 422 ``job-too-expensive``. ``estimated_cost`` is in the answer.
+    creating another; the same key with a different body (or priority, or queue) is a 422
+    problem. Over a budget: 429 with ``Retry-After`` (a ``quota-exceeded`` problem naming the
+    limit); a job above the single-job cost limit: 422 ``job-too-expensive``. ``estimated_cost``
+    is in the answer.
     """
     body = await read_json_object(request)
     spec = parse_spec(body)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(check_mask_shapes, tenant, spec)
     await run_in_threadpool(_check_models, tenant, spec)
-    cost = estimate_cost(spec).gpu_seconds
+    placement = placement_request_hash(spec, priority, queue)
+    cost = estimate_cost(spec, queue).gpu_seconds
+
     def admit(session: Session) -> None:
         quotas.admit_job(session, tenant, cost, settings)
 
     job, created = await run_in_threadpool(
         lambda: store.create_job(
-            tenant, spec, idempotency_key=idempotency_key or None, estimated_cost=cost, admit=admit
+            tenant,
+            spec,
+            idempotency_key=idempotency_key or None,
+            priority=priority,
+            queue=queue,
+            request_hash=placement,
+            estimated_cost=cost,
+            admit=admit,
         )
     )
     if created:
@@ -184,8 +198,11 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404, 503))
 def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
-    """Status, progress, timings, error and result summary of a job."""
-    return job_out(store.get_job(job_id, tenant), _base(settings))
+    """Status, progress, timings, error and result summary of a job; a queued job's
+    ``position`` and ``estimated_start_s``."""
+    job = store.get_job(job_id, tenant)
+    position, estimated_start_s = queue_placement(job, settings)
+    return job_out(job, _base(settings), position=position, estimated_start_s=estimated_start_s)
 
 
 def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:

@@ -14,8 +14,12 @@ second worker.
 
 Priorities: ``enqueue_job(..., priority=p)`` takes 0 (normal, the default) to 9 (most
 urgent). Kombu's Redis transport serves *lower* numbers first, so the message priority is
-``9 - p`` mapped onto ``PRIORITY_STEPS``; each step is its own Redis list named
-``<queue>`` (step 0) or ``<queue>:<step>`` (see ``queue_list_names``).
+``9 - p``. There is one priority step per level (``PRIORITY_STEPS`` = 0..9), so every level
+is its own Redis list, named ``<queue>`` (step 0, priority 9) or ``<queue>:<step>`` (see
+``queue_list_names``, ``priority_list_name``): a worker takes the most urgent waiting
+message first and, within one level, the oldest (``shared.jobs.queue_stats`` counts a
+queued job's position by the same rule). The KEDA manifest (``deploy/k8s``) scales on
+exactly these lists (``tests/test_deploy_manifests.py``).
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from shared.settings import Settings, get_settings
 RUN_JOB_TASK_NAME = "stylefarm.run_job"
 RECONCILE_TASK_NAME = "stylefarm.reconcile"
 QUEUES = ("gpu", "cpu")
-# Kombu priority steps (lower = served first). Normal jobs (priority 0) land on step 9.
-PRIORITY_STEPS = (0, 3, 6, 9)
+# Kombu priority steps (lower = served first), one per priority level, so that no two levels
+# share a list. Normal jobs (priority 0) land on step 9. (Kombu's default has 4 steps: 0, 3, 6, 9;
+# those lists are among these, so messages sent under the default are still consumed.)
+PRIORITY_STEPS = tuple(range(10))
 PRIORITY_SEP = ":"
 MAX_PRIORITY = 9
 
@@ -48,9 +54,21 @@ def kombu_priority(priority: int) -> int:
     return MAX_PRIORITY - p
 
 
+def _list_name(queue: str, step: int) -> str:
+    return queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
+
+
 def queue_list_names(queue: str) -> list[str]:
-    """The Redis list keys holding waiting messages of ``queue`` (for monitoring/autoscaling)."""
-    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+    """The Redis list keys holding waiting messages of ``queue``, most urgent first (for
+    monitoring/autoscaling)."""
+    return [_list_name(queue, step) for step in PRIORITY_STEPS]
+
+
+def priority_list_name(queue: str, priority: int) -> str:
+    """The Redis list a job of stylefarm ``priority`` waits in on ``queue`` (kombu's rule:
+    the largest step not above the message priority)."""
+    kombu = kombu_priority(priority)
+    return _list_name(queue, max(step for step in PRIORITY_STEPS if step <= kombu))
 
 
 def celery_config(settings: Settings | None = None) -> dict[str, Any]:

@@ -5,8 +5,12 @@ sent by name (``RUN_JOB_TASK_NAME``, ``"stylefarm.run_job"``) with ``[job_id]`` 
 argument; each call gets a fresh task id, so a job enqueued twice (the reconciler re-sending
 a job that looks lost) still runs once: ``claim_job`` lets only the first message through.
 
-When Redis is unreachable this fails fast (a few seconds) with ``BrokerUnavailable``
+When Redis is unreachable or hung this fails fast (a few seconds: ``CONNECT_TIMEOUT_S`` to
+connect, ``SOCKET_TIMEOUT_S`` per answer, one retry) with ``BrokerUnavailable``
 (retryable): the job stays ``queued`` and the reconciler sends it again later.
+
+``queue_lengths`` / ``queue_depths``: the waiting messages of each queue (and of each of its
+priority lists), for ``GET /v1/queues`` and monitoring.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ import uuid
 
 from celery import Celery
 
-from shared.broker.celery_config import QUEUES, RUN_JOB_TASK_NAME, celery_config, kombu_priority
+from shared.broker.celery_config import (
+    QUEUES,
+    RUN_JOB_TASK_NAME,
+    celery_config,
+    kombu_priority,
+    queue_list_names,
+)
 from shared.errors import BrokerUnavailable
 from shared.jobs.methods import REGISTRY
 from shared.settings import Settings, get_settings
@@ -28,6 +38,11 @@ _apps: dict[str, Celery] = {}
 _lock = threading.Lock()
 
 CONNECT_TIMEOUT_S = 3.0
+#: The client's commands are short (LPUSH, LLEN, LRANGE): a Redis that does not answer one
+#: within this is treated as down (the workers keep the longer timeout of their BRPOP loop).
+SOCKET_TIMEOUT_S = 3.0
+#: One retry of a failed publish (after a reconnect), then give up.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
 def client_app(settings: Settings | None = None) -> Celery:
@@ -37,7 +52,13 @@ def client_app(settings: Settings | None = None) -> Celery:
         app = _apps.get(s.broker_url)
         if app is None:
             app = Celery("stylefarm-client", set_as_current=False)
-            app.conf.update(**celery_config(s))
+            conf = celery_config(s)
+            conf["broker_transport_options"] = {
+                **conf["broker_transport_options"],
+                "socket_connect_timeout": CONNECT_TIMEOUT_S,
+                "socket_timeout": SOCKET_TIMEOUT_S,
+            }
+            app.conf.update(**conf)
             _apps[s.broker_url] = app
         return app
 
@@ -69,7 +90,7 @@ def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | Non
                 priority=kombu_priority(priority),
                 connection=conn,
                 retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
+                retry_policy=PUBLISH_RETRY_POLICY,
                 **options,
             )
     except BrokerUnavailable:
@@ -83,18 +104,26 @@ def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | Non
     return task_id
 
 
-def queue_lengths(settings: Settings | None = None) -> dict[str, int]:
-    """Waiting messages per queue (all priority lists together)."""
-    from shared.broker.celery_config import queue_list_names
-
+def queue_depths(settings: Settings | None = None) -> dict[str, dict[str, int]]:
+    """Waiting messages of each queue, per Redis priority list: ``{queue: {list name: n}}``
+    with the lists most urgent first (``queue_list_names``). One pipelined round trip."""
     app = client_app(settings)
-    out: dict[str, int] = {}
     try:
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT_S)
-            client = conn.default_channel.client
-            for q in QUEUES:
-                out[q] = sum(int(client.llen(name)) for name in queue_list_names(q))
+            pipe = conn.default_channel.client.pipeline(transaction=False)
+            names = [(q, name) for q in QUEUES for name in queue_list_names(q)]
+            for _q, name in names:
+                pipe.llen(name)
+            lengths = pipe.execute()
     except Exception as exc:
         raise BrokerUnavailable(f"the job queue is unreachable ({type(exc).__name__})") from None
+    out: dict[str, dict[str, int]] = {q: {} for q in QUEUES}
+    for (q, name), n in zip(names, lengths, strict=True):
+        out[q][name] = int(n)
     return out
+
+
+def queue_lengths(settings: Settings | None = None) -> dict[str, int]:
+    """Waiting messages per queue (all priority lists together)."""
+    return {q: sum(lists.values()) for q, lists in queue_depths(settings).items()}

@@ -11,6 +11,9 @@ group, a readiness probe, a log file, stop by pid/process group) and ``Stack`` (
 order, stop in reverse) are used by ``stylefarm up``, ``stylefarm demo`` and the test
 harness (``tests/harness.py``). Every started child is also registered for an ``atexit``
 backstop, so an interpreter that exits without stopping its stack leaves nothing behind.
+
+``stylefarm up`` supervises its stack (``Supervisor``): a worker, Redis or the API that
+crashes is restarted with a backoff and a message; the farm stops only on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -156,6 +160,7 @@ class ManagedProcess:
         self.tier = tier  # Stack.stop stops higher tiers first (apps before the servers they use)
         self.proc: subprocess.Popen | None = None
         self._log_fh: BinaryIO | None = None
+        self.log_offset = 0  # size of the log when the current run started: its own lines follow
 
     # -- state --
     @property
@@ -183,8 +188,12 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         if self.alive():
             return self
+        if self._log_fh:  # a restart without stop(): the previous run's handle
+            with contextlib.suppress(OSError):
+                self._log_fh.close()
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             self._log_fh = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed by stop()
         out = self._log_fh if self._log_fh else subprocess.DEVNULL
         kwargs: dict = dict(self.popen_kwargs)
@@ -319,6 +328,99 @@ class Stack:
         self.stop()
 
 
+# --- supervision ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Watch:
+    """What the supervisor knows of one process."""
+
+    failures: int = 0  # consecutive crashes: the backoff doubles with each
+    restart_at: float | None = None  # monotonic time of the pending restart
+    started_at: float = field(default_factory=time.monotonic)
+    announced: bool = True  # its readiness after a restart was reported
+
+
+class Supervisor:
+    """Keeps every process of a stack running until told to stop.
+
+    A process that exits (a crash, a kill, an out-of-memory) is reported with its exit code
+    and the end of its log, its process group is cleaned up (a worker's orphaned pool
+    children), and it is started again, with the same command, port and data directory,
+    after a backoff: ``backoff_s``, doubled after each crash that follows within
+    ``stable_after_s`` of a restart, at most ``max_backoff_s``. Its readiness after the
+    restart is reported too. A process added to the stack later (e.g. the sweeper) is
+    supervised the same way. ``run`` returns only when ``stop`` is set (Ctrl-C / SIGTERM in
+    ``stylefarm up``); stopping the stack is the caller's.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        say: Callable[[str], None] | None = None,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        stable_after_s: float = 60.0,
+    ) -> None:
+        self.stack = stack
+        self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stable_after_s = stable_after_s
+        self.restarts: dict[str, int] = {}
+        self._watch: dict[str, _Watch] = {}
+
+    def tick(self) -> None:
+        """One look at every process: report, clean up and schedule or do restarts."""
+        now = time.monotonic()
+        for proc in list(self.stack.processes):
+            watch = self._watch.setdefault(proc.name, _Watch())
+            if proc.alive():
+                self._check_alive(proc, watch, now)
+            elif watch.restart_at is None:
+                self._crashed(proc, watch, now)
+            elif now >= watch.restart_at:
+                self._restart(proc, watch, now)
+
+    def _check_alive(self, proc: ManagedProcess, watch: _Watch, now: float) -> None:
+        if not watch.announced and (proc.ready is None or proc.ready()):
+            watch.announced = True
+            self.say(f"{proc.name} is back (pid {proc.pid}, {now - watch.started_at:.1f}s after its restart)")
+        if watch.failures and now - watch.started_at > self.stable_after_s:
+            watch.failures = 0
+
+    def _crashed(self, proc: ManagedProcess, watch: _Watch, now: float) -> None:
+        delay = min(self.max_backoff_s, self.backoff_s * 2**watch.failures)
+        watch.failures += 1
+        watch.restart_at = now + delay
+        code = proc.returncode()
+        tail = proc.log_tail(10)
+        self.say(
+            f"{proc.name} (pid {proc.pid}) exited with code {code}; restarting it in {delay:.1f}s"
+            f" (log: {proc.log_path})" + (f"\n{tail}" if tail else "")
+        )
+        proc.stop(timeout=0)  # the dead leader's group: orphaned children go too
+
+    def _restart(self, proc: ManagedProcess, watch: _Watch, now: float) -> None:
+        try:
+            proc.start()
+        except OSError as exc:
+            delay = min(self.max_backoff_s, self.backoff_s * 2**watch.failures)
+            watch.failures += 1
+            watch.restart_at = now + delay
+            self.say(f"{proc.name} could not be started ({exc}); trying again in {delay:.1f}s")
+            return
+        self.restarts[proc.name] = self.restarts.get(proc.name, 0) + 1
+        watch.restart_at, watch.started_at, watch.announced = None, now, False
+        self.say(f"restarted {proc.name} (pid {proc.pid}, restart {self.restarts[proc.name]})")
+
+    def run(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+        """Supervise until ``stop`` is set."""
+        while not stop.wait(interval_s):
+            self.tick()
+
+
 # --- the pieces ---------------------------------------------------------------------------
 
 
@@ -367,10 +469,17 @@ def api_process(env: Mapping[str, str], port: int | None = None, *, log_dir: Pat
     return proc, url
 
 
-def _log_contains(path: Path, needle: str) -> Callable[[], bool]:
+def _log_contains(proc: ManagedProcess, needle: str) -> Callable[[], bool]:
+    """A probe: ``needle`` appears in what the current run of ``proc`` logged (a restarted
+    process appends to the same log, so earlier runs' lines do not count)."""
+    wanted = needle.encode()
+
     def probe() -> bool:
-        with contextlib.suppress(OSError):
-            return needle in path.read_text(errors="replace")
+        if proc.log_path is None:
+            return False
+        with contextlib.suppress(OSError), open(proc.log_path, "rb") as fh:
+            fh.seek(proc.log_offset)
+            return wanted in fh.read()
         return False
 
     return probe
@@ -387,10 +496,11 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
     ]
     wenv = dict(env)
     wenv["STYLEFARM_WORKER_NAME"] = name
-    return ManagedProcess(
-        name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path,
-        ready=_log_contains(log_path, " ready."), ready_timeout=180, stop_timeout=15, tier=1,
+    proc = ManagedProcess(
+        name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path, ready_timeout=180, stop_timeout=15, tier=1,
     )
+    proc.ready = _log_contains(proc, " ready.")
+    return proc
 
 
 def migrate_database(env: Mapping[str, str], timeout: float = 180.0) -> None:
@@ -516,13 +626,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"stylefarm is up: API {stack.api_url}  (docs {stack.api_url}/docs)", flush=True)
         print(f"  broker {stack.broker_url}; state and logs in {stack.home}; Ctrl-C to stop", flush=True)
-        while not stop.wait(1.0):
-            dead = stack.dead()
-            if dead:
-                for p in dead:
-                    print(f"{p.name} exited with code {p.returncode()}; see {p.log_path}", file=sys.stderr)
-                    print(p.log_tail(15), file=sys.stderr)
-                return 1
+        # A crashed worker, Redis or API is restarted; only Ctrl-C / SIGTERM stops the farm.
+        Supervisor(stack).run(stop)
         print("stopping...", file=sys.stderr, flush=True)
         return 0
     finally:

@@ -8,6 +8,12 @@
 
 Connection-level failures surface as ``shared.errors.DatabaseUnavailable`` (retryable),
 so the worker retries them and the API answers 503 instead of 500.
+
+Nothing waits long: PostgreSQL connects within ``PG_CONNECT_TIMEOUT_S``, a request waits at
+most ``PG_POOL_TIMEOUT_S`` for a pooled connection, and ``configure(url,
+statement_timeout_s=...)`` (the API) gives the default engine's sessions a server-side
+``statement_timeout``: a statement stuck on a lock or a slow plan is canceled and the request
+answers 503. Engines for an explicit URL (migrations) have no statement timeout.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ from shared.errors import DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 PG_CONNECT_TIMEOUT_S = 5
+PG_POOL_TIMEOUT_S = 5
 
 _lock = threading.Lock()
-_engines: dict[str, Engine] = {}
-_sessionmakers: dict[str, sessionmaker[Session]] = {}
+#: Engines by (URL, statement timeout in ms; 0 = none).
+_engines: dict[tuple[str, int], Engine] = {}
+_sessionmakers: dict[tuple[str, int], sessionmaker[Session]] = {}
 _default_url: str | None = None
+_default_statement_timeout_ms = 0
 
 
 def normalize_url(url: str) -> str:
@@ -46,14 +55,16 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
 
 
-def configure(url: str | None) -> None:
-    """Set the process-wide default database URL (``None`` = from ``get_settings()``).
+def configure(url: str | None, *, statement_timeout_s: float | None = None) -> None:
+    """Set the process-wide default database URL (``None`` = from ``get_settings()``) and
+    the statement timeout of its sessions (PostgreSQL only; ``None`` or 0 = none).
 
     ``create_app(settings)`` and the worker call this so that every ``shared.jobs.store``
     function, which opens its own short session, talks to the configured database.
     """
-    global _default_url
+    global _default_url, _default_statement_timeout_ms
     _default_url = normalize_url(url) if url else None
+    _default_statement_timeout_ms = int((statement_timeout_s or 0) * 1000)
 
 
 def default_url() -> str:
@@ -76,7 +87,7 @@ def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, statement_timeout_ms: int = 0) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs: dict[str, Any] = {
@@ -93,31 +104,47 @@ def _create_engine(url: str) -> Engine:
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        if statement_timeout_ms > 0:
+            connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
         return create_engine(
             parsed,
             pool_pre_ping=True,  # drop connections a restarted PostgreSQL has closed
-            connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+            pool_timeout=PG_POOL_TIMEOUT_S,
+            connect_args=connect_args,
         )
     return create_engine(parsed, pool_pre_ping=True)
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The (cached, one per URL) engine for ``url`` or for the default URL."""
-    key = normalize_url(url) if url else default_url()
+def _engine_key(url: str | None) -> tuple[str, int]:
+    """An explicit URL gets no statement timeout; the default URL gets the configured one
+    (PostgreSQL only: other databases share one engine per URL)."""
+    if url:
+        return normalize_url(url), 0
+    default = default_url()
+    return default, _default_statement_timeout_ms if make_url(default).get_backend_name() == "postgresql" else 0
+
+
+def _cached_engine(key: tuple[str, int]) -> Engine:
     engine = _engines.get(key)
     if engine is None:
         with _lock:
             engine = _engines.get(key)
             if engine is None:
-                engine = _engines[key] = _create_engine(key)
+                engine = _engines[key] = _create_engine(*key)
                 _sessionmakers[key] = sessionmaker(engine, expire_on_commit=False)
     return engine
 
 
+def get_engine(url: str | None = None) -> Engine:
+    """The (cached, one per URL) engine for ``url`` or for the default URL."""
+    return _cached_engine(_engine_key(url))
+
+
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     """The (cached) sessionmaker bound to ``get_engine(url)``."""
-    key = normalize_url(url) if url else default_url()
-    get_engine(key)
+    key = _engine_key(url)
+    _cached_engine(key)
     return _sessionmakers[key]
 
 
@@ -145,7 +172,7 @@ def translate_db_errors() -> Iterator[None]:
     except sa_exc.SQLAlchemyError as exc:
         if is_unavailable_error(exc):
             raise DatabaseUnavailable(
-                f"The database is unavailable ({type(exc.orig or exc).__name__}); try again shortly."
+                f"The database is unavailable ({type(getattr(exc, 'orig', None) or exc).__name__}); try again shortly."
             ) from exc
         raise
 

@@ -85,6 +85,9 @@ def get_storage(settings: Settings | None = None) -> Storage:
             settings.s3_region,
             settings.s3_access_key,
             settings.s3_secret_key,
+            settings.s3_connect_timeout_s,
+            settings.s3_read_timeout_s,
+            settings.s3_max_attempts,
         )
     else:
         key = ("local", str(settings.resolved_storage_dir))
@@ -98,6 +101,9 @@ def get_storage(settings: Settings | None = None) -> Storage:
                     region=settings.s3_region,
                     access_key=settings.s3_access_key,
                     secret_key=settings.s3_secret_key,
+                    connect_timeout_s=settings.s3_connect_timeout_s,
+                    read_timeout_s=settings.s3_read_timeout_s,
+                    max_attempts=settings.s3_max_attempts,
                 )
             else:
                 storage = LocalStorage(settings.resolved_storage_dir)

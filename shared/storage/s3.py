@@ -46,6 +46,16 @@ def unavailable(operation: str, exc: BaseException, reason: str | None = None) -
     )
 
 
+#: Defaults of ``Settings.s3_*``: a store that does not accept a connection within
+#: CONNECT_TIMEOUT_S, or leaves a read waiting READ_TIMEOUT_S, counts as a failed try; a call
+#: gives up after MAX_ATTEMPTS tries (the first included) with ``StorageUnavailable``, so a
+#: hung store costs a caller about MAX_ATTEMPTS * READ_TIMEOUT_S, never minutes. The read
+#: timeout bounds each wait for bytes, not a whole transfer: large uploads and downloads stream.
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 5.0
+MAX_ATTEMPTS = 2
+
+
 class S3Storage:
     """Any S3-compatible store (AWS, MinIO, Ceph, R2, moto) through boto3.
 
@@ -60,9 +70,9 @@ class S3Storage:
         region: str = "us-east-1",
         access_key: str | None = None,
         secret_key: str | None = None,
-        connect_timeout_s: float = 5,
-        read_timeout_s: float = 60,
-        max_attempts: int = 3,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -78,7 +88,7 @@ class S3Storage:
             config=Config(
                 connect_timeout=connect_timeout_s,
                 read_timeout=read_timeout_s,
-                retries={"max_attempts": max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 signature_version="s3v4",
             ),
         )
@@ -190,9 +200,13 @@ class S3Storage:
             )
 
     def ping(self) -> None:
-        """Cheap: the bucket answers (``probe`` writes and reads back)."""
-        self._bucket_ready = False  # re-check: readiness must reflect the store now
-        self._ensure_bucket()
+        """Reach the bucket now (readiness). Creates it when missing, like first use; other
+        calls do not wait on a ping (no shared lock once the bucket is known)."""
+        if not self._bucket_ready:
+            self._ensure_bucket()
+            return
+        with self._errors("reach its bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
 
     def probe(self) -> None:
         """Write, read back and delete a small object under a reserved key (``probe_key``):

@@ -50,7 +50,8 @@ def test_given_submit_json_expect_the_uploaded_job_then_status_and_jobs_agree(
     code, out, _ = run(capsys, "jobs", "--url", api_url, "--json")
     assert code == 0 and [j["id"] for j in json.loads(out)["items"]] == [job["id"]]
     code, out, _ = run(capsys, "status", job["id"], "--url", api_url)
-    assert code == 0 and out.split() == [job["id"], "fast", "queued", "0%"]
+    # (the API answers a queued job's position; no worker here, so no start estimate)
+    assert code == 0 and out.split() == [job["id"], "fast", "queued", "0%", "position", "0"]
     # and plain submit prints the bare id on stdout, for $(...)
     code, out, _ = run(capsys, "submit", "fast", str(photo), "--url", api_url)
     assert code == 0 and len(out.strip()) == 32 and out.strip() != job["id"]

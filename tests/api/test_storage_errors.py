@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from api.routes.health import CACHE_S as READINESS_CACHE_S
 from shared.errors import NotFound, StorageUnavailable
 from shared.settings import Settings
 from shared.storage import PROBE_PREFIX, LocalStorage, S3Storage, input_key
@@ -34,7 +35,7 @@ from shared.storage import local as local_storage
 from worker.job_runtime import JobRuntime
 
 from api_helpers import assert_problem, png_bytes, upload
-from harness import S3Server, Unavailable
+from harness import S3Server, Unavailable, missing_backend
 
 RETRYABLE_ERRNOS = [errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EIO, errno.ENOTDIR]
 
@@ -123,6 +124,7 @@ def test_given_broken_storage_expect_readyz_reports_storage_without_path(
     assert LocalStorage(settings.resolved_storage_dir).list(PROBE_PREFIX) == []  # probe objects are deleted
 
     break_local_root(settings.resolved_storage_dir)
+    time.sleep(READINESS_CACHE_S)  # readiness answers are reused that long
     body = assert_problem(client.get("/readyz"), 503)
 
     assert body["checks"]["storage"].startswith("error") and "StorageUnavailable" in body["checks"]["storage"]
@@ -170,7 +172,7 @@ def start_moto(base: Path) -> S3Server:
     try:
         return S3Server.start(base)
     except Unavailable as exc:
-        pytest.skip(f"S3 (moto) not available: {exc}")
+        missing_backend("The S3 server (moto)", exc)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Fixtures for the database tests: a migrated scratch database per test.
 
-``db_url`` runs every test on a SQLite file database and, when
-``STYLEFARM_TEST_POSTGRES_URL`` names a PostgreSQL server (the harness sets it, or set
-it by hand), again on a fresh database there.
+``db_url`` runs every test on a SQLite file database and again on a fresh PostgreSQL
+database: on the server ``STYLEFARM_TEST_POSTGRES_URL`` names, else on the harness's own
+(``postgres_server``; a machine that cannot run PostgreSQL fails these tests, see
+``harness.missing_backend``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ POSTGRES_ENV = "STYLEFARM_TEST_POSTGRES_URL"
 
 
 @pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """An empty scratch database on the ``STYLEFARM_TEST_POSTGRES_URL`` server (skipped
-    without one), dropped afterwards."""
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_ENV} is not set")
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty scratch database on the ``STYLEFARM_TEST_POSTGRES_URL`` server, or on the
+    harness's PostgreSQL when that is unset; dropped afterwards."""
+    base = os.environ.get(POSTGRES_ENV) or request.getfixturevalue("postgres_server").url("postgres")
     base_url = make_url(db_session.normalize_url(base))
     name = f"sf_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(base_url, isolation_level="AUTOCOMMIT")

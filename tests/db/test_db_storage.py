@@ -22,6 +22,8 @@ from shared.storage import (
     thumbnail_key,
 )
 
+from harness import missing_backend
+
 SHA = "ab" * 32
 
 
@@ -30,7 +32,10 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
     if request.param == "local":
         yield LocalStorage(tmp_path / "blobs")
         return
-    moto = pytest.importorskip("moto")
+    try:
+        import moto
+    except ImportError as exc:
+        missing_backend("moto (S3 in process)", exc)
     with moto.mock_aws():
         yield S3Storage("sf-test", region="us-east-1", access_key="test", secret_key="test")
 
