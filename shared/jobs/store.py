@@ -42,6 +42,7 @@ from shared.errors import (
 from shared.jobs.methods import get_method, parse_spec
 from shared.jobs.status import GUARDS, Guard, JobStatus, sources_of
 from shared.jobs.tenants import check_tenant
+from shared.webhooks.state import WebhookState
 
 MAX_LIST_LIMIT = 200
 
@@ -159,12 +160,15 @@ def create_job(
     priority: int = 0,
     queue: str | None = None,
     parent_id: str | None = None,
+    webhook_url: str | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; returns ``(job, created)``.
 
     With an ``idempotency_key``: if the tenant already has a job under that key with the
     same ``request_hash`` (default: hash of the normalized spec), that job is returned with
     ``created=False``; with a different hash ``IdempotencyKeyReused`` (422) is raised.
+    A ``webhook_url`` (already checked, ``shared.webhooks.destinations``) gets the job's
+    final-status event.
     """
     check_tenant(tenant)
     spec_json = _spec_dict(spec)
@@ -207,6 +211,8 @@ def create_job(
         attempts=0,
         cancel_requested=False,
         parent_id=parent_id,
+        webhook_url=webhook_url,
+        webhook_state=WebhookState.PENDING.value if webhook_url else None,
         created_at=now,
         updated_at=now,
     )

@@ -1,5 +1,5 @@
 """The public view of a job (``GET /v1/jobs/{id}``), built from its row without the API: the
-API answers it, the event stream sends it, and the worker can send it too."""
+API answers it, the event stream sends it and a webhook event carries it as its ``data``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,20 @@ class ResultOut(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class WebhookOut(BaseModel):
+    url: str
+    state: str = Field(description="pending (not delivered yet) | delivered | failed (gave up, or refused)")
+    attempts: int = Field(description="deliveries tried so far")
+    last_status: int | None = Field(
+        description="HTTP status of the last attempt; null before one, or without a response"
+    )
+    last_error: str | None = Field(description="why the last attempt failed")
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="while pending: when the next attempt is due (during an attempt: the end of its lease)"
+    )
+
+
 class JobOut(BaseModel):
     id: str
     method: str
@@ -49,6 +63,7 @@ class JobOut(BaseModel):
     result: ResultOut | None
     model_id: str | None = Field(description="model a training job produced")
     links: dict[str, str]
+    webhook: WebhookOut | None = Field(description="delivery of the final-status event; null without a webhook")
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -98,4 +113,19 @@ def job_out(job: Job, base: str = "") -> JobOut:
         result=result,
         model_id=job.model_id,
         links=links,
+        webhook=webhook_out(job),
+    )
+
+
+def webhook_out(job: Job) -> WebhookOut | None:
+    if not job.webhook_url:
+        return None
+    return WebhookOut(
+        url=job.webhook_url,
+        state=job.webhook_state or "pending",
+        attempts=job.webhook_attempts,
+        last_status=job.webhook_last_status,
+        last_error=job.webhook_last_error,
+        delivered_at=job.webhook_delivered_at,
+        next_attempt_at=job.webhook_next_attempt_at,
     )
