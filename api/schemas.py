@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from shared.db.orm import Input, ModelRow
 
-# The job view lives in shared/ (the worker can send it too); re-exported here.
+# The job view lives in shared/ (the worker sends it in webhook events); re-exported here.
 from shared.jobs.views import JobOut as JobOut
 from shared.jobs.views import job_out as job_out
 
@@ -18,6 +18,14 @@ from shared.jobs.views import job_out as job_out
 class JobListOut(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class WebhookSecretOut(BaseModel):
+    secret: str = Field(
+        description="whsec_<base64>: the key of the HMAC-SHA256 in each webhook's webhook-signature header "
+        "(Standard Webhooks; e.g. standardwebhooks.Webhook(secret).verify(body, headers))"
+    )
+    created_at: datetime = Field(description="when this secret was made (first use or last rotation)")
 
 
 class InputOut(BaseModel):

@@ -19,9 +19,6 @@ from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
 from shared.jobs import inputs, model_registry, store
 from shared.jobs.methods import METHOD_NAMES, job_spec_adapter, parse_spec
 from shared.jobs.outcomes import parse_outcome
-from shared.jobs.status import JobStatus
-from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix, preview_key
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -31,7 +28,9 @@ from shared.jobs.specs import (
 )
 from shared.jobs.status import JobStatus
 from shared.settings import Settings
-from shared.storage import Storage, dataset_prefix
+from shared.storage import Storage, dataset_prefix, preview_key
+from shared.webhooks.destinations import check_destination
+from shared.webhooks.dispatch import notify_final
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -124,7 +123,14 @@ def _enqueue(job: Job, settings: Settings) -> None:
     responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}}
     | problem_responses(401, 413, 415, 422, 503),
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
+        "requestBody": {
+            "required": True,
+            "description": "A job spec (its `method` picks the schema) and, beside its fields, an optional "
+            "`webhook`: an http(s) URL that gets the job's signed final-status event (Standard Webhooks; "
+            "the secret is at GET /v1/webhook-secret). A URL that resolves to a loopback, private, link-local "
+            "or metadata address is a 422 problem unless the operator allows it.",
+            "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}},
+        }
     },
     summary="Submit a job",
 )
@@ -140,14 +146,23 @@ async def submit_job(
 
     With ``Idempotency-Key`` a retried request returns the same job (200) instead of
     creating another; the same key with a different body is a 422 problem.
+    A ``webhook`` URL beside the spec's fields is checked (``shared.webhooks.destinations``)
+    and gets the job's final-status event.
     """
     body = await read_json_object(request)
+    webhook = body.pop("webhook", None)
     spec = parse_spec(body)
+    request_hash = None
+    if webhook is not None:
+        await run_in_threadpool(check_destination, webhook, settings)
+        request_hash = store.request_hash_of({"spec": spec.model_dump(mode="json"), "webhook": webhook})
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(check_mask_shapes, tenant, spec)
     await run_in_threadpool(_check_models, tenant, spec)
     job, created = await run_in_threadpool(
-        lambda: store.create_job(tenant, spec, idempotency_key=idempotency_key or None)
+        lambda: store.create_job(
+            tenant, spec, idempotency_key=idempotency_key or None, request_hash=request_hash, webhook_url=webhook
+        )
     )
     if created:
         await run_in_threadpool(_enqueue, job, settings)
@@ -180,7 +195,9 @@ def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
 
 
 def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:
-    return job_out(store.request_cancel(job_id, tenant), _base(settings))
+    job = store.request_cancel(job_id, tenant)
+    notify_final(job, settings)  # a queued job is canceled here, with no worker to send its webhook
+    return job_out(job, _base(settings))
 
 
 @router.post(
