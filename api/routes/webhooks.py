@@ -9,7 +9,6 @@ new signature.
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import TenantDep
 from api.problems import problem_responses
@@ -25,23 +24,17 @@ def _out(row: WebhookSecret, response: Response) -> WebhookSecretOut:
     return WebhookSecretOut(secret=row.secret, created_at=row.created_at)
 
 
-@router.get(
-    "",
-    response_model=WebhookSecretOut,
-    responses=problem_responses(401, 503),
-    summary="The tenant's webhook signing secret",
-)
-async def read_webhook_secret(tenant: TenantDep, response: Response) -> WebhookSecretOut:
+#: Both answer the secret (``response_model`` from the return type) or a problem.
+RESPONSES = problem_responses(401, 503)
+
+
+@router.get("", responses=RESPONSES, summary="The tenant's webhook signing secret")
+def read_webhook_secret(tenant: TenantDep, response: Response) -> WebhookSecretOut:
     """The secret that signs the tenant's webhook events (made now if there is none yet)."""
-    return _out(await run_in_threadpool(secrets.get_secret, tenant), response)
+    return _out(secrets.get_secret(tenant), response)
 
 
-@router.post(
-    "/rotate",
-    response_model=WebhookSecretOut,
-    responses=problem_responses(401, 503),
-    summary="Replace the tenant's webhook signing secret",
-)
-async def rotate_webhook_secret(tenant: TenantDep, response: Response) -> WebhookSecretOut:
+@router.post("/rotate", responses=RESPONSES, summary="Replace the tenant's webhook signing secret")
+def rotate_webhook_secret(tenant: TenantDep, response: Response) -> WebhookSecretOut:
     """A new secret, in force at once: every delivery attempt from now on is signed with it."""
-    return _out(await run_in_threadpool(secrets.rotate_secret, tenant), response)
+    return _out(secrets.rotate_secret(tenant), response)

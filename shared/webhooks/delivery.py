@@ -82,11 +82,11 @@ def _attempt(job: Job, msg_id: str, number: int, settings: Settings) -> AttemptR
         return _failed(number, None, exc.detail, settings)
     body = event_body(job, settings.public_url.rstrip("/"))
     headers = signed_headers(get_secret(job.tenant).secret, msg_id, body)
-    address = destination.addresses[0]
     try:
-        response = transport.post(destination, address, body.encode(), headers)
+        response = transport.post(destination, body.encode(), headers)
     except (OSError, http.client.HTTPException) as exc:
-        return _failed(number, None, f"no response from {address}: {type(exc).__name__}: {exc}", settings)
+        where = ", ".join(destination.addresses)
+        return _failed(number, None, f"no response from {where}: {type(exc).__name__}: {exc}", settings)
     if 200 <= response.status < 300:
         return AttemptRecord(WebhookState.DELIVERED, status=response.status)
     if 300 <= response.status < 400:

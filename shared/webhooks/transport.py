@@ -1,6 +1,7 @@
 """One webhook POST, to an address already checked (``shared.webhooks.destinations``).
 
-The connection goes to that address, never to a fresh lookup of the name; the URL's host
+The connection goes to one of those addresses (the first that answers, in the resolver's
+order), never to a fresh lookup of the name; the URL's host
 still names the request (``Host``) and, for https, the TLS server name the certificate must
 match. Redirects are never followed (``http.client`` does not, and no proxy from the
 environment is used). The connection must open within ``CONNECT_TIMEOUT_S`` and the whole
@@ -33,26 +34,39 @@ class Response:
 
 
 class _PinnedConnection(http.client.HTTPConnection):
-    """An http(s) connection to ``address`` for a URL whose host is ``host``, done by ``deadline``."""
+    """An http(s) connection for ``destination``, to the first of its checked addresses that
+    answers (each gets ``CONNECT_TIMEOUT_S``), done by ``deadline``."""
 
-    def __init__(self, destination: Destination, address: str, deadline: float) -> None:
+    def __init__(self, destination: Destination, deadline: float) -> None:
         super().__init__(destination.host, destination.port, timeout=TOTAL_TIMEOUT_S)
         self.default_port = DEFAULT_PORTS[destination.scheme]  # no ":443" in the Host header
-        self._address = address
+        self._addresses = destination.addresses
         self._deadline = deadline
         self._tls = ssl.create_default_context() if destination.scheme == "https" else None
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), timeout=CONNECT_TIMEOUT_S)
+        error: OSError = ConnectionError("no address to connect to")
+        for address in self._addresses:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                sock = socket.create_connection((address, self.port), timeout=min(CONNECT_TIMEOUT_S, remaining))
+                break
+            except OSError as exc:
+                error = exc
+        else:
+            raise error
         sock.settimeout(max(0.01, self._deadline - time.monotonic()))  # the TLS handshake too
         self.sock = self._tls.wrap_socket(sock, server_hostname=self.host) if self._tls is not None else sock
 
 
-def post(destination: Destination, address: str, body: bytes, headers: dict[str, str]) -> Response:
-    """POST ``body`` to ``destination`` at ``address``; ``OSError`` (refused, reset, timed out,
-    TLS) or ``http.client.HTTPException`` when no complete response came back in time."""
+def post(destination: Destination, body: bytes, headers: dict[str, str]) -> Response:
+    """POST ``body`` to ``destination`` (at one of its checked addresses); ``OSError`` (refused,
+    reset, timed out, TLS) or ``http.client.HTTPException`` when no complete response came
+    back in time."""
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
-    conn = _PinnedConnection(destination, address, deadline)
+    conn = _PinnedConnection(destination, deadline)
     timer: threading.Timer | None = None
     try:
         conn.connect()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
 
 import redis
 from standardwebhooks import Webhook
+from test_db_state_machine import _race  # n threads released together
 
 from shared.db.orm import utcnow
 from shared.jobs import store
@@ -24,7 +22,6 @@ from harness import RedisServer
 
 SPEC = {"method": "fast", "content": "a" * 64}
 HOOK = "http://127.0.0.1:9/hook"
-T = TypeVar("T")
 
 
 def finished_job(webhook: str | None = HOOK) -> str:
@@ -32,26 +29,6 @@ def finished_job(webhook: str | None = HOOK) -> str:
     store.claim_job(job.id, task_id="task", worker="w")
     store.succeed_job(job.id, {"keys": {"image": "k"}, "width": 1, "height": 1, "size_bytes": 1}, task_id="task")
     return job.id
-
-
-def at_once(n: int, fn: Callable[[], T]) -> list[T]:
-    """``fn`` called from ``n`` threads released together; their results."""
-    barrier = threading.Barrier(n)
-    results: list[T] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
-        result = fn()
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def test_given_webhook_expect_pending_and_event_id_per_final_status(db_url: str) -> None:
@@ -68,8 +45,9 @@ def test_given_final_job_when_many_claim_at_once_expect_one_attempt(db_url: str)
     job_id = finished_job()
     revision = store.get_job(job_id).revision
 
-    claims = at_once(6, lambda: state.claim_attempt(job_id))
+    claims = _race(6, lambda i: state.claim_attempt(job_id))
 
+    assert not [c for c in claims if isinstance(c, Exception)], claims
     won = [c for c in claims if c is not None]
     assert len(won) == 1 and won[0].webhook_attempts == 1
     job = store.get_job(job_id)
@@ -106,7 +84,7 @@ def test_given_stale_attempt_result_expect_dropped(db_url: str) -> None:
 
 def test_given_final_job_when_notified_twice_expect_due_once(db_url: str) -> None:
     job_id = finished_job()
-    assert at_once(4, lambda: state.mark_due(job_id)).count(True) == 1
+    assert _race(4, lambda i: state.mark_due(job_id)).count(True) == 1
     assert store.get_job(job_id).webhook_next_attempt_at is not None
     assert not state.mark_due(finished_job(webhook=None))  # no webhook: nothing to send
 
@@ -137,7 +115,7 @@ def test_given_lost_messages_expect_found_by_the_sweep(db_url: str) -> None:
 
 
 def test_given_tenant_expect_secret_made_once_and_rotated(db_url: str) -> None:
-    made = at_once(4, lambda: secrets.get_secret("t1").secret)
+    made = _race(4, lambda i: secrets.get_secret("t1").secret)
     assert len(set(made)) == 1
     secret = made[0]
     assert secret.startswith("whsec_") and Webhook(secret).sign("m", utcnow(), "{}").startswith("v1,")
