@@ -22,7 +22,7 @@ from api.allowed_methods import OptionsMiddleware
 from api.deps import KeyCache
 from api.problems import Problem, document_validation_problems, install_problem_handlers
 from api.request_limits import BodyLimitMiddleware
-from api.routes import events, fleet, health, inputs, jobs, models
+from api.routes import events, fleet, health, inputs, jobs, models, webhooks
 from shared.db import session as db_session
 from shared.settings import Settings, get_settings
 from shared.storage import get_storage
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     install_problem_handlers(app)
     app.add_middleware(OptionsMiddleware, routes=app.router.routes)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes)
-    for module in (health, inputs, jobs, events, models, fleet):
+    for module in (health, inputs, jobs, events, models, fleet, webhooks):
         app.include_router(module.router)
     mount_studio(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

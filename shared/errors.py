@@ -63,6 +63,20 @@ class InvalidMask(InvalidImage):
     title, slug = "Invalid mask", "invalid-mask"
 
 
+class InvalidWebhook(StylefarmError):
+    """A job's ``webhook`` URL that cannot be used (scheme, form, or a name that does not resolve)."""
+
+    status, title, slug = 422, "Invalid webhook URL", "invalid-webhook"
+
+
+class WebhookDestinationRefused(InvalidWebhook):
+    """A ``webhook`` URL whose host resolves to an address webhooks may not reach (loopback,
+    private, link-local, multicast, reserved, cloud metadata) and that the operator did not
+    allow (``Settings.webhook_allow_hosts``)."""
+
+    title, slug = "Webhook destination not allowed", "webhook-destination-refused"
+
+
 class PayloadTooLarge(StylefarmError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 

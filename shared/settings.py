@@ -11,11 +11,13 @@ production refuses a development API key (``DEVELOPMENT_KEYS``, or any key short
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.storage import s3 as s3_timeouts
@@ -149,6 +151,32 @@ class Settings(BaseSettings):
     dataset_cache_budget_bytes: int = Field(
         16 << 30, gt=0, description="disk for extracted dataset archives and synced prefix datasets"
     )
+
+    # --- webhooks (shared.webhooks): a job's signed POST when it ends ---
+    webhook_allow_hosts: str = Field(
+        "",
+        description="comma-separated host names, IP addresses or CIDRs (127.0.0.1, hooks.internal, 10.8.0.0/16) "
+        "a webhook may reach although they are loopback, private, link-local, ... (refused otherwise); plain http "
+        "is then allowed in production too. A cloud-metadata address is only allowed when named exactly",
+    )
+    webhook_max_attempts: int = Field(10, ge=1, le=50, description="deliveries tried per event before giving up")
+    webhook_backoff_base_s: float = Field(
+        5.0, gt=0, description="after failed attempt n the next waits base * 2**(n-1) seconds, capped at the max"
+    )
+    webhook_backoff_max_s: float = Field(3600.0, gt=0)
+
+    @field_validator("webhook_allow_hosts")
+    @classmethod
+    def _webhook_allow_entries(cls, value: str) -> str:
+        """Each entry is an address, a network or a host name; anything else is a typo."""
+        entries = [e.strip().lower().rstrip(".") for e in value.split(",") if e.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip("[]"), strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", entry):
+                    raise ValueError(f"webhook_allow_hosts: {entry!r} is not a host name, address or CIDR") from None
+        return ",".join(entries)
 
     @model_validator(mode="after")
     def _secrets_outside_development(self) -> Settings:

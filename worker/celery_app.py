@@ -27,7 +27,7 @@ log = logging.getLogger("stylefarm.worker")
 
 app = Celery("stylefarm")
 app.conf.update(**celery_config(get_settings()))
-app.conf.imports = ("worker.tasks", "worker.reconcile")
+app.conf.imports = ("worker.tasks", "worker.reconcile", "worker.webhooks")
 app.conf.beat_schedule = {
     "reconcile-stuck-jobs": {
         "task": RECONCILE_TASK_NAME,

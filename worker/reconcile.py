@@ -7,6 +7,8 @@
   than the method's hard time limit plus ``grace_s``: its worker is gone. It is requeued
   and sent again while ``attempts < Settings.max_attempts`` (the one retry budget, shared
   with the worker's retries of transient errors), failed with a problem otherwise.
+* A job's webhook event still pending (``shared.webhooks``) long after it was due: its
+  delivery message was lost or never sent. It is sent again (``resend_lost``).
 
 Sending a job twice is harmless: ``claim_job`` lets one message through.
 
@@ -35,6 +37,7 @@ from shared.errors import EngineError, InvalidTransition, StylefarmError
 from shared.jobs import store
 from shared.jobs.methods import MAX_HARD_LIMIT_S, REGISTRY
 from shared.settings import Settings, get_settings
+from shared.webhooks.dispatch import resend_lost
 from worker.celery_app import app
 
 log = logging.getLogger("stylefarm.reconcile")
@@ -49,6 +52,7 @@ class Report:
     reenqueued: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    webhooks_resent: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -155,6 +159,10 @@ def reconcile(*, queued_after_s: float = QUEUED_AFTER_S, grace_s: float = GRACE_
             continue  # it moved on by itself meanwhile
         except StylefarmError as exc:
             report.errors.append(f"{row.id}: {exc}")
+    try:  # webhook events whose delivery message was lost (or never sent, as for the jobs failed above)
+        report.webhooks_resent = resend_lost(settings)
+    except StylefarmError as exc:
+        report.errors.append(f"webhooks: {exc}")
     return report
 
 

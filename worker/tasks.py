@@ -50,6 +50,7 @@ from shared.jobs.methods import REGISTRY, parse_spec
 from shared.jobs.outcomes import TrainOutcome
 from shared.settings import get_settings
 from shared.storage import get_storage
+from shared.webhooks.dispatch import notify_final
 from worker import process_state
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
@@ -104,11 +105,14 @@ def _problem(err: StylefarmError, job_id: str) -> dict[str, Any]:
 
 
 def _finish(fn, *args, **kwargs) -> None:
-    """Call a final-status function; losing a race (InvalidTransition) is only logged."""
+    """Call a final-status function, then send the job's webhook event if it has one
+    (``shared.webhooks.dispatch``); losing a race (InvalidTransition) is only logged."""
     try:
-        fn(*args, **kwargs)
+        job = fn(*args, **kwargs)
     except InvalidTransition as exc:
         log.warning("%s", exc)
+        return
+    notify_final(job)
 
 
 @app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=get_settings().max_attempts, acks_late=True,

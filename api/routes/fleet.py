@@ -119,14 +119,18 @@ PRIORITY_DOC = "0 (normal) .. 9 (most urgent): a worker takes the most urgent wa
 QUEUE_DOC = "the queue (resource class) to run on; default: the method's queue in the method registry"
 
 
-def placement_request_hash(spec: JobSpecModel, priority: int, queue: str | None) -> str | None:
-    """The idempotency hash of a submission with a non-default priority or queue (so that a
-    key reused with another placement is refused); ``None`` = the spec's own hash."""
+def placement_request_hash(
+    spec: JobSpecModel, priority: int, queue: str | None, webhook: str | None = None
+) -> str | None:
+    """The idempotency hash of a submission with a non-default priority or queue, or with a
+    webhook (so that a key reused with another placement or webhook is refused); ``None`` = the
+    spec's own hash."""
     spec_json = spec.model_dump(mode="json")
     default_queue = get_method(spec_json["method"]).queue
-    if priority == 0 and queue in (None, default_queue):
+    if priority == 0 and queue in (None, default_queue) and webhook is None:
         return None
-    return request_hash_of({"spec": spec_json, "priority": priority, "queue": queue or default_queue})
+    extra: dict[str, object] = {"webhook": webhook} if webhook is not None else {}
+    return request_hash_of({"spec": spec_json, "priority": priority, "queue": queue or default_queue, **extra})
 
 
 # --- routes --------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from shared.jobs.specs import (
 from shared.jobs.status import JobStatus
 from shared.settings import Settings
 from shared.storage import Storage, dataset_prefix, preview_key
+from shared.webhooks.destinations import check_destination
+from shared.webhooks.dispatch import notify_final
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("stylefarm.api")
@@ -126,7 +128,14 @@ def _enqueue(job: Job, settings: Settings) -> None:
         others={200: {"description": "Replay of an earlier request with the same Idempotency-Key", "model": JobOut}},
     ),
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}}}
+        "requestBody": {
+            "required": True,
+            "description": "A job spec (its `method` picks the schema) and, beside its fields, an optional "
+            "`webhook`: an http(s) URL that gets the job's signed final-status event (Standard Webhooks; "
+            "the secret is at GET /v1/webhook-secret). A URL that resolves to a loopback, private, link-local "
+            "or metadata address is a 422 problem unless the operator allows it.",
+            "content": {"application/json": {"schema": JOB_SPEC_SCHEMA}},
+        }
     },
     summary="Submit a job",
 )
@@ -148,13 +157,18 @@ async def submit_job(
     problem. Over a budget: 429 with ``Retry-After`` (a ``quota-exceeded`` problem naming the
     limit); a job above the single-job cost limit: 422 ``job-too-expensive``. ``estimated_cost``
     is in the answer.
+    A ``webhook`` URL beside the spec's fields is checked (``shared.webhooks.destinations``)
+    and gets the job's final-status event.
     """
     body = await read_json_object(request)
+    webhook = body.pop("webhook", None)
     spec = parse_spec(body)
+    if webhook is not None:
+        await run_in_threadpool(check_destination, webhook, settings)
     await run_in_threadpool(_check_refs, tenant, spec, storage)
     await run_in_threadpool(check_mask_shapes, tenant, spec)
     await run_in_threadpool(_check_models, tenant, spec)
-    placement = placement_request_hash(spec, priority, queue)
+    placement = placement_request_hash(spec, priority, queue, webhook)
     cost = estimate_cost(spec, queue).gpu_seconds
 
     def admit(session: Session) -> None:
@@ -170,6 +184,7 @@ async def submit_job(
             request_hash=placement,
             estimated_cost=cost,
             admit=admit,
+            webhook_url=webhook,
         )
     )
     if created:
@@ -206,7 +221,9 @@ def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
 
 
 def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:
-    return job_out(store.request_cancel(job_id, tenant), _base(settings))
+    job = store.request_cancel(job_id, tenant)
+    notify_final(job, settings)  # a queued job is canceled here, with no worker to send its webhook
+    return job_out(job, _base(settings))
 
 
 @router.post(

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 typed ORM models: ``jobs``, ``inputs``, ``models``, ``api_keys``, ``tenant_limits``.
+"""SQLAlchemy 2.0 typed ORM models: ``jobs``, ``inputs``, ``models``, ``api_keys``, ``tenant_limits``,
+``webhook_secrets``.
 
 Every row carries a ``tenant`` so multi-tenancy needs no schema change. Timestamps are
 stored in UTC and always come back timezone-aware (SQLite forgets the zone, so a small
@@ -31,6 +32,7 @@ from sqlalchemy.types import TypeDecorator
 
 TENANT_LEN = 64
 ID_LEN = 32
+WEBHOOK_URL_LEN = 2048
 
 
 def new_id() -> str:
@@ -134,6 +136,13 @@ class Job(Base):
         Index("ix_jobs_tenant_status_created", "tenant", "status", "created_at"),
         # list_jobs pages on (created_at, id) within a tenant.
         Index("ix_jobs_tenant_created_id", "tenant", "created_at", "id"),
+        # the reconciler's sweep for webhook events whose message was lost: only pending ones
+        Index(
+            "ix_jobs_webhook_pending",
+            "finished_at",
+            sqlite_where=text("webhook_state = 'pending'"),
+            postgresql_where=text("webhook_state = 'pending'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
@@ -172,6 +181,16 @@ class Job(Base):
     preview_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # shared.jobs.cost: reference GPU-seconds, fixed at admission; quotas sum it over jobs in flight.
     estimated_cost: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    # --- the job's webhook (``shared.webhooks``): one signed event when it reaches a final status ---
+    webhook_url: Mapped[str | None] = mapped_column(String(WEBHOOK_URL_LEN), nullable=True)
+    # None (no webhook) | pending (not delivered yet) | delivered | failed (gave up or refused)
+    webhook_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    webhook_last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # HTTP status of the last try
+    webhook_last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    webhook_delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # when the next attempt is due; while an attempt runs, the end of its lease
+    webhook_next_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ApiKey(Base):
@@ -207,3 +226,14 @@ class TenantLimits(Base):
     max_job_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_upload_bytes_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookSecret(Base):
+    """The tenant's webhook signing secret (``whsec_<base64>``), made on first use, rotated on
+    request. Kept in the clear: the tenant reads it back to verify signatures."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_LEN), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

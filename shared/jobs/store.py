@@ -42,6 +42,7 @@ from shared.errors import (
 from shared.jobs.methods import get_method, parse_spec
 from shared.jobs.status import GUARDS, Guard, JobStatus, sources_of
 from shared.jobs.tenants import check_tenant
+from shared.webhooks.state import WebhookState
 
 MAX_LIST_LIMIT = 200
 
@@ -161,6 +162,7 @@ def create_job(
     parent_id: str | None = None,
     estimated_cost: float = 0.0,
     admit: Callable[[Session], None] | None = None,
+    webhook_url: str | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; returns ``(job, created)``.
 
@@ -171,6 +173,8 @@ def create_job(
     ``admit(session)`` runs in the inserting transaction just before the insert (the tenant's
     budget check, ``shared.jobs.quotas.admit_job``); whatever it raises, nothing is written.
     A replay of an existing job is not admitted again.
+    A ``webhook_url`` (already checked, ``shared.webhooks.destinations``) gets the job's
+    final-status event.
     """
     check_tenant(tenant)
     spec_json = _spec_dict(spec)
@@ -213,6 +217,8 @@ def create_job(
         attempts=0,
         cancel_requested=False,
         parent_id=parent_id,
+        webhook_url=webhook_url,
+        webhook_state=WebhookState.PENDING.value if webhook_url else None,
         created_at=now,
         updated_at=now,
         estimated_cost=estimated_cost,

@@ -282,7 +282,8 @@ def test_given_a_job_that_runs_when_waited_expect_its_progress_then_the_result(
 ) -> None:
     # given a queued job and a worker that will run it
     job = farm.submit(farm.with_uploads({"method": "fast", "content": str(content)}))
-    worker = play_worker(job.id, settings)
+    # each state lasts over two of the event stream's 0.5 s polls, so none is merged away
+    worker = play_worker(job.id, settings, delay=1.2)
     seen: list[Job] = []
     # when the client waits for it
     done = farm.wait(job.id, timeout=30, on_progress=seen.append)

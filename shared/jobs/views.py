@@ -1,0 +1,156 @@
+"""The public view of a job (``GET /v1/jobs/{id}``), built from its row without the API: the
+API answers it, the event stream sends it and a webhook event carries it as its ``data``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shared.db.orm import Job, utcnow
+from shared.jobs.cost import UNIT, CostEstimate
+from shared.jobs.outcomes import RenderOutcome, parse_outcome
+
+
+class ProgressOut(BaseModel):
+    fraction: float = Field(description="0..1")
+    step: int
+    total: int
+    loss: float | None
+    stage: str
+
+
+class TimingsOut(BaseModel):
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queue_seconds: float | None = Field(description="waiting time before the (latest) start; so far while queued")
+    run_seconds: float | None = Field(description="running time of the latest attempt; so far while running")
+
+
+class ResultOut(BaseModel):
+    width: int | None = Field(default=None, description="of the output image; null for training jobs")
+    height: int | None = Field(default=None, description="of the output image; null for training jobs")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class CostOut(BaseModel):
+    gpu_seconds: float = Field(description=f"estimated cost in {UNIT} (shared/jobs/cost.py): what tenant budgets count")
+    seconds: float = Field(description="expected run time on a worker of the job's queue")
+    queue: str
+
+
+class WebhookOut(BaseModel):
+    url: str
+    state: str = Field(description="pending (not delivered yet) | delivered | failed (gave up, or refused)")
+    attempts: int = Field(description="deliveries tried so far")
+    last_status: int | None = Field(
+        description="HTTP status of the last attempt; null before one, or without a response"
+    )
+    last_error: str | None = Field(description="why the last attempt failed")
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="while pending: when the next attempt is due (during an attempt: the end of its lease)"
+    )
+
+
+class JobOut(BaseModel):
+    id: str
+    method: str
+    status: str
+    spec: dict[str, Any]
+    queue: str
+    priority: int
+    attempts: int
+    cancel_requested: bool
+    progress: ProgressOut
+    timings: TimingsOut
+    error: dict[str, Any] | None = Field(description="RFC 9457 problem details of the failure (or last retry)")
+    result: ResultOut | None
+    model_id: str | None = Field(description="model a training job produced")
+    estimated_cost: CostOut
+    links: dict[str, str]
+    position: int | None = Field(
+        default=None,
+        description="a queued job (GET /v1/jobs/{id} only): how many queued jobs of its queue run first "
+        "(higher priority, or the same priority and older); null otherwise",
+    )
+    estimated_start_s: float | None = Field(
+        default=None,
+        description="a queued job (GET /v1/jobs/{id} only): seconds until it starts, from its position, the "
+        "live workers on its queue and the recent mean duration of its method; null when unknown",
+    )
+    webhook: WebhookOut | None = Field(
+        default=None, description="delivery of the final-status event; null without a webhook"
+    )
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round(max(0.0, (end - start).total_seconds()), 3)
+
+
+def job_out(
+    job: Job, base: str = "", *, position: int | None = None, estimated_start_s: float | None = None
+) -> JobOut:
+    """The public view of a job; ``base`` prefixes links (empty = root-relative); a queued
+    job's place in line when the caller computed it (``api.routes.fleet.queue_placement``)."""
+    now = utcnow()
+    queued_until = job.started_at or (now if job.status == "queued" else None)
+    running_until = job.finished_at or (now if job.status == "running" else None)
+    self_link = f"{base}/v1/jobs/{job.id}"
+    links = {"self": self_link, "cancel": f"{self_link}/cancel"}
+    if job.preview_version:
+        links["preview"] = f"{self_link}/preview?v={job.preview_version}"
+    if job.status == "succeeded":
+        links["result"] = f"{self_link}/result"
+    if job.model_id:
+        links["model"] = f"{base}/v1/models/{job.model_id}"
+    result = None
+    if job.result is not None:
+        outcome = parse_outcome(job.result)
+        if isinstance(outcome, RenderOutcome):
+            result = ResultOut(width=outcome.width, height=outcome.height, metrics=outcome.metrics)
+        else:
+            result = ResultOut(metrics=outcome.metrics)
+    return JobOut(
+        id=job.id,
+        method=job.method,
+        status=job.status,
+        spec=job.spec,
+        queue=job.queue,
+        priority=job.priority,
+        attempts=job.attempts,
+        cancel_requested=job.cancel_requested,
+        progress=ProgressOut(fraction=job.progress, step=job.step, total=job.total, loss=job.loss, stage=job.stage),
+        timings=TimingsOut(
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            queue_seconds=_seconds(job.created_at, queued_until),
+            run_seconds=_seconds(job.started_at, running_until),
+        ),
+        error=job.error,
+        result=result,
+        model_id=job.model_id,
+        estimated_cost=CostOut(**CostEstimate.of(job.estimated_cost or 0.0, job.queue).__dict__),
+        links=links,
+        position=position,
+        estimated_start_s=estimated_start_s,
+        webhook=webhook_out(job),
+    )
+
+
+def webhook_out(job: Job) -> WebhookOut | None:
+    if not job.webhook_url:
+        return None
+    return WebhookOut(
+        url=job.webhook_url,
+        state=job.webhook_state or "pending",
+        attempts=job.webhook_attempts,
+        last_status=job.webhook_last_status,
+        last_error=job.webhook_last_error,
+        delivered_at=job.webhook_delivered_at,
+        next_attempt_at=job.webhook_next_attempt_at,
+    )
