@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     )
     worker_queues: str = "gpu,cpu"
 
+    # --- logs and metrics (shared.logs, api.metrics, worker.metrics) ---
+    log_format: Literal["json", "text"] | None = Field(
+        None, description="json (one object per line) or text; unset: text in development, json in production"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the worker's Prometheus /metrics (served by its main process); 0 = off"
+    )
+    worker_metrics_host: str = Field("0.0.0.0", description="address the worker's metrics port binds to")
+
     # --- archives and worker disk caches (shared.archives, worker.caches) ---
     # An archive (an uploaded zip/tar, checked by the API and again when the worker extracts
     # it) is refused the moment it crosses one cap, counted while it is decompressed.
@@ -108,6 +118,12 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"production settings need: {', '.join(missing)}")
         return self
+
+    @property
+    def resolved_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env == "production" else "text"
 
     @property
     def resolved_database_url(self) -> str:

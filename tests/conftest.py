@@ -8,6 +8,8 @@
 * ``s3_server`` -> ``S3Server`` (moto; ``.endpoint``, ``.bucket``, ``.client()``, ``.keys()``)
 * ``farm`` -> ``Farm``: API + 2 Celery prefork workers, parametrized over the backends
   ``postgres-s3`` (PostgreSQL + moto S3) and ``sqlite-local`` (SQLite + local storage).
+* ``job_db`` -> the URL of a migrated SQLite database in the test's tmp dir, made the default
+  of ``shared.jobs.store`` for the test (tasks run eagerly in the test process use it).
 * When tests that use ``postgres_database`` (tests/db) are collected and
   ``STYLEFARM_TEST_POSTGRES_URL`` is unset, the harness's PostgreSQL is started and that
   variable set to it.
@@ -128,3 +130,16 @@ def farm(
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture
+def job_db(tmp_path: Path) -> Iterator[str]:
+    from shared.db import session as db_session
+    from shared.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    db_session.configure(url)
+    yield url
+    db_session.configure(None)
+    db_session.dispose_engines()
