@@ -20,10 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.allowed_methods import OptionsMiddleware
 from api.deps import KeyCache
+from api.metrics import install_metrics
 from api.problems import Problem, document_validation_problems, install_problem_handlers
 from api.request_limits import BodyLimitMiddleware
 from api.routes import events, fleet, health, inputs, jobs, models, webhooks
 from shared.db import session as db_session
+from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 from shared.storage import get_storage
 
@@ -74,6 +76,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # uvicorn's own loggers log through the same handler and format as ours
+        configure_logging(settings, service="api", adopt=("uvicorn", "uvicorn.access"))
         if migrate:
             from shared.db.migrate import upgrade
 
@@ -92,6 +96,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     install_problem_handlers(app)
     app.add_middleware(OptionsMiddleware, routes=app.router.routes)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.max_upload_bytes)
+    install_metrics(app, settings)  # the outermost middleware: it sees every answer
     for module in (health, inputs, jobs, events, models, fleet, webhooks):
         app.include_router(module.router)
     mount_studio(app)

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
         5.0, ge=0, description="PostgreSQL statement_timeout of the API's sessions (0 = none)"
     )
     readiness_deadline_s: float = Field(1.0, gt=0, le=30, description="/readyz answers within this")
+    # --- logs and metrics (shared.logs, api.metrics, worker.metrics) ---
+    log_format: Literal["json", "text"] | None = Field(
+        None, description="json (one object per line) or text; unset: text in development, json in production"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the worker's Prometheus /metrics (served by its main process); 0 = off"
+    )
+    worker_metrics_host: str = Field("0.0.0.0", description="address the worker's metrics port binds to")
 
     # --- archives and worker disk caches (shared.archives, worker.caches) ---
     # An archive (an uploaded zip/tar, checked by the API and again when the worker extracts
@@ -197,6 +206,12 @@ class Settings(BaseSettings):
                     "or keys in SQL (`stylefarm keys create`)"
                 )
         return self
+
+    @property
+    def resolved_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.env == "production" else "text"
 
     @property
     def resolved_database_url(self) -> str:

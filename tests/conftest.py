@@ -13,6 +13,11 @@
 A backend that cannot be started (no PostgreSQL binaries, no moto) FAILS the tests that need
 it, so CI cannot go green without it; ``STYLEFARM_ALLOW_MISSING_BACKENDS=1`` turns that into a
 skip for a developer's partial run (``harness.missing_backend``).
+* ``job_db`` -> the URL of a migrated SQLite database in the test's tmp dir, made the default
+  of ``shared.jobs.store`` for the test (tasks run eagerly in the test process use it).
+* When tests that use ``postgres_database`` (tests/db) are collected and
+  ``STYLEFARM_TEST_POSTGRES_URL`` is unset, the harness's PostgreSQL is started and that
+  variable set to it.
 """
 
 from __future__ import annotations
@@ -109,3 +114,16 @@ def farm(
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture
+def job_db(tmp_path: Path) -> Iterator[str]:
+    from shared.db import session as db_session
+    from shared.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    db_session.configure(url)
+    yield url
+    db_session.configure(None)
+    db_session.dispose_engines()

@@ -414,3 +414,26 @@ def start_farm(backend: str, *, home: Path, redis: RedisServer, postgres: Postgr
         stack.stop()
         raise
     return Farm(backend=backend, api_url=api_url, env=env, db_url=db_url, home=home, stack=stack, workers=ws, s3=s3)
+
+
+# --- Prometheus scrapes -----------------------------------------------------------------
+
+#: One scrape: (sample name, its labels) -> value.
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """The samples of a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric_total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when there are none)."""
+    want = set(labels.items())
+    return sum(v for (n, lbls), v in samples.items() if n == name and want <= lbls)

@@ -187,19 +187,6 @@ def test_every_message_carries_its_methods_time_limits(
 # --- the worker dispatches it ----------------------------------------------------------------
 
 
-@pytest.fixture
-def job_db(tmp_path: Path) -> Iterator[str]:
-    from shared.db import session as db_session
-    from shared.db.migrate import upgrade
-
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    upgrade(url)
-    db_session.configure(url)
-    yield url
-    db_session.configure(None)
-    db_session.dispose_engines()
-
-
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
 def test_worker_task_runs_the_entry_point_under_the_soft_limit(
     method: Method, job_db: str, monkeypatch: pytest.MonkeyPatch

@@ -123,8 +123,53 @@ def _fleet_job_finished(task=None, args=None, **_kwargs) -> None:
 
 @signals.setup_logging.connect
 def _setup_logging(loglevel=None, **_kwargs) -> None:
-    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel or "INFO").upper())
-    logging.basicConfig(
-        level=level if isinstance(level, int) else logging.INFO,
-        format="%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s",
-    )
+    """JSON or text lines (``Settings.log_format``) with the worker's name; ``--loglevel`` wins."""
+    from shared.logs import configure_logging
+    from worker.process_state import worker_name
+
+    configure_logging(get_settings(), service="worker", level=loglevel or None, static={"worker": worker_name()})
+
+
+# --- metrics (worker.metrics): the server in the main process, samples from the pool ---------
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_kwargs) -> None:
+    from worker import metrics
+
+    metrics.serve(get_settings())
+
+
+@signals.worker_shutdown.connect
+def _stop_serving_metrics(**_kwargs) -> None:
+    from worker import metrics
+
+    metrics.stop_serving()
+
+
+@signals.worker_process_init.connect
+def _count_pool_process(**_kwargs) -> None:
+    from worker import metrics
+
+    metrics.pool_process_started()
+
+
+@signals.worker_process_shutdown.connect
+def _forget_pool_process(**_kwargs) -> None:
+    from worker import metrics
+
+    metrics.pool_process_stopped(os.getpid())
+
+
+@signals.task_prerun.connect
+def _observe_task_start(task_id=None, task=None, args=None, **_kwargs) -> None:
+    from worker import metrics
+
+    metrics.task_started(task_id, task, args)
+
+
+@signals.task_postrun.connect
+def _observe_task_end(task_id=None, retval=None, state=None, **_kwargs) -> None:
+    from worker import metrics
+
+    metrics.task_finished(task_id, retval, state)

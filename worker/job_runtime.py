@@ -40,6 +40,7 @@ from shared.jobs import inputs, model_registry, store
 from shared.jobs.specs import dataset_prefix_name
 from shared.settings import Settings
 from shared.storage import Storage, checkpoint_key, dataset_prefix, preview_key
+from worker import metrics as worker_metrics
 from worker.caches import DiskCache, cached_download, extract_archive_cached, sync_prefix_cached
 
 log = logging.getLogger("stylefarm.worker")
@@ -120,6 +121,7 @@ class JobRuntime:
             except Exception as exc:  # a missed progress write must not kill the job
                 log.warning("job %s: progress write failed: %s", self.job_id, exc)
                 return
+            worker_metrics.count_progress_write()
             if stop:
                 self.cancel_seen = True
                 self.last_cancel_check = now

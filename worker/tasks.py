@@ -37,6 +37,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
+from shared import logs
 from shared.broker.celery_config import RUN_JOB_TASK_NAME
 from shared.errors import (
     EngineError,
@@ -135,6 +136,7 @@ def execute_job(self: Task, job_id: str) -> str:
     if job is None:
         jlog.info("not claimable (finished, canceled or held by another task); dropping message")
         return "skipped"
+    logs.bind(tenant=job.tenant, method=job.method)  # log fields and metric labels; worker.metrics unbinds
 
     storage = get_storage(settings)
     method = REGISTRY.get(job.method)  # None only for a stored method since removed: parse_spec fails it

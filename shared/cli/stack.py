@@ -146,6 +146,7 @@ class ManagedProcess:
         stop_timeout: float = 10.0,
         popen_kwargs: Mapping[str, object] | None = None,
         tier: int = 0,
+        metrics_url: str | None = None,
     ) -> None:
         self.name = name
         self.argv = [str(a) for a in argv]
@@ -158,6 +159,7 @@ class ManagedProcess:
         self.stop_timeout = stop_timeout
         self.popen_kwargs = dict(popen_kwargs or {})  # e.g. user/group to drop root
         self.tier = tier  # Stack.stop stops higher tiers first (apps before the servers they use)
+        self.metrics_url = metrics_url  # where it serves Prometheus metrics, if it does
         self.proc: subprocess.Popen | None = None
         self._log_fh: BinaryIO | None = None
         self.log_offset = 0  # size of the log when the current run started: its own lines follow
@@ -486,8 +488,9 @@ def _log_contains(proc: ManagedProcess, needle: str) -> Callable[[], bool]:
 
 
 def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: str = "gpu,cpu",
-                   loglevel: str = "INFO") -> ManagedProcess:
-    """One Celery worker (prefork, concurrency 1) consuming ``queues``; ready on Celery's 'ready.' line."""
+                   loglevel: str = "INFO", metrics_port: int | None = None) -> ManagedProcess:
+    """One Celery worker (prefork, concurrency 1) consuming ``queues``; ready on Celery's 'ready.' line.
+    With ``metrics_port`` it serves Prometheus metrics on ``127.0.0.1:metrics_port``."""
     log_path = log_dir / f"{name}.log"
     argv = [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
@@ -496,8 +499,13 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
     ]
     wenv = dict(env)
     wenv["STYLEFARM_WORKER_NAME"] = name
+    metrics_url = None
+    if metrics_port:
+        wenv.update({"STYLEFARM_WORKER_METRICS_PORT": str(metrics_port), "STYLEFARM_WORKER_METRICS_HOST": "127.0.0.1"})
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     proc = ManagedProcess(
         name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path, ready_timeout=180, stop_timeout=15, tier=1,
+        metrics_url=metrics_url,
     )
     proc.ready = _log_contains(proc, " ready.")
     return proc
@@ -532,8 +540,8 @@ def start_api_and_workers(
     stack.start(api, wait=False)
     started = []
     for i in range(workers):
-        w = worker_process(env, name=f"{worker_prefix}{i + 1}", log_dir=log_dir)
-        say(f"starting {w.name} (celery, queues gpu,cpu)")
+        w = worker_process(env, name=f"{worker_prefix}{i + 1}", log_dir=log_dir, metrics_port=free_port())
+        say(f"starting {w.name} (celery, queues gpu,cpu; metrics {w.metrics_url})")
         started.append(stack.start(w, wait=False))
     api.wait_ready()
     for w in started:
