@@ -319,6 +319,19 @@ class Farm:
                 raise AssertionError(f"workers died: {dead}\n{self.logs()}")
             time.sleep(interval)
 
+    def corrupt_stored_input(self, input_id: str, tenant: str = "default") -> None:
+        """Cut the stored copy of an uploaded image in half, as a storage fault would: the API
+        accepted the upload, only the worker that decodes it can find out."""
+        key = f"tenants/{tenant}/inputs/{input_id}"
+        if self.s3 is not None:
+            client = self.s3.client()
+            data = client.get_object(Bucket=self.s3.bucket, Key=key)["Body"].read()
+            client.put_object(Bucket=self.s3.bucket, Key=key, Body=data[: len(data) // 2])
+            return
+        path = self.home / "storage" / key
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
     def result_png(self, job_id: str) -> bytes:
         r = self.client.get(f"/v1/jobs/{job_id}/result", follow_redirects=True)
         assert r.status_code == 200, r.text

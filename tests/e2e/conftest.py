@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -26,10 +25,3 @@ def content_png() -> bytes:
 def style_png() -> bytes:
     return _photo("coffee", (96, 64))
 
-
-@pytest.fixture(scope="session")
-def square_mask_png() -> bytes:
-    """A 64x64 mask: wrong aspect for the 4:3 content image."""
-    m = np.zeros((64, 64), np.uint8)
-    m[:, :32] = 255
-    return png_bytes(m)

@@ -67,7 +67,9 @@ def test_optimize_progress_rises_and_result_downloads(farm: Farm, content_png: b
 
     img = Image.open(io.BytesIO(farm.result_png(job["id"])))
     assert img.format == "PNG" and img.size == (64, 48)
-    assert result_keys(farm, job["id"]) == [f"tenants/default/jobs/{job['id']}/output.png"]
+    assert result_keys(farm, job["id"]) == [
+        f"tenants/default/jobs/{job['id']}/{name}" for name in ("output.png", "preview.png")
+    ]  # the result, and the last preview the studio showed while it ran
 
 
 def test_cancel_running_job_stops_quickly(farm: Farm, content_png: bytes, style_png: bytes) -> None:
@@ -88,20 +90,18 @@ def test_cancel_running_job_stops_quickly(farm: Farm, content_png: bytes, style_
     assert farm.wait(nxt["id"], timeout=120)["status"] == "succeeded"
 
 
-def test_failing_job_records_problem_details(
-    farm: Farm, content_png: bytes, style_png: bytes, square_mask_png: bytes
-) -> None:
-    """Given a job the API accepts but the engine refuses (a 1:1 mask for a 4:3 photo, found
-    only when the worker decodes the images), then the job fails with problem details."""
-    content, style, mask = farm.upload(content_png), farm.upload(style_png), farm.upload(square_mask_png)
-    job = farm.create(
-        {"method": "adain", "content": content, "styles": [{"image": style}], "masks": [mask], "size": 64}
-    )
+def test_failing_job_records_problem_details(farm: Farm, content_png: bytes, style_png: bytes) -> None:
+    """Given a job the API accepts but the engine refuses (its content image was damaged in
+    storage after the upload: only the worker that decodes it can find out), then the job fails
+    with problem details and no traceback."""
+    content, style = farm.upload(content_png), farm.upload(style_png)
+    farm.corrupt_stored_input(content)
+    job = farm.create({"method": "adain", "content": content, "styles": [{"image": style}], "size": 64})
     done = farm.wait(job["id"], timeout=120)
     assert done["status"] == "failed"
     problem = done["error"]
-    assert problem["type"].endswith("/invalid-mask"), problem
-    assert problem["status"] == 422 and "aspect ratio" in problem["detail"]
+    assert problem["type"].endswith("/invalid-image"), problem
+    assert problem["status"] == 422 and problem["detail"]
     assert "Traceback" not in json.dumps(problem)
     r = farm.client.get(f"/v1/jobs/{job['id']}/result")
     assert r.status_code == 409
@@ -154,7 +154,9 @@ def test_worker_killed_mid_job_is_redelivered(farm: Farm, content_png: bytes, st
     img = Image.open(io.BytesIO(farm.result_png(job["id"])))
     assert img.size == (64, 48)
     # a retried job overwrites its deterministic result key instead of adding one
-    assert result_keys(farm, job["id"]) == [f"tenants/default/jobs/{job['id']}/output.png"]
+    assert result_keys(farm, job["id"]) == [
+        f"tenants/default/jobs/{job['id']}/{name}" for name in ("output.png", "preview.png")
+    ]  # the result, and the last preview the studio showed while it ran
 
 
 def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png: bytes) -> None:

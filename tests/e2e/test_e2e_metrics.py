@@ -61,14 +61,6 @@ def summed(per_worker: dict[str, Samples]) -> Samples:
     return out
 
 
-def corrupt_stored_input(farm: Farm, input_id: str) -> None:
-    """Cut the stored copy of an uploaded image in half, as a storage fault would: the API
-    accepted the upload, only the worker that decodes it can find out."""
-    path = farm.home / "storage" / "tenants" / "default" / "inputs" / input_id
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
 def test_api_and_worker_metrics_count_exactly_the_jobs_that_ran(
     metrics_farm: Farm, content_png: bytes, style_png: bytes
 ) -> None:
@@ -82,7 +74,7 @@ def test_api_and_worker_metrics_count_exactly_the_jobs_that_ran(
     workers_before = summed(per_worker_before)
 
     content, damaged = farm.upload(content_png), farm.upload(style_png)
-    corrupt_stored_input(farm, damaged)
+    farm.corrupt_stored_input(damaged)
     ok = farm.create({"method": "fast", "content": content, "size": 64, "style": 2})
     bad = farm.create({"method": "fast", "content": damaged, "size": 64, "style": 2})
     polls_ok: list[dict] = []
