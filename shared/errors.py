@@ -110,6 +110,14 @@ class InvalidTransition(Conflict):
     title, slug = "Invalid job state transition", "invalid-transition"
 
 
+class LeaseLost(InvalidTransition):
+    """A worker wrote with a fencing token that is no longer the job's: its lease expired and
+    the job was requeued (and maybe claimed by another worker) or finished meanwhile. The
+    write changed nothing; the worker must stop working on the job at once."""
+
+    title, slug = "Lease lost", "lease-lost"
+
+
 class ModelUnavailable(StylefarmError):
     """A model (weights, checkpoint, trained decoder) the job needs is not there."""
 
@@ -175,3 +183,15 @@ class DatabaseUnavailable(RetryableError):
 
 class BrokerUnavailable(RetryableError):
     title, slug = "Queue unavailable", "broker-unavailable"
+
+
+class WorkerLost(RetryableError):
+    """The worker running a job stopped renewing its lease (it died, or it was cut off)."""
+
+    title, slug = "Worker lost", "worker-lost"
+
+
+class WorkerLeft(RetryableError):
+    """The worker running a job shut down (scale-down, rolling update) and handed it back."""
+
+    title, slug = "Worker left", "worker-left"

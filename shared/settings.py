@@ -96,6 +96,23 @@ class Settings(BaseSettings):
     )
     quota_retry_after_s: int = Field(30, ge=1, description="Retry-After of a 429 while jobs in flight hold the budget")
 
+    # --- leases, sweeper, graceful leave (a fleet that loses nothing: shared.jobs.store, worker.sweeper) ---
+    lease_ttl_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="a claim holds its job this long; the worker renews it every lease_renew_s, and the sweeper "
+        "requeues a running job whose lease expired (its worker died or was cut off)",
+    )
+    lease_renew_s: float = Field(5.0, gt=0, description="seconds between lease renewals of a running job")
+    sweep_interval_s: float = Field(5.0, gt=0, le=600, description="seconds between two passes of the sweeper")
+    sweep_queued_after_s: float = Field(
+        10.0, ge=0, description="a queued job with no message in the broker for this long is sent again"
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0,
+        description="on SIGTERM a worker finishes a job that ends within this many seconds and hands back any "
+        "other at once (keep the orchestrator's termination grace period above it)",
+    )
+
     # --- worker ---
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -109,9 +126,9 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = Field(None, description="empty = home/models")
     max_attempts: int = Field(
         5, ge=1, le=100,
-        description="the one retry budget: Job.attempts counts every run of a job (redeliveries included); "
-        "the worker retries a transient error, and the reconciler requeues a job whose worker went silent, "
-        "only while attempts < max_attempts; otherwise the job fails",
+        description="the one retry budget: Job.attempts counts every claim of a job, and a job runs at most "
+        "max_attempts times; the worker's retries of a transient error, the sweeper's requeues of a job whose lease "
+        "expired and graceful leave's hand-backs all stop at it; then the job fails",
     )
     worker_queues: str = "gpu,cpu"
 
@@ -205,6 +222,15 @@ class Settings(BaseSettings):
                     f"{MIN_PRODUCTION_KEY_LEN} characters (`stylefarm keys generate`), "
                     "or keys in SQL (`stylefarm keys create`)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_renewed_well_before_it_expires(self) -> Settings:
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError(
+                f"lease_renew_s ({self.lease_renew_s}) must be at most half of lease_ttl_s ({self.lease_ttl_s}), "
+                "so one late renewal does not lose a lease"
+            )
         return self
 
     @property

@@ -1,5 +1,6 @@
 """Build the ``EngineContext`` of one job: the worker's bridge between the pure engine and
-SQL / blob storage (the files it downloads are cached by ``worker.caches``).
+SQL / blob storage (the files it downloads are cached by ``worker.caches``), and the lease the
+worker holds on the job while it runs.
 
 * ``read_input(ref)``: the input row (tenant, sha256) -> its storage key -> bytes (memoized
   for the job, a style used twice is fetched once).
@@ -12,13 +13,20 @@ SQL / blob storage (the files it downloads are cached by ``worker.caches``).
   entries evicted); every entry the job used is held until ``release_caches()``, which the
   task calls when the job ends.
 * ``progress``: throttled to ``Settings.progress_interval_s`` (the last step always goes
-  through); ``record_progress`` answering True (cancel requested) is remembered. A preview
+  through); each write carries the claim's fencing token and renews the lease;
+  ``record_progress`` answering True (cancel requested) is remembered. A preview
   image in the progress (optimize / masked, every ``Settings.preview_every`` of the steps)
   is uploaded to ``preview_key`` with the next write, which bumps ``preview_version``.
-* ``is_canceled``: the DB flag (checked at most every ``CANCEL_POLL_S``) plus the soft
-  time-limit deadline, which raises ``TimeLimitExceeded`` inside the engine.
-* ``on_checkpoint``: uploads the training checkpoint to ``checkpoint_key`` (throttled);
-  ``restore_checkpoint`` downloads it again when a retried training resumes.
+* ``is_canceled``: True to stop the engine at its next step: the DB cancel flag (checked at
+  most every ``CANCEL_POLL_S``), a lost lease, or a graceful leave that hands the job back
+  (``worker.leave``, ``should_hand_back``); the soft time-limit deadline raises
+  ``TimeLimitExceeded`` inside the engine.
+* ``keep_lease``: a heartbeat thread renews the lease every ``Settings.lease_renew_s`` while
+  the job runs (also through long steps without progress: downloads, a slow first step);
+  a refused renewal (``LeaseLost``: the sweeper requeued the job) stops the engine.
+* ``on_checkpoint``: uploads the training checkpoint to ``checkpoint_key`` (throttled), only
+  while the lease holds; ``restore_checkpoint`` downloads it again when a retried training
+  resumes; ``flush_checkpoint`` uploads the newest one the throttle held back (hand-back).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +43,13 @@ from PIL import Image
 
 from shared.archives import ArchiveLimits
 from shared.engine.context import EngineContext, Progress
-from shared.errors import InvalidSpec, NotFound, TimeLimitExceeded
+from shared.errors import InvalidSpec, LeaseLost, NotFound, TimeLimitExceeded
 from shared.imaging import png_bytes
 from shared.jobs import inputs, model_registry, store
 from shared.jobs.specs import dataset_prefix_name
 from shared.settings import Settings
 from shared.storage import Storage, checkpoint_key, dataset_prefix, preview_key
+from worker import leave
 from worker import metrics as worker_metrics
 from worker.caches import DiskCache, cached_download, extract_archive_cached, sync_prefix_cached
 
@@ -56,14 +66,26 @@ class JobRuntime:
     tenant: str
     settings: Settings
     storage: Storage
+    #: The fencing token of this worker's claim; every write names it. ``None``: not a claim
+    #: (unit tests), nothing is fenced and no lease is kept.
+    token: int | None = None
     deadline: float | None = None  # monotonic time of the soft limit
     soft_limit_s: float | None = None
     cancel_seen: bool = False
+    #: The lease is gone (the job was requeued or claimed again): stop, write nothing more.
+    lease_lost: bool = False
+    #: Graceful leave decided to hand the job back (requeue, not cancel).
+    handing_back: bool = False
     last_progress_write: float = 0.0
     last_cancel_check: float = 0.0
     last_progress: Progress | None = None
+    #: (monotonic time, step) of the first and the latest progress report of this run: the rate
+    #: behind the graceful-leave estimate.
+    first_sample: tuple[float, int] | None = None
+    last_sample: tuple[float, int] | None = None
     last_checkpoint_upload: float | None = None  # monotonic
     pending_preview: Image.Image | None = None
+    pending_checkpoint: Path | None = None  # written by the engine, held back by the upload throttle
     inputs: dict[str, bytes] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache_holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -109,15 +131,23 @@ class JobRuntime:
         if p.preview is not None:
             self.pending_preview = p.preview  # goes out with the next progress write
         now = time.monotonic()
+        self.last_sample = (now, p.step)
+        if self.first_sample is None:
+            self.first_sample = self.last_sample
         final = p.total > 0 and p.step >= p.total
+        if self.token is None or self.lease_lost:
+            return
         if not final and now - self.last_progress_write < self.settings.progress_interval_s:
             return
         with self.lock:
             self.last_progress_write = now
             preview = self.upload_preview()
             try:
-                stop = store.record_progress(self.job_id, step=p.step, total=p.total, loss=p.loss, stage=p.stage,
-                                             preview=preview)
+                stop = store.record_progress(self.job_id, token=self.token, step=p.step, total=p.total, loss=p.loss,
+                                             stage=p.stage, preview=preview)
+            except LeaseLost as exc:  # answered "stop": is_canceled stops the engine at its next step
+                self._lose_lease(exc)
+                return
             except Exception as exc:  # a missed progress write must not kill the job
                 log.warning("job %s: progress write failed: %s", self.job_id, exc)
                 return
@@ -148,8 +178,15 @@ class JobRuntime:
 
     def is_canceled(self) -> bool:
         self.check_deadline()
-        if self.cancel_seen:
+        if self.lease_lost or self.handing_back:
             return True
+        if leave.leaving() and self.should_hand_back():
+            log.warning("job %s: this worker is leaving; handing the job back", self.job_id)
+            self.flush_checkpoint()
+            self.handing_back = True
+            return True
+        if self.cancel_seen or self.token is None:
+            return self.cancel_seen
         now = time.monotonic()
         if now - self.last_cancel_check >= CANCEL_POLL_S:
             self.last_cancel_check = now
@@ -159,21 +196,96 @@ class JobRuntime:
                 log.warning("job %s: cancel check failed: %s", self.job_id, exc)
         return self.cancel_seen
 
+    def should_hand_back(self) -> bool:
+        """During a graceful leave: False while the job should end within the leave's grace
+        period (``Settings.shutdown_grace_s`` from ``worker.leave.since()``) at the rate its
+        steps went so far; True once it would not, or when there is no rate to tell yet."""
+        began = leave.since()
+        if began is None:
+            return False
+        left_s = began + self.settings.shutdown_grace_s - time.time()
+        if left_s <= 0 or self.first_sample is None or self.last_sample is None or self.last_progress is None:
+            return True
+        (t0, step0), (t1, step1) = self.first_sample, self.last_sample
+        if step1 <= step0 or t1 <= t0:
+            return True
+        remaining_steps = max(0, self.last_progress.total - step1)
+        return remaining_steps * (t1 - t0) / (step1 - step0) > left_s
+
+    # --- the lease ---
+    def _lose_lease(self, exc: LeaseLost) -> None:
+        if not self.lease_lost:
+            log.warning("job %s: %s", self.job_id, exc.detail)
+        self.lease_lost = True
+
+    def check_lease(self) -> None:
+        """``LeaseLost`` unless this claim still holds the job (asked before every upload)."""
+        if self.token is None:
+            return
+        try:
+            store.check_lease(self.job_id, self.token)
+        except LeaseLost as exc:
+            self._lose_lease(exc)
+            raise
+
+    @contextlib.contextmanager
+    def keep_lease(self) -> Iterator[None]:
+        """Renew the lease every ``Settings.lease_renew_s`` in a thread while the body runs."""
+        if self.token is None:
+            yield
+            return
+        token = self.token
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.settings.lease_renew_s):
+                try:
+                    store.renew_lease(self.job_id, token)
+                except LeaseLost as exc:
+                    self._lose_lease(exc)
+                    return
+                except Exception as exc:  # the database is away: keep trying until the lease runs out
+                    log.warning("job %s: lease renewal failed: %s", self.job_id, exc)
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.job_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
     # --- checkpoints ---
     def on_checkpoint(self, path: Path) -> None:
         """Upload the engine's checkpoint: the first at once, then at most once per
         ``checkpoint_upload_interval_s`` (a fast GPU checkpoints every few seconds; a retried
-        job then loses at most that interval of work)."""
+        job then loses at most that interval of work). Only while this claim holds the lease:
+        a stale holder must not overwrite the checkpoint of the job's new holder."""
         now = time.monotonic()
         interval = self.settings.checkpoint_upload_interval_s
         if self.last_checkpoint_upload is not None and now - self.last_checkpoint_upload < interval:
+            self.pending_checkpoint = Path(path)
             return
+        self._upload_checkpoint(Path(path), now)
+
+    def flush_checkpoint(self) -> None:
+        """Upload the newest checkpoint the throttle held back (the job is being handed back)."""
+        path, self.pending_checkpoint = self.pending_checkpoint, None
+        if path is not None and path.is_file():
+            self._upload_checkpoint(path, time.monotonic())
+
+    def _upload_checkpoint(self, path: Path, now: float) -> None:
         key = checkpoint_key(self.tenant, self.job_id)
         try:
+            self.check_lease()
             self.storage.upload_file(path, key)
             self.last_checkpoint_upload = now
-            log.info("job %s: checkpoint %s uploaded to %s", self.job_id, Path(path).name, key)
+            self.pending_checkpoint = None
+            log.info("job %s: checkpoint %s uploaded to %s", self.job_id, path.name, key)
+        except LeaseLost:
+            return  # is_canceled stops the engine
         except Exception as exc:  # the next checkpoint will try again
+            self.pending_checkpoint = path
             log.warning("job %s: checkpoint upload failed: %s", self.job_id, exc)
 
     def restore_checkpoint(self, work_dir: Path) -> Path | None:

@@ -14,7 +14,8 @@ Per job (``stylefarm.run_job`` tasks; ``task_started`` / ``task_finished`` run o
 ``task_prerun`` / ``task_postrun`` in the pool process):
 
 * ``stylefarm_job_duration_seconds{method, outcome}``: the task's run time, for every outcome
-  (``succeeded``, ``failed``, ``canceled``, ``retried``; ``error`` when the task itself raised);
+  (``succeeded``, ``failed``, ``canceled``, ``retried``; ``requeued`` when graceful leave handed
+  the job back, ``lease-lost`` when its lease was taken back; ``error`` when the task itself raised);
   a message for a job another task holds or that has finished is not counted.
 * ``stylefarm_job_failures_total{method, problem_type}`` and
   ``stylefarm_job_retries_total{method, problem_type}``: from the problem the job's row holds.
@@ -63,7 +64,7 @@ from shared.settings import Settings
 log = logging.getLogger("stylefarm.worker.metrics")
 
 #: ``execute_job``'s return values that are outcomes of a run (``skipped`` is not).
-RUN_OUTCOMES = ("succeeded", "failed", "canceled")
+RUN_OUTCOMES = ("succeeded", "failed", "canceled", "requeued", "lease-lost")
 
 
 @dataclass(frozen=True)

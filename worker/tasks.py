@@ -1,10 +1,11 @@
 """The one Celery task, ``execute_job(job_id)``, sent by name as ``RUN_JOB_TASK_NAME``
 (``"stylefarm.run_job"``).
 
-Thin on purpose: claim the job (conditional UPDATE), build an ``EngineContext``
-(``worker.job_runtime``), run the engine (``shared.engine.run_engine``), store the outcome
-(``worker.result_store``), and map every error to one of: succeeded / failed (problem
-details) / canceled / requeued + retried.
+Thin on purpose: claim the job (conditional UPDATE: a fencing token and a lease), build an
+``EngineContext`` (``worker.job_runtime``) and keep the lease while the engine runs
+(``shared.engine.run_engine``), store the outcome (``worker.result_store``), and map every
+error to one of: succeeded / failed (problem details) / canceled / requeued + retried /
+handed back / lease lost.
 
 Outcomes:
 
@@ -13,13 +14,23 @@ Outcomes:
   outcome, with the attempt's wall time and worker, becomes the job's ``result``
   (``succeed_job``), plus the ``model_id`` of a training job.
 * ``JobCanceled`` -> ``mark_canceled``; non-retryable ``StylefarmError`` -> ``fail_job``
-  with its problem; retryable errors -> ``requeue_job`` and a Celery retry with
-  exponential backoff while ``Job.attempts < Settings.max_attempts`` (then ``fail_job``); anything else ->
-  ``fail_job`` with a generic engine-error problem (message, no traceback).
+  with its problem; retryable errors -> ``requeue_job`` and a Celery retry with exponential
+  backoff; ``requeue_job`` fails the job instead once it ran ``Settings.max_attempts`` times
+  (the one attempt budget, counted at claim time); anything else -> ``fail_job`` with a
+  generic engine-error problem (message, no traceback).
+* Every write names the claim's fencing token. ``LeaseLost`` (the sweeper requeued the job
+  after the lease expired, maybe another worker holds it now) stops the engine at its next
+  step; the task then writes nothing more and lets the message go.
+* Graceful leave (``worker.leave``): a message that arrives while the worker is leaving is
+  put back unclaimed; a running job that would not end within ``Settings.shutdown_grace_s``
+  is handed back: requeued with its lease released and sent again at once, so another
+  worker claims it now (a training job uploads its last checkpoint first and resumes from it).
+* A message delivered again (a worker process died, a visibility timeout passed) finds its
+  job running under a live lease, or final, and is dropped: it never runs twice at once.
 * Time limits: each method has a soft limit (``shared.jobs.methods``), enforced at the engine's
   step boundaries and by a SIGALRM timer; past it the job fails with a
-  ``time-limit-exceeded`` problem. Celery's hard limit kills a stuck process; the
-  reconciler then fails the job.
+  ``time-limit-exceeded`` problem. Celery's hard limit kills a stuck process; its lease then
+  expires and the sweeper requeues the job (or fails it past the attempt budget).
 """
 
 from __future__ import annotations
@@ -35,24 +46,28 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from shared import logs
 from shared.broker.celery_config import RUN_JOB_TASK_NAME
+from shared.db.orm import Job
 from shared.errors import (
     EngineError,
     InvalidTransition,
     JobCanceled,
+    LeaseLost,
     StylefarmError,
     TimeLimitExceeded,
+    WorkerLeft,
 )
 from shared.jobs import store
 from shared.jobs.methods import REGISTRY, parse_spec
 from shared.jobs.outcomes import TrainOutcome
+from shared.jobs.status import JobStatus
 from shared.settings import get_settings
 from shared.storage import get_storage
 from shared.webhooks.dispatch import notify_final
-from worker import process_state
+from worker import leave, process_state
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
 from worker.result_store import check_model_name_free, store_result, trained_model_name
@@ -105,23 +120,50 @@ def _problem(err: StylefarmError, job_id: str) -> dict[str, Any]:
     return err.to_problem(instance=f"/v1/jobs/{job_id}")
 
 
-def _finish(fn, *args, **kwargs) -> None:
+def _finish(status: str, fn, *args, **kwargs) -> str:
     """Call a final-status function, then send the job's webhook event if it has one
-    (``shared.webhooks.dispatch``); losing a race (InvalidTransition) is only logged."""
+    (``shared.webhooks.dispatch``); returns ``status``, or ``"lease-lost"`` when the write was
+    refused (``LeaseLost``, ``InvalidTransition``: another claim or the sweeper moved the job on)."""
     try:
         job = fn(*args, **kwargs)
     except InvalidTransition as exc:
         log.warning("%s", exc)
-        return
+        return "lease-lost"
     notify_final(job)
+    return status
 
 
-@app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=get_settings().max_attempts, acks_late=True,
+def _hand_back(job: Job, token: int, jlog: JobLog) -> str:
+    """Graceful leave: requeue the job with its lease released and send it again at once."""
+    from shared.broker.client import enqueue_job
+
+    why = WorkerLeft(f"the worker running this job ({job.worker}) shut down and handed it back").to_problem()
+    try:
+        after = store.requeue_job(job.id, why, token=token, stage="handed back")
+    except LeaseLost as exc:
+        jlog.warning("%s", exc)
+        return "lease-lost"
+    if after.status != JobStatus.QUEUED.value:
+        jlog.error("handed back after %d attempts, its budget: failed", after.attempts)
+        notify_final(after)
+        return after.status
+    try:
+        enqueue_job(job.id, job.queue, job.priority, method=job.method)
+    except StylefarmError as exc:  # the broker is away: the sweeper sends the queued job once it is back
+        jlog.warning("handed back, but not sent (%s); the sweeper will send it", exc)
+    jlog.info("handed back (worker leaving); queued for another worker")
+    return "requeued"
+
+
+@app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=None, acks_late=True,
           reject_on_worker_lost=True, ignore_result=True)
 def execute_job(self: Task, job_id: str) -> str:
-    """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when
-    another task holds it or it has finished)."""
+    """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when it is
+    running under another claim or has finished; "lease-lost" when the lease was lost)."""
     jlog = JobLog(log, job_id)
+    if leave.leaving():
+        jlog.info("this worker is leaving; the message goes back to the queue unclaimed")
+        raise Reject("worker leaving", requeue=True)
     worker_name = self.request.hostname or process_state.worker_name()
     task_id = self.request.id
     settings = get_settings()
@@ -131,72 +173,83 @@ def execute_job(self: Task, job_id: str) -> str:
     except StylefarmError as exc:
         if exc.retryable and self.request.retries + 1 < max_attempts:
             jlog.warning("claim failed (%s); retrying", exc)
-            raise self.retry(countdown=backoff_s(self.request.retries), max_retries=max_attempts) from exc
+            raise self.retry(countdown=backoff_s(self.request.retries)) from exc
         raise
     if job is None:
-        jlog.info("not claimable (finished, canceled or held by another task); dropping message")
+        jlog.info("not claimable (running under a live lease, finished, canceled or out of attempts); dropping message")
         return "skipped"
     logs.bind(tenant=job.tenant, method=job.method)  # log fields and metric labels; worker.metrics unbinds
 
+    token = job.fencing_token
     storage = get_storage(settings)
     method = REGISTRY.get(job.method)  # None only for a stored method since removed: parse_spec fails it
     soft_s = method.soft_limit_s if method is not None else None
-    rt = JobRuntime(job_id=job_id, tenant=job.tenant, settings=settings, storage=storage,
+    rt = JobRuntime(job_id=job_id, tenant=job.tenant, settings=settings, storage=storage, token=token,
                     soft_limit_s=soft_s, deadline=(time.monotonic() + soft_s) if soft_s else None)
-    jlog.info("claimed by %s (task %s, attempt %s, method %s)", worker_name, task_id, job.attempts, job.method)
+    jlog.info("claimed by %s (task %s, attempt %s, token %s, method %s)", worker_name, task_id, job.attempts, token,
+              job.method)
     started = time.monotonic()
     try:
-        spec = parse_spec(job.spec)
-        with tempfile.TemporaryDirectory(prefix=f"stylefarm-{job_id}-") as tmp, soft_time_limit(soft_s):
-            work_dir = Path(tmp)
-            trains = method is not None and method.trains
-            if trains:
-                check_model_name_free(job.tenant, trained_model_name(spec), job_id)
-                rt.restore_checkpoint(work_dir)
-            process_state.warm_up(job.method)
-            ctx = rt.context(work_dir, process_state.device(), settings.precision)
-            from shared.engine import run_engine
+        with rt.keep_lease():
+            spec = parse_spec(job.spec)
+            with tempfile.TemporaryDirectory(prefix=f"stylefarm-{job_id}-") as tmp, soft_time_limit(soft_s):
+                work_dir = Path(tmp)
+                trains = method is not None and method.trains
+                if trains:
+                    check_model_name_free(job.tenant, trained_model_name(spec), job_id)
+                    rt.restore_checkpoint(work_dir)
+                process_state.warm_up(job.method)
+                ctx = rt.context(work_dir, process_state.device(), settings.precision)
+                from shared.engine import run_engine
 
-            result = run_engine(spec, ctx)
-            outcome = store_result(rt, spec, result)
+                result = run_engine(spec, ctx)
+                rt.check_lease()  # a stale holder must not overwrite the new holder's result
+                outcome = store_result(rt, spec, result)
         seconds = round(time.monotonic() - started, 3)
         outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name})
         model_id = outcome.model_id if isinstance(outcome, TrainOutcome) else None
-        _finish(store.succeed_job, job_id, outcome.model_dump(mode="json"), model_id, task_id=task_id)
-        jlog.info("succeeded in %.1fs", time.monotonic() - started)
-        return "succeeded"
+        status = _finish("succeeded", store.succeed_job, job_id, outcome.model_dump(mode="json"), model_id, token=token)
+        jlog.info("%s in %.1fs", status, time.monotonic() - started)
+        return status
     except Retry:
         raise
+    except LeaseLost:
+        jlog.warning("lease lost after %.1fs; stopped, nothing more written", time.monotonic() - started)
+        return "lease-lost"
     except JobCanceled:
+        if rt.lease_lost:
+            jlog.warning("lease lost after %.1fs; stopped, nothing more written", time.monotonic() - started)
+            return "lease-lost"
+        if rt.handing_back:
+            return _hand_back(job, token, jlog)
         jlog.info("canceled after %.1fs", time.monotonic() - started)
-        _finish(store.mark_canceled, job_id, task_id=task_id)
-        return "canceled"
+        return _finish("canceled", store.mark_canceled, job_id, token=token)
     except SoftTimeLimitExceeded:
         timeout = TimeLimitExceeded("the job ran longer than its time limit and was stopped", limit_s=soft_s)
         jlog.warning("%s", timeout)
-        _finish(store.fail_job, job_id, _problem(timeout, job_id), task_id=task_id)
-        return "failed"
+        return _finish("failed", store.fail_job, job_id, _problem(timeout, job_id), token=token)
     except StylefarmError as err:
         if err.retryable:
-            problem = _problem(err, job_id)
-            if job.attempts >= max_attempts:
-                jlog.error("giving up after %d attempts: %s", job.attempts, err)
-                _finish(store.fail_job, job_id, problem, task_id=task_id)
-                return "failed"
             delay = backoff_s(self.request.retries)
-            jlog.warning("transient error (%s); requeued, retry %d in %ds", err, self.request.retries + 1, delay)
             try:
-                store.requeue_job(job_id, problem, task_id=task_id)
-            except Exception as exc:  # DB down too: the retry message still comes back
-                jlog.warning("requeue failed: %s", exc)
-            raise self.retry(countdown=delay, max_retries=max_attempts) from err
+                after = store.requeue_job(job_id, _problem(err, job_id), token=token)
+            except LeaseLost as lost:
+                jlog.warning("%s", lost)
+                return "lease-lost"
+            except Exception as down:  # DB down too: the lease runs out and the sweeper requeues the job
+                jlog.warning("requeue failed: %s", down)
+                raise self.retry(countdown=delay) from down
+            if after.status != JobStatus.QUEUED.value:
+                jlog.error("giving up after %d attempts: %s", after.attempts, err)
+                notify_final(after)
+                return after.status
+            jlog.warning("transient error (%s); requeued, retry %d in %ds", err, self.request.retries + 1, delay)
+            raise self.retry(countdown=delay) from err
         jlog.info("failed: %s (%s)", err.detail, err.slug)
-        _finish(store.fail_job, job_id, _problem(err, job_id), task_id=task_id)
-        return "failed"
+        return _finish("failed", store.fail_job, job_id, _problem(err, job_id), token=token)
     except Exception as exc:  # a bug or an unexpected library error: fail, never leak a traceback
         jlog.exception("unexpected error")
         failure = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
-        _finish(store.fail_job, job_id, _problem(failure, job_id), task_id=task_id)
-        return "failed"
+        return _finish("failed", store.fail_job, job_id, _problem(failure, job_id), token=token)
     finally:
         rt.release_caches()

@@ -4,13 +4,16 @@ State lives in SQL, not in Celery: there is no result backend, tasks are sent by
 (``RUN_JOB_TASK_NAME``) with a single JSON argument, the job id. Delivery is
 at-least-once: ``task_acks_late`` + ``task_reject_on_worker_lost`` put a message back on
 the queue when the worker process running it dies, and ``shared.jobs.store.claim_job``
-makes a redelivered message resume (same task id) or do nothing (job already finished).
+lets a message through only for a queued job: a redelivered one finds its job running
+under a live lease (or finished) and is dropped. Jobs whose worker died are requeued by
+the sweeper when their lease expires (``worker.sweeper``).
 
 Time limits are per method (``shared.jobs.methods.REGISTRY``): each message carries its
 method's soft/hard limits (``shared.broker.client.enqueue_job``), the defaults below are the
-widest. The Redis visibility timeout (``Settings.visibility_timeout_s``) must stay above the
+widest. The Redis visibility timeout (``Settings.visibility_timeout_s``) should stay above the
 longest hard time limit: a message still unacknowledged after it is delivered again, to a
-second worker.
+second worker (which drops it: its job is running under a live lease). Unacknowledged
+messages older than the timeout are looked for every ``unacked_restore_interval`` seconds.
 
 Priorities: ``enqueue_job(..., priority=p)`` takes 0 (normal, the default) to 9 (most
 urgent). Kombu's Redis transport serves *lower* numbers first, so the message priority is
@@ -31,7 +34,7 @@ from kombu import Exchange, Queue
 from shared.jobs.methods import MAX_HARD_LIMIT_S, MAX_SOFT_LIMIT_S, REGISTRY
 from shared.settings import Settings, get_settings
 
-#: The wire names of the tasks (``worker.tasks.execute_job``, ``worker.reconcile.reconcile_task``):
+#: The wire names of the tasks (``worker.tasks.execute_job``, ``worker.sweeper.sweep_task``):
 #: keep them stable, messages already queued carry them.
 RUN_JOB_TASK_NAME = "stylefarm.run_job"
 RECONCILE_TASK_NAME = "stylefarm.reconcile"
@@ -81,6 +84,9 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "broker_connection_timeout": 4,
         "broker_transport_options": {
             "visibility_timeout": s.visibility_timeout_s,
+            # look for messages past their visibility timeout every few seconds (at most 10)
+            "unacked_restore_interval": max(1, min(10, s.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
             "queue_order_strategy": "priority",
             "priority_steps": list(PRIORITY_STEPS),
             "sep": PRIORITY_SEP,

@@ -2,12 +2,13 @@
 
 The API calls ``enqueue_job(job_id, queue)`` after the job row is committed. The task is
 sent by name (``RUN_JOB_TASK_NAME``, ``"stylefarm.run_job"``) with ``[job_id]`` as its only
-argument; each call gets a fresh task id, so a job enqueued twice (the reconciler re-sending
+argument; each call gets a fresh task id, so a job enqueued twice (the sweeper re-sending
 a job that looks lost) still runs once: ``claim_job`` lets only the first message through.
 
 When Redis is unreachable or hung this fails fast (a few seconds: ``CONNECT_TIMEOUT_S`` to
 connect, ``SOCKET_TIMEOUT_S`` per answer, one retry) with ``BrokerUnavailable``
-(retryable): the job stays ``queued`` and the reconciler sends it again later.
+(retryable): the job stays ``queued`` and the sweeper (``worker.sweeper``) sends it within
+seconds of Redis's return.
 
 ``queue_lengths`` / ``queue_depths``: the waiting messages of each queue (and of each of its
 priority lists), for ``GET /v1/queues`` and monitoring.
@@ -61,6 +62,13 @@ def client_app(settings: Settings | None = None) -> Celery:
             app.conf.update(**conf)
             _apps[s.broker_url] = app
         return app
+
+
+def forget_clients() -> None:
+    """Drop the client apps (and their connection pools) without closing them: a process
+    forked from one that used them must open its own connections."""
+    with _lock:
+        _apps.clear()
 
 
 def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | None = None,

@@ -3,8 +3,8 @@
 
 Every row carries a ``tenant`` so multi-tenancy needs no schema change. Timestamps are
 stored in UTC and always come back timezone-aware (SQLite forgets the zone, so a small
-type decorator puts it back). The initial Alembic revision mirrors this file by hand;
-``tests/db/test_migrations.py`` checks that the two agree.
+type decorator puts it back). The Alembic revisions mirror this file by hand;
+``tests/db/test_db_migrations.py`` checks that the two agree.
 """
 
 from __future__ import annotations
@@ -136,13 +136,17 @@ class Job(Base):
         Index("ix_jobs_tenant_status_created", "tenant", "status", "created_at"),
         # list_jobs pages on (created_at, id) within a tenant.
         Index("ix_jobs_tenant_created_id", "tenant", "created_at", "id"),
-        # the reconciler's sweep for webhook events whose message was lost: only pending ones
+        # the sweeper's pass for webhook events whose message was lost: only pending ones
         Index(
             "ix_jobs_webhook_pending",
             "finished_at",
             sqlite_where=text("webhook_state = 'pending'"),
             postgresql_where=text("webhook_state = 'pending'"),
         ),
+        # The sweeper's passes (running jobs with an expired lease, queued jobs without a
+        # message). Status only: an index on the lease column would make every renewal
+        # rewrite an index entry (and no longer be a PostgreSQL HOT update).
+        Index("ix_jobs_status", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
@@ -166,6 +170,12 @@ class Job(Base):
     )
     parent_id: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Fencing token: every claim increments it; a holder's writes carry the token of its claim
+    #: and are refused once another claim took the job (``shared.jobs.store``).
+    fencing_token: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    #: Until when the current holder owns the running job; renewed by its heartbeat, cleared on
+    #: release. The sweeper requeues running jobs whose lease expired.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     task_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

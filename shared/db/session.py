@@ -148,11 +148,15 @@ def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     return _sessionmakers[key]
 
 
-def dispose_engines() -> None:
-    """Close every pooled connection and forget the engines (tests, forked workers)."""
+def dispose_engines(close: bool = True) -> None:
+    """Close every pooled connection and forget the engines (tests, forked workers).
+
+    A process forked from one that holds connections passes ``close=False``: it drops its
+    copies without closing them, so the parent's connections keep working.
+    """
     with _lock:
         for engine in _engines.values():
-            engine.dispose()
+            engine.dispose(close=close)
         _engines.clear()
         _sessionmakers.clear()
 

@@ -3,28 +3,30 @@
 Job life cycle (each arrow is named after the ``shared.jobs.store`` function that writes it;
 a name in brackets is the arrow's guard, a condition beyond the source status: ``GUARDS``)::
 
-                                          claim_job [same_task]
-                                          +-----------+
-                requeue_job               |           |
-           +-------------------------+    |           |
-           |                         |    |           v
-           v                      +-------------------------+   succeed_job     +-----------+
-      +--------+    claim_job     |                         | ----------------> | succeeded |
-      | queued | ---------------> |         running         |                   +-----------+
-      +--------+                  |                         |   mark_canceled   +-----------+
-         |  |                     |                         | ----------------> | canceled  | <---+
-         |  |                     |                         |                   +-----------+     |
-         |  |                     |                         |   fail_job        +-----------+     |
-         |  |                     |                         | ----------------> |  failed   |     |
-         |  |                     +-------------------------+                   +-----------+     |
-         |  |  fail_job [never_ran]                                                   ^           |
-         |  +-------------------------------------------------------------------------+           |
-         |     request_cancel                                                                     |
-         +----------------------------------------------------------------------------------------+
+                    requeue_job [fenced]
+               +-------------------------+
+               |                         |
+               v                      +-------------------------+   succeed_job [fenced]   +-----------+
+          +--------+    claim_job     |                         | -----------------------> | succeeded |
+          | queued | ---------------> |         running         |                          +-----------+
+          +--------+  [within_budget] |                         |   mark_canceled [fenced] +-----------+
+             |  |                     |                         | -----------------------> | canceled  | <---+
+             |  |                     |                         |                          +-----------+     |
+             |  |                     |                         |   fail_job [fenced]      +-----------+     |
+             |  |                     |                         | -----------------------> |  failed   |     |
+             |  |                     +-------------------------+                          +-----------+     |
+             |  |  fail_job [never_ran_or_spent]                                                 ^           |
+             |  +--------------------------------------------------------------------------------+           |
+             |     request_cancel                                                                            |
+             +-----------------------------------------------------------------------------------------------+
 
     succeeded, failed, canceled are final: nothing leaves them.
-    running -> running: a take-over by the same Celery task id (its message was delivered
-    again after the worker died). queued -> failed: only a job that never ran.
+    A claim takes a new fencing token and a lease; every later write of the holder carries
+    that token ([fenced]) and is refused (``LeaseLost``) once the job was requeued or
+    claimed again. The sweeper requeues (or, past the attempt budget, fails) a running job
+    whose lease expired, with the token it read. There is no running -> running: a message
+    delivered again finds its job running under a live lease and is dropped.
+    queued -> failed: only a job that never ran, or one whose attempt budget is spent.
     request_cancel on a running job only sets ``cancel_requested``; the worker sees it
     via ``record_progress`` / ``is_cancel_requested`` and calls ``mark_canceled``.
 
@@ -54,12 +56,10 @@ class JobStatus(StrEnum):
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
-#: Allowed transitions, source -> targets (running -> running is the task take-over).
+#: Allowed transitions, source -> targets.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset(
-        {JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED}
-    ),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELED: frozenset(),
@@ -70,18 +70,22 @@ class Guard(StrEnum):
     """A named condition a transition needs besides its source status (the store turns
     each into one SQL condition)."""
 
-    #: ``attempts == 0``: a queued job may be given up on only if it never ran; a job
-    #: requeued for a retry cannot be failed by a stale worker that lost it.
-    NEVER_RAN = "never_ran"
-    #: The job is held by the claiming Celery task id: its message came back after the
-    #: worker running it died, and the same task takes it over.
-    SAME_TASK = "same_task"
+    #: ``attempts < max_attempts``: a claim never starts a run beyond the one attempt budget
+    #: (``Settings.max_attempts``); attempts are counted here, at claim time.
+    WITHIN_BUDGET = "within_budget"
+    #: ``fencing_token == <the writer's token>``: only the holder of the current claim (or
+    #: the sweeper, with the token of the lease it found expired) may move a running job.
+    FENCED = "fenced"
+    #: ``attempts == 0 or attempts >= max_attempts``: a queued job may be given up on only
+    #: if it never ran, or if it may not run again.
+    NEVER_RAN_OR_SPENT = "never_ran_or_spent"
 
 
 #: The guarded transitions; every other transition in ``TRANSITIONS`` needs only its source status.
 GUARDS: dict[tuple[JobStatus, JobStatus], Guard] = {
-    (JobStatus.QUEUED, JobStatus.FAILED): Guard.NEVER_RAN,
-    (JobStatus.RUNNING, JobStatus.RUNNING): Guard.SAME_TASK,
+    (JobStatus.QUEUED, JobStatus.RUNNING): Guard.WITHIN_BUDGET,
+    (JobStatus.QUEUED, JobStatus.FAILED): Guard.NEVER_RAN_OR_SPENT,
+    **{(JobStatus.RUNNING, target): Guard.FENCED for target in TRANSITIONS[JobStatus.RUNNING]},
 }
 
 for (_source, _target), _guard in GUARDS.items():  # a guard on a forbidden transition is a typo

@@ -10,6 +10,25 @@ its rowcount decides who won. Two workers racing to claim or to finish
 the same job therefore can never both succeed: the loser gets ``None`` from
 ``claim_job`` or ``InvalidTransition`` (409) from the finishing functions.
 
+Leases with fencing. ``claim_job`` increments ``fencing_token`` and sets
+``lease_expires_at = now + Settings.lease_ttl_s`` in the same UPDATE; the returned job carries
+the token. The holder renews its lease (``renew_lease``, and every ``record_progress``), and
+every later write of the holder (progress, cancel acknowledgement, result, failure, requeue,
+the checks before it uploads a checkpoint or a result) names its token: a write whose token
+is no longer the job's, or whose job is no longer running, changes nothing and raises
+``LeaseLost``. So a worker that was only cut off, and whose job the sweeper requeued and
+another worker claimed, cannot overwrite the new holder's work. ``expire_lease`` is the
+sweeper's write: it takes a running job back only if its lease expired and it still has the
+token the sweeper read.
+
+One attempt budget. ``attempts`` counts claims; a claim is refused past
+``Settings.max_attempts`` and ``requeue_job`` / ``expire_lease`` (whoever hands a job back: the
+worker's retry of a transient error, graceful leave, the sweeper) fail a job whose budget is
+spent instead of queueing it again.
+
+Lease times are the writers' clocks (UTC): the machines' clocks must agree to well within
+``lease_ttl_s - lease_renew_s`` (NTP does).
+
 Each function opens its own short session (``session_scope``), so workers can call them
 from progress callbacks on any thread. Returned ORM objects are detached snapshots.
 """
@@ -22,11 +41,12 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Collection, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, and_, false, or_, select, update
+from sqlalchemy import ColumnElement, and_, false, or_, select, true, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,28 +54,44 @@ from sqlalchemy.orm import Session
 from shared.db.orm import Job, new_id, utcnow
 from shared.db.session import session_scope
 from shared.errors import (
+    EngineError,
     IdempotencyKeyReused,
     InvalidCursor,
     InvalidTransition,
+    LeaseLost,
     NotFound,
 )
 from shared.jobs.methods import get_method, parse_spec
 from shared.jobs.status import GUARDS, Guard, JobStatus, sources_of
 from shared.jobs.tenants import check_tenant
+from shared.settings import get_settings
 from shared.webhooks.state import WebhookState
 
 MAX_LIST_LIMIT = 200
 
-#: The SQL of each named guard of ``shared.jobs.status.GUARDS``; ``task_id`` is the Celery
-#: task asking for the transition.
-GUARD_SQL: dict[Guard, Callable[[str | None], ColumnElement[bool]]] = {
-    Guard.NEVER_RAN: lambda task_id: Job.attempts == 0,
-    Guard.SAME_TASK: lambda task_id: Job.task_id == task_id if task_id is not None else false(),
+
+
+@dataclass(frozen=True)
+class GuardArgs:
+    """What a guard's SQL may need from the writer: its fencing token, the attempt budget."""
+
+    token: int | None = None
+    max_attempts: int | None = None
+
+    def budget(self) -> int:
+        return self.max_attempts if self.max_attempts is not None else get_settings().max_attempts
+
+
+#: The SQL of each named guard of ``shared.jobs.status.GUARDS``.
+GUARD_SQL: dict[Guard, Callable[[GuardArgs], ColumnElement[bool]]] = {
+    Guard.WITHIN_BUDGET: lambda a: Job.attempts < a.budget(),
+    Guard.FENCED: lambda a: Job.fencing_token == a.token if a.token is not None else false(),
+    Guard.NEVER_RAN_OR_SPENT: lambda a: or_(Job.attempts == 0, Job.attempts >= a.budget()),
 }
 
 
 def allowed_condition(
-    target: JobStatus, *, only_from: Collection[JobStatus] | None = None, task_id: str | None = None
+    target: JobStatus, *, only_from: Collection[JobStatus] | None = None, args: GuardArgs | None = None
 ) -> ColumnElement[bool]:
     """SQL for "the job may become ``target`` now": its status is one of the sources of
     ``target`` in ``TRANSITIONS`` (narrowed to ``only_from`` when one store function does
@@ -65,11 +101,12 @@ def allowed_condition(
         if not set(only_from) <= set(sources):
             raise ValueError(f"{sorted(set(only_from) - set(sources))} -> {target} is not in TRANSITIONS")
         sources = tuple(s for s in sources if s in only_from)
+    args = args or GuardArgs()
     clauses = []
     for source in sources:
         guard = GUARDS.get((source, target))
         in_source = Job.status == source.value
-        clauses.append(and_(in_source, GUARD_SQL[guard](task_id)) if guard is not None else in_source)
+        clauses.append(and_(in_source, GUARD_SQL[guard](args)) if guard is not None else in_source)
     return or_(*clauses)
 
 
@@ -80,15 +117,14 @@ def _write_status(
     values: Mapping[str, Any],
     *,
     only_from: Collection[JobStatus] | None = None,
-    task_id: str | None = None,
-    held_by_task: bool = False,
+    args: GuardArgs | None = None,
+    also: ColumnElement[bool] | None = None,
 ) -> bool:
     """The one status write: ``UPDATE jobs SET status = target, **values WHERE id = job_id AND
-    <allowed_condition>`` (and, with ``held_by_task``, the job is held by ``task_id``).
-    True when this call made the transition."""
-    conditions = [Job.id == job_id, allowed_condition(target, only_from=only_from, task_id=task_id)]
-    if held_by_task and task_id is not None:
-        conditions.append(Job.task_id == task_id)
+    <allowed_condition> [AND also]``. True when this call made the transition."""
+    conditions = [Job.id == job_id, allowed_condition(target, only_from=only_from, args=args)]
+    if also is not None:
+        conditions.append(also)
     result = cast(
         CursorResult[Any],
         session.execute(
@@ -99,6 +135,23 @@ def _write_status(
         ),
     )
     return result.rowcount == 1
+
+
+def _lease_lost(job_id: str, token: int, job: Job | None) -> LeaseLost:
+    if job is None:
+        return LeaseLost(f"Job {job_id} no longer exists; the holder of token {token} must stop.", job_id=job_id)
+    return LeaseLost(
+        f"Job {job_id} is no longer held by token {token} (it is {job.status} under token {job.fencing_token}); "
+        "the write was refused and the worker must stop.",
+        job_id=job_id,
+        job_status=job.status,
+        fencing_token=job.fencing_token,
+    )
+
+
+def _holds(token: int) -> ColumnElement[bool]:
+    """The job is running under the claim that took ``token``."""
+    return and_(Job.status == JobStatus.RUNNING.value, Job.fencing_token == token)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -130,18 +183,21 @@ def _transition(
     values: dict[str, Any],
     *,
     only_from: Collection[JobStatus] | None = None,
-    task_id: str | None = None,
+    token: int | None = None,
 ) -> Job:
     """Apply ``target`` with one conditional UPDATE (``_write_status``); raise
     ``InvalidTransition`` if the job was not in an allowed source status or its guard did not
-    hold (or, with ``task_id``, it is held by another task)."""
+    hold, and ``LeaseLost`` when the writer's ``token`` no longer holds the running job."""
     with session_scope() as session:
-        done = _write_status(session, job_id, target, values, only_from=only_from, task_id=task_id, held_by_task=True)
+        done = _write_status(session, job_id, target, values, only_from=only_from, args=GuardArgs(token=token))
+        if not done and token is not None:
+            lost = session.get(Job, job_id, populate_existing=True)
+            if lost is None or lost.status != JobStatus.RUNNING.value or lost.fencing_token != token:
+                raise _lease_lost(job_id, token, lost)
         job = _load(session, job_id)
         if not done:
-            held = " (held by another task)" if task_id is not None and job.task_id != task_id else ""
             raise InvalidTransition(
-                f"Job {job_id} is {job.status}{held}; it cannot become {target.value}.",
+                f"Job {job_id} is {job.status}; it cannot become {target.value}.",
                 job_id=job_id,
                 job_status=job.status,
             )
@@ -310,46 +366,103 @@ def list_jobs(
 
 
 def claim_job(job_id: str, *, task_id: str, worker: str) -> Job | None:
-    """queued -> running (attempts + 1), or running -> running when the job is already held
-    by this same Celery ``task_id`` (redelivery after its worker died).
+    """queued -> running: attempts + 1, a new fencing token, a lease of ``Settings.lease_ttl_s``.
 
-    Returns the running job, or ``None`` when it is canceled, finished, missing or held by
-    another task; the caller then simply drops the message.
+    Returns the running job (its ``fencing_token`` is the caller's token for every later
+    write), or ``None`` when it is running under another claim, finished, canceled or
+    missing: the caller then drops the message. A queued job whose attempt budget is spent
+    (``Settings.max_attempts`` lowered meanwhile) is failed here instead of run.
     """
+    settings = get_settings()
     now = utcnow()
-    values = {"attempts": Job.attempts + 1, "task_id": task_id, "worker": worker, "started_at": now, "updated_at": now}
+    values = {
+        "attempts": Job.attempts + 1,
+        "fencing_token": Job.fencing_token + 1,
+        "lease_expires_at": now + timedelta(seconds=settings.lease_ttl_s),
+        "task_id": task_id,
+        "worker": worker,
+        "started_at": now,
+        "updated_at": now,
+    }
+    args = GuardArgs(max_attempts=settings.max_attempts)
     with session_scope() as session:
-        if not _write_status(session, job_id, JobStatus.RUNNING, values, task_id=task_id):
-            return None
-        return _load(session, job_id)
+        if _write_status(session, job_id, JobStatus.RUNNING, values, args=args):
+            return _load(session, job_id)
+        spent = {
+            "error": _budget_problem(job_id, settings.max_attempts, None),
+            "finished_at": now,
+            "stage": "failed",
+        }
+        budget_spent = and_(Job.attempts > 0, Job.attempts >= settings.max_attempts)
+        _write_status(session, job_id, JobStatus.FAILED, spent, only_from=[JobStatus.QUEUED], args=args,
+                      also=budget_spent)
+        return None
+
+
+def renew_lease(job_id: str, token: int) -> None:
+    """Extend the holder's lease to ``now + Settings.lease_ttl_s``; ``LeaseLost`` when ``token``
+    no longer holds the running job.
+
+    The worker's heartbeat calls this every ``Settings.lease_renew_s`` (5 s) while a job runs:
+    ONE UPDATE of one timestamp, found by primary key, no index on the column it writes (a
+    PostgreSQL HOT update). A thousand busy workers make 1000 / 5 = 200 of these a second, a
+    small load for one PostgreSQL; progress writes renew the lease too, at no extra cost.
+    """
+    expires = utcnow() + timedelta(seconds=get_settings().lease_ttl_s)
+    with session_scope() as session:
+        result = cast(
+            CursorResult[Any],
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, _holds(token))
+                .values(lease_expires_at=expires)
+                .execution_options(synchronize_session=False)
+            ),
+        )
+        if result.rowcount != 1:
+            raise _lease_lost(job_id, token, session.get(Job, job_id))
+
+
+def check_lease(job_id: str, token: int) -> None:
+    """A read: ``LeaseLost`` unless ``token`` still holds the running job. The worker asks
+    before it uploads a checkpoint or a result, so a stale holder does not overwrite the new
+    holder's objects (what is left is the instant between this read and the upload)."""
+    with session_scope() as session:
+        row = session.execute(select(Job.status, Job.fencing_token).where(Job.id == job_id)).one_or_none()
+        if row is None or row.status != JobStatus.RUNNING.value or row.fencing_token != token:
+            raise _lease_lost(job_id, token, session.get(Job, job_id))
 
 
 def record_progress(
-    job_id: str, *, step: int, total: int, loss: float | None = None, stage: str = "", preview: bool = False
+    job_id: str, *, token: int, step: int, total: int, loss: float | None = None, stage: str = "",
+    preview: bool = False,
 ) -> bool:
-    """Store progress of a running job and bump its heartbeat (``updated_at``);
-    ``preview=True`` says a new preview image was just uploaded (``preview_version`` + 1).
+    """Store progress of the running job held by ``token``, bump its heartbeat (``updated_at``)
+    and renew its lease, in one UPDATE; ``preview=True`` says a new preview image was just
+    uploaded (``preview_version`` + 1).
 
-    Returns True when the worker should stop: cancel was requested, or the job is no
-    longer running (finished or taken away), so its work would be thrown away anyway.
+    Returns True when the worker should stop because a cancel was requested; raises
+    ``LeaseLost`` (and changes nothing) when ``token`` no longer holds the running job.
     """
     fraction = min(1.0, max(0.0, step / total)) if total > 0 else 0.0
     if loss is not None and not math.isfinite(loss):
         loss = None  # NaN/inf are not JSON; the API would choke on them
+    now = utcnow()
     values: dict[str, Any] = {"step": step, "total": total, "progress": fraction, "loss": loss, "stage": stage[:64]}
     if preview:
         values["preview_version"] = Job.preview_version + 1
+    lease = now + timedelta(seconds=get_settings().lease_ttl_s)
     with session_scope() as session:
-        session.execute(
+        canceled = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-            .values(**values, updated_at=utcnow(), revision=Job.revision + 1)
+            .where(Job.id == job_id, _holds(token))
+            .values(**values, updated_at=now, revision=Job.revision + 1, lease_expires_at=lease)
+            .returning(Job.cancel_requested)
             .execution_options(synchronize_session=False)
-        )
-        row = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
-    if row is None:
-        return True
-    return bool(row.cancel_requested) or row.status != JobStatus.RUNNING.value
+        ).scalar_one_or_none()
+        if canceled is None:
+            raise _lease_lost(job_id, token, session.get(Job, job_id))
+    return bool(canceled)
 
 
 def is_cancel_requested(job_id: str) -> bool:
@@ -361,53 +474,89 @@ def is_cancel_requested(job_id: str) -> bool:
     return bool(row.cancel_requested) or row.status == JobStatus.CANCELED.value
 
 
-def succeed_job(
-    job_id: str, result: dict[str, Any], model_id: str | None = None, *, task_id: str | None = None
-) -> Job:
-    """running -> succeeded with ``result``, a ``shared.jobs.outcomes`` outcome as JSON
-    (``outcome.model_dump(mode="json")``, read back with ``parse_outcome``) and, for
-    training jobs, the registered ``model_id``."""
+def succeed_job(job_id: str, result: dict[str, Any], model_id: str | None = None, *, token: int) -> Job:
+    """running -> succeeded by the holder of ``token``, with ``result``, a ``shared.jobs.outcomes``
+    outcome as JSON (``outcome.model_dump(mode="json")``, read back with ``parse_outcome``) and,
+    for training jobs, the registered ``model_id``."""
     now = utcnow()
-    return _transition(
-        job_id,
-        JobStatus.SUCCEEDED,
-        {"result": result, "model_id": model_id, "error": None, "progress": 1.0, "stage": "done", "finished_at": now},
-        task_id=task_id,
-    )
+    values = {"result": result, "model_id": model_id, "error": None, "progress": 1.0, "stage": "done",
+              "finished_at": now, "lease_expires_at": None}
+    return _transition(job_id, JobStatus.SUCCEEDED, values, token=token)
 
 
-def fail_job(job_id: str, problem: dict[str, Any], *, task_id: str | None = None) -> Job:
-    """running -> failed with ``problem`` (RFC 9457 dict, e.g. ``err.to_problem()``).
+def fail_job(job_id: str, problem: dict[str, Any], *, token: int | None = None) -> Job:
+    """-> failed with ``problem`` (RFC 9457 dict, e.g. ``err.to_problem()``).
 
-    Also queued -> failed, but only for a job that never ran (``attempts == 0``), e.g. one
-    that cannot be started at all. A requeued job waiting for its retry cannot be failed
-    by a stale worker that lost it.
+    With ``token``: running -> failed by the holder of that token (``LeaseLost`` otherwise).
+    Without: queued -> failed, only for a job that never ran (e.g. one that cannot be started
+    at all) or whose attempt budget is spent. A requeued job waiting for its retry cannot be
+    failed by anyone else.
     """
-    return _transition(job_id, JobStatus.FAILED, {"error": problem, "finished_at": utcnow()}, task_id=task_id)
+    values = {"error": problem, "finished_at": utcnow(), "lease_expires_at": None}
+    only_from = [JobStatus.RUNNING] if token is not None else [JobStatus.QUEUED]
+    return _transition(job_id, JobStatus.FAILED, values, only_from=only_from, token=token)
 
 
-def mark_canceled(job_id: str, *, task_id: str | None = None) -> Job:
-    """running -> canceled, by the worker after it saw ``cancel_requested``."""
-    return _transition(
-        job_id,
-        JobStatus.CANCELED,
-        {"finished_at": utcnow(), "stage": "canceled"},
-        only_from=[JobStatus.RUNNING],  # queued -> canceled is request_cancel's
-        task_id=task_id,
-    )
+def mark_canceled(job_id: str, *, token: int) -> Job:
+    """running -> canceled, by the holder of ``token`` after it saw ``cancel_requested``."""
+    values = {"finished_at": utcnow(), "stage": "canceled", "lease_expires_at": None}
+    # queued -> canceled is request_cancel's
+    return _transition(job_id, JobStatus.CANCELED, values, only_from=[JobStatus.RUNNING], token=token)
 
 
-def requeue_job(job_id: str, problem: dict[str, Any] | None = None, *, task_id: str | None = None) -> Job:
-    """running -> queued for a retry; ``problem`` records why the last attempt stopped.
+def _budget_problem(job_id: str, max_attempts: int, problem: dict[str, Any] | None) -> dict[str, Any]:
+    """The last attempt's problem (or a generic one), saying the attempt budget is spent."""
+    why = dict(problem or EngineError("the job may not run again.").to_problem())
+    detail = str(why.get("detail", "")).rstrip(".")
+    why["detail"] = f"{detail}. The job has used its attempt budget ({max_attempts} runs); giving up."
+    why["instance"] = f"/v1/jobs/{job_id}"
+    why["max_attempts"] = max_attempts
+    why.pop("retryable", None)
+    return why
+
+
+def _release(job_id: str, problem: dict[str, Any] | None, stage: str, token: int,
+             also: ColumnElement[bool] | None) -> Job | None:
+    """running -> queued (or -> failed once the attempt budget is spent) for the claim of
+    ``token``; the lease is released so another worker may claim the job at once. ``None``
+    when the UPDATE found the job no longer so (the caller decides what that means)."""
+    max_attempts = get_settings().max_attempts
+    args = GuardArgs(token=token, max_attempts=max_attempts)
+    released = {"worker": None, "lease_expires_at": None}
+    with session_scope() as session:
+        within = and_(Job.attempts < max_attempts, also if also is not None else true())
+        if _write_status(session, job_id, JobStatus.QUEUED, {"error": problem, "stage": stage, **released},
+                         args=args, also=within):
+            return _load(session, job_id)
+        spent = {"error": _budget_problem(job_id, max_attempts, problem), "stage": "failed", "finished_at": utcnow()}
+        if _write_status(session, job_id, JobStatus.FAILED, {**spent, **released}, only_from=[JobStatus.RUNNING],
+                         args=args, also=also):
+            return _load(session, job_id)
+        return None
+
+
+def requeue_job(job_id: str, problem: dict[str, Any] | None = None, *, token: int, stage: str = "requeued") -> Job:
+    """The holder of ``token`` hands its running job back: -> queued for another attempt,
+    its lease released (``problem`` records why this attempt stopped), or -> failed with that
+    problem when the job already ran ``Settings.max_attempts`` times. The returned job says
+    which; the caller sends a queued one to the broker again. ``LeaseLost`` when ``token`` no
+    longer holds the job.
 
     The worker slot is cleared; ``task_id`` stays (Celery retries reuse the task id).
     """
-    return _transition(
-        job_id,
-        JobStatus.QUEUED,
-        {"error": problem, "worker": None, "stage": "requeued"},
-        task_id=task_id,
-    )
+    job = _release(job_id, problem, stage, token, None)
+    if job is None:
+        with session_scope() as session:
+            raise _lease_lost(job_id, token, session.get(Job, job_id))
+    return job
+
+
+def expire_lease(job_id: str, *, token: int, problem: dict[str, Any], now: datetime | None = None) -> Job | None:
+    """The sweeper's write: a running job whose lease (taken with ``token``) expired before
+    ``now`` -> queued, or -> failed once its attempt budget is spent. ``None`` when the job
+    moved on meanwhile (renewed, finished, claimed again): nothing was written."""
+    expired = and_(Job.lease_expires_at.is_not(None), Job.lease_expires_at < (now or utcnow()))
+    return _release(job_id, problem, "requeued", token, expired)
 
 
 def request_cancel(job_id: str, tenant: str | None) -> Job:

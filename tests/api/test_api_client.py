@@ -105,14 +105,16 @@ def play_worker(job_id: str, settings: Settings, *, delay: float = 0.2) -> threa
 
     def run() -> None:
         time.sleep(delay)
-        store.claim_job(job_id, task_id="t1", worker="w1")
+        claimed = store.claim_job(job_id, task_id="t1", worker="w1")
+        assert claimed is not None
         for step in (1, 2):
             time.sleep(delay)
-            store.record_progress(job_id, step=step, total=4, stage="render")
+            store.record_progress(job_id, token=claimed.fencing_token, step=step, total=4, stage="render")
+        time.sleep(delay)  # the last progress state lasts as long as the others
         key = result_key("default", job_id, "output.png")
         get_storage(settings).put_bytes(key, png_bytes(20, 10, (1, 2, 3)), "image/png")
         outcome = RenderOutcome(keys=RenderKeys(image=key), width=20, height=10, size_bytes=100, metrics={})
-        store.succeed_job(job_id, outcome.model_dump(mode="json"), task_id="t1")
+        store.succeed_job(job_id, outcome.model_dump(mode="json"), token=claimed.fencing_token)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

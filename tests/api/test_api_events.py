@@ -102,15 +102,15 @@ def test_given_a_job_when_watched_expect_every_change_in_order_then_the_stream_e
     first = stream.next()
     assert first is not None and first.kind == "status" and first.data["status"] == "queued"
     # when a worker claims it, reports progress twice (the second with a preview) and succeeds
-    store.claim_job(job_id, task_id="t1", worker="w1")
+    token = store.claim_job(job_id, task_id="t1", worker="w1").fencing_token
     running = stream.next()
-    store.record_progress(job_id, step=1, total=4, stage="render")
+    store.record_progress(job_id, token=token, step=1, total=4, stage="render")
     half = stream.next()
-    store.record_progress(job_id, step=2, total=4, stage="render", preview=True)
+    store.record_progress(job_id, token=token, step=2, total=4, stage="render", preview=True)
     preview = stream.next()
     outcome = RenderOutcome(keys=RenderKeys(image=f"tenants/default/jobs/{job_id}/output.png"), width=16, height=12,
                             size_bytes=100, metrics={})
-    store.succeed_job(job_id, outcome.model_dump(mode="json"), task_id="t1")
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), token=token)
     done = stream.next()
     # expect one event per change, in order, with increasing ids, then the end of the stream
     assert running and half and preview and done
@@ -130,14 +130,14 @@ def test_given_a_job_when_watched_expect_every_change_in_order_then_the_stream_e
 def test_given_a_client_that_reconnects_with_last_event_id_expect_no_status_change_skipped(api_url: str) -> None:
     # given a client that saw the job start running, then lost its connection
     job_id = new_job(api_url)
-    store.claim_job(job_id, task_id="t1", worker="w1")
+    token = store.claim_job(job_id, task_id="t1", worker="w1").fencing_token
     stream = Stream(f"{api_url}/v1/jobs/{job_id}/events")
     seen = stream.next()
     assert seen is not None and seen.data["status"] == "running"
     stream.close()
     # when, while it was away, the job was canceled
     store.request_cancel(job_id, "default")
-    store.mark_canceled(job_id, task_id="t1")
+    store.mark_canceled(job_id, token=token)
     resumed = Stream(f"{api_url}/v1/jobs/{job_id}/events", {"Last-Event-ID": str(seen.id)})
     # expect the resumed stream to say so at once, as a status event, and then end
     event = resumed.next()
@@ -196,10 +196,11 @@ def test_given_preview_uploaded_by_worker_expect_served_until_replaced(client: T
     # given a running job without a preview yet
     content = upload_id(client)
     job_id = client.post("/v1/jobs", json={"method": "fast", "content": content}).json()["id"]
-    store.claim_job(job_id, task_id="t1", worker="w1")
+    token = store.claim_job(job_id, task_id="t1", worker="w1").fencing_token
     assert_problem(client.get(f"/v1/jobs/{job_id}/preview"), 404, "not-found")
     # when the worker's progress callback receives a preview image
-    runtime = JobRuntime(job_id=job_id, tenant="default", settings=settings, storage=get_storage(settings))
+    runtime = JobRuntime(job_id=job_id, tenant="default", settings=settings, storage=get_storage(settings),
+                         token=token)
     from shared.engine.context import Progress
 
     runtime.progress(Progress(step=1, total=10, preview=Image.new("RGB", (40, 30), (10, 200, 30))))

@@ -76,7 +76,7 @@ def finish_with_duration(job_id: str, seconds: float) -> None:
     job = store.claim_job(job_id, task_id=f"t-{job_id}", worker="w")
     assert job is not None
     outcome = RenderOutcome(keys=RenderKeys(image="x.png"), width=1, height=1, size_bytes=1)
-    store.succeed_job(job_id, outcome.model_dump(mode="json"), task_id=f"t-{job_id}")
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), token=job.fencing_token)
     with session_scope() as session:
         finished = store.get_job(job_id).finished_at
         assert finished is not None

@@ -11,6 +11,9 @@ from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, get_storage, model_key,
 
 from api_helpers import EnqueueRecorder, assert_problem, png_bytes, upload_id, zip_bytes
 
+#: The fencing token of a job's first claim: these tests write as that worker would.
+FIRST_CLAIM = 1
+
 
 def fast_spec(client: TestClient, **extra: object) -> dict:
     return {"method": "fast", "content": upload_id(client), **extra}
@@ -48,7 +51,7 @@ def test_given_job_when_read_expect_progress_timings_links(client: TestClient) -
 def test_given_worker_progress_expect_it_in_job_view(client: TestClient) -> None:
     job_id = submit(client, fast_spec(client)).json()["id"]
     store.claim_job(job_id, task_id="t", worker="w")
-    store.record_progress(job_id, step=3, total=4, loss=0.5, stage="render")
+    store.record_progress(job_id, token=FIRST_CLAIM, step=3, total=4, loss=0.5, stage="render")
     body = client.get(f"/v1/jobs/{job_id}").json()
     assert body["status"] == "running" and body["progress"]["fraction"] == 0.75 and body["attempts"] == 1
     assert body["timings"]["run_seconds"] is not None
@@ -165,7 +168,7 @@ def test_given_broker_down_expect_202_and_job_left_queued(client: TestClient, en
     enqueued.fail = True
     response = submit(client, fast_spec(client))
     assert response.status_code == 202
-    assert store.get_job(response.json()["id"]).status == "queued"  # the reconciler sends it later
+    assert store.get_job(response.json()["id"]).status == "queued"  # the sweeper sends it later
 
 
 # --- listing ---------------------------------------------------------------------------
@@ -221,7 +224,7 @@ def test_given_running_job_when_deleted_expect_cancel_requested(client: TestClie
 def test_given_finished_job_when_canceled_expect_409(client: TestClient) -> None:
     job_id = submit(client, fast_spec(client)).json()["id"]
     store.claim_job(job_id, task_id="t", worker="w")
-    store.fail_job(job_id, {"type": "x", "title": "x", "status": 500, "detail": "x"})
+    store.fail_job(job_id, {"type": "x", "title": "x", "status": 500, "detail": "x"}, token=FIRST_CLAIM)
     assert_problem(client.post(f"/v1/jobs/{job_id}/cancel"), 409, "invalid-transition")
 
 
@@ -252,7 +255,7 @@ def test_given_succeeded_job_expect_result_png_and_summary(client: TestClient, s
     png = png_bytes(20, 10)
     get_storage(settings).put_bytes(key, png, "image/png")
     outcome = RenderOutcome(keys=RenderKeys(image=key), width=20, height=10, size_bytes=len(png), metrics={"ms": 5})
-    store.succeed_job(job_id, outcome.model_dump(mode="json"))
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), token=FIRST_CLAIM)
 
     # when it is read, expect its summary and a link that serves the PNG
     body = client.get(f"/v1/jobs/{job_id}").json()
@@ -282,7 +285,7 @@ def test_given_result_row_written_before_outcome_kinds_expect_same_summary_and_p
         "seconds": 1.5,
         "worker": "w",
     }
-    store.succeed_job(job_id, legacy_row)
+    store.succeed_job(job_id, legacy_row, token=FIRST_CLAIM)
 
     # when it is read, expect the same summary and PNG as for today's rows
     body = client.get(f"/v1/jobs/{job_id}").json()
@@ -319,7 +322,7 @@ def test_given_succeeded_training_job_expect_loss_curve_served_and_model_linked(
         model_kind="fast",
         metrics={"final_loss": 2.5},
     )
-    store.succeed_job(job_id, outcome.model_dump(mode="json"), model_id)
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), model_id, token=FIRST_CLAIM)
 
     # when it is read, expect no image size, its metrics, a model link and the curve as result
     body = client.get(f"/v1/jobs/{job_id}").json()
@@ -338,7 +341,7 @@ def test_given_training_job_without_loss_curve_expect_result_404_naming_model(cl
         model_name="mine",
         model_kind="fast",
     )
-    store.succeed_job(job_id, outcome.model_dump(mode="json"), model_id)
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), model_id, token=FIRST_CLAIM)
 
     # when its result is asked for, expect a 404 problem that points to the model
     body = assert_problem(client.get(f"/v1/jobs/{job_id}/result"), 404, "not-found")

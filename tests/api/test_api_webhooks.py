@@ -85,10 +85,11 @@ def submit(client: TestClient, webhook: Any, **headers: str) -> Any:
 
 def finish(job_id: str) -> None:
     """The worker's part: claim the job and store a render outcome."""
-    store.claim_job(job_id, task_id="t", worker="w")
+    claimed = store.claim_job(job_id, task_id="t", worker="w")
+    assert claimed is not None
     key = f"tenants/default/jobs/{job_id}/output.png"
     outcome = RenderOutcome(keys=RenderKeys(image=key), width=8, height=6, size_bytes=100)
-    store.succeed_job(job_id, outcome.model_dump(mode="json"), task_id="t")
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), token=claimed.fencing_token)
 
 
 def test_given_receiver_failing_once_expect_event_delivered_after_one_retry(

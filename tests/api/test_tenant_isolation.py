@@ -103,9 +103,10 @@ def test_another_tenants_job_is_404_on_every_route(keyed, settings: Settings) ->
     # given the job succeeded with a stored PNG
     key = result_key("acme", job_id, "output.png")
     get_storage(settings).put_bytes(key, png_bytes(), "image/png")
-    store.claim_job(job_id, task_id="t1", worker="w1")
+    claimed = store.claim_job(job_id, task_id="t1", worker="w1")
+    assert claimed is not None
     outcome = RenderOutcome(keys=RenderKeys(image=key), width=16, height=12, size_bytes=len(png_bytes()))
-    store.succeed_job(job_id, outcome.model_dump(mode="json"), task_id="t1")
+    store.succeed_job(job_id, outcome.model_dump(mode="json"), token=claimed.fencing_token)
     assert client.get(f"/v1/jobs/{job_id}/result", headers=h["acme"]).status_code == 200
     # expect globex (SQL key) and initech (environment key) to get 404 everywhere, and no listing
     for other in ("globex", "initech"):

@@ -70,7 +70,8 @@ def test_given_global_and_tenant_models_expect_visibility_rules(db_url: str) -> 
 
 def test_given_training_job_when_succeeded_with_model_expect_link(db_url: str) -> None:
     job, _ = store.create_job("t1", {"method": "fast", "content": SHA})
-    store.claim_job(job.id, task_id="t", worker="w")
+    claimed = store.claim_job(job.id, task_id="t", worker="w")
+    assert claimed is not None
     model = register("trained", tenant="t1", created_by_job=job.id)
-    done = store.succeed_job(job.id, {"keys": {}, "metrics": {}}, model_id=model.id)
+    done = store.succeed_job(job.id, {"keys": {}, "metrics": {}}, model_id=model.id, token=claimed.fencing_token)
     assert done.model_id == model.id

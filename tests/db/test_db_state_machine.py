@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.errors import IdempotencyKeyReused, InvalidTransition, NotFound
+from shared.errors import IdempotencyKeyReused, InvalidTransition, LeaseLost, NotFound
 from shared.jobs import status as job_status
 from shared.jobs import store
 from shared.jobs.status import JobStatus
@@ -25,16 +25,23 @@ def make(status: JobStatus, task_id: str = "task-1") -> str:
     if status == JobStatus.CANCELED:
         store.request_cancel(job.id, "t1")
         return job.id
-    assert store.claim_job(job.id, task_id=task_id, worker="w1") is not None
+    claimed = store.claim_job(job.id, task_id=task_id, worker="w1")
+    assert claimed is not None
     if status == JobStatus.SUCCEEDED:
-        store.succeed_job(job.id, {"keys": {"image": "k"}, "width": 1, "height": 1, "metrics": {}})
+        store.succeed_job(job.id, {"keys": {"image": "k"}, "width": 1, "height": 1, "metrics": {}},
+                          token=claimed.fencing_token)
     elif status == JobStatus.FAILED:
-        store.fail_job(job.id, PROBLEM)
+        store.fail_job(job.id, PROBLEM, token=claimed.fencing_token)
     return job.id
 
 
 def status_of(job_id: str) -> str:
     return store.get_job(job_id).status
+
+
+def token_of(job_id: str) -> int:
+    """The job's current fencing token: what its holder, if any, writes with."""
+    return store.get_job(job_id).fencing_token
 
 
 # --- allowed transitions ---------------------------------------------------------------
@@ -52,30 +59,31 @@ def test_given_queued_when_claimed_expect_running_attempt_one(db_url: str) -> No
     job = store.claim_job(job_id, task_id="task-1", worker="w1")
     assert job is not None and job.status == "running"
     assert job.attempts == 1 and job.worker == "w1" and job.task_id == "task-1" and job.started_at is not None
+    assert job.fencing_token == 1 and job.lease_expires_at is not None and job.lease_expires_at > job.started_at
 
 
-def test_given_running_when_same_task_reclaims_expect_takeover(db_url: str) -> None:
+@pytest.mark.parametrize("task_id", ["task-1", "task-2"])
+def test_given_running_under_a_live_lease_when_a_message_comes_again_expect_none(db_url: str, task_id: str) -> None:
+    """No running -> running take-over, not even by the same task id (its message delivered
+    again after a visibility timeout): the job keeps its holder, token and attempts."""
     job_id = make(JobStatus.RUNNING, task_id="task-1")
-    job = store.claim_job(job_id, task_id="task-1", worker="w2")
-    assert job is not None and job.status == "running" and job.attempts == 2 and job.worker == "w2"
-
-
-def test_given_running_when_other_task_claims_expect_none(db_url: str) -> None:
-    job_id = make(JobStatus.RUNNING, task_id="task-1")
-    assert store.claim_job(job_id, task_id="task-2", worker="w2") is None
-    assert store.get_job(job_id).worker == "w1"
+    before = store.get_job(job_id)
+    assert store.claim_job(job_id, task_id=task_id, worker="w2") is None
+    after = store.get_job(job_id)
+    assert (after.worker, after.fencing_token, after.attempts) == ("w1", before.fencing_token, 1)
 
 
 def test_given_running_when_succeeded_expect_result_and_progress_one(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    job = store.succeed_job(job_id, {"keys": {"image": "k"}, "width": 4, "height": 3, "metrics": {"s": 1.0}})
+    result = {"keys": {"image": "k"}, "width": 4, "height": 3, "metrics": {"s": 1.0}}
+    job = store.succeed_job(job_id, result, token=token_of(job_id))
     assert job.status == "succeeded" and job.progress == 1.0 and job.finished_at is not None
-    assert job.result["width"] == 4
+    assert job.result["width"] == 4 and job.lease_expires_at is None
 
 
 def test_given_running_when_failed_expect_problem_stored(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    job = store.fail_job(job_id, PROBLEM)
+    job = store.fail_job(job_id, PROBLEM, token=token_of(job_id))
     assert job.status == "failed" and job.error == PROBLEM and job.finished_at is not None
 
 
@@ -87,15 +95,15 @@ def test_given_queued_when_failed_expect_failed(db_url: str) -> None:
 
 def test_given_running_when_requeued_expect_queued_then_claimable(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    job = store.requeue_job(job_id, PROBLEM)
-    assert job.status == "queued" and job.error == PROBLEM and job.worker is None
+    job = store.requeue_job(job_id, PROBLEM, token=token_of(job_id))
+    assert job.status == "queued" and job.error == PROBLEM and job.worker is None and job.lease_expires_at is None
     again = store.claim_job(job_id, task_id="task-1", worker="w3")
-    assert again is not None and again.attempts == 2
+    assert again is not None and again.attempts == 2 and again.fencing_token == 2
 
 
 def test_given_running_when_marked_canceled_expect_canceled(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    assert store.mark_canceled(job_id).status == "canceled"
+    assert store.mark_canceled(job_id, token=token_of(job_id)).status == "canceled"
 
 
 def test_given_queued_when_cancel_requested_expect_canceled_at_once(db_url: str) -> None:
@@ -107,12 +115,13 @@ def test_given_queued_when_cancel_requested_expect_canceled_at_once(db_url: str)
 
 def test_given_running_when_cancel_requested_expect_flag_seen_by_worker(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    assert store.record_progress(job_id, step=1, total=10) is False
+    token = token_of(job_id)
+    assert store.record_progress(job_id, token=token, step=1, total=10) is False
     job = store.request_cancel(job_id, "t1")
     assert job.status == "running" and job.cancel_requested is True
     assert store.is_cancel_requested(job_id) is True
-    assert store.record_progress(job_id, step=2, total=10) is True
-    assert store.mark_canceled(job_id).status == "canceled"
+    assert store.record_progress(job_id, token=token, step=2, total=10) is True
+    assert store.mark_canceled(job_id, token=token).status == "canceled"
 
 
 def test_given_canceled_when_cancel_again_expect_same_job(db_url: str) -> None:
@@ -130,11 +139,12 @@ def test_given_finished_when_cancel_requested_expect_conflict(db_url: str, final
 
 # --- forbidden transitions -------------------------------------------------------------
 
+#: The holder's writes, each with the job's current token (a queued job's is 0: nobody holds it).
 FINISHERS: dict[str, Callable[[str], object]] = {
-    "succeed": lambda j: store.succeed_job(j, {"keys": {}, "width": 1, "height": 1, "metrics": {}}),
-    "fail": lambda j: store.fail_job(j, PROBLEM),
-    "mark_canceled": store.mark_canceled,
-    "requeue": lambda j: store.requeue_job(j, PROBLEM),
+    "succeed": lambda j: store.succeed_job(j, {"keys": {}, "width": 1, "height": 1, "metrics": {}}, token=token_of(j)),
+    "fail": lambda j: store.fail_job(j, PROBLEM, token=token_of(j)),
+    "mark_canceled": lambda j: store.mark_canceled(j, token=token_of(j)),
+    "requeue": lambda j: store.requeue_job(j, PROBLEM, token=token_of(j)),
 }
 
 FORBIDDEN = [
@@ -161,22 +171,24 @@ def test_given_finished_when_claimed_expect_none_even_for_same_task(db_url: str,
     assert status_of(job_id) == final.value
 
 
-def test_given_finished_when_progress_reported_expect_ignored_and_stop(db_url: str) -> None:
+def test_given_finished_when_progress_reported_expect_lease_lost_and_nothing_written(db_url: str) -> None:
     job_id = make(JobStatus.SUCCEEDED)
-    assert store.record_progress(job_id, step=5, total=10) is True
+    with pytest.raises(LeaseLost):
+        store.record_progress(job_id, token=token_of(job_id), step=5, total=10)
     assert store.get_job(job_id).step == 0
 
 
-def test_given_task_id_when_other_task_finishes_expect_invalid_transition(db_url: str) -> None:
+def test_given_other_token_when_finishing_expect_lease_lost(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING, task_id="task-1")
-    with pytest.raises(InvalidTransition):
-        store.succeed_job(job_id, {"keys": {}}, task_id="task-2")
-    assert store.succeed_job(job_id, {"keys": {}}, task_id="task-1").status == "succeeded"
+    with pytest.raises(LeaseLost) as info:
+        store.succeed_job(job_id, {"keys": {}}, token=token_of(job_id) + 1)
+    assert info.value.status == 409 and "no longer held by token 2" in info.value.detail
+    assert store.succeed_job(job_id, {"keys": {}}, token=token_of(job_id)).status == "succeeded"
 
 
 def test_transition_table_matches_docstring() -> None:
     assert job_status.can_transition("queued", "running") and job_status.can_transition("running", "queued")
-    assert job_status.can_transition("running", "running")
+    assert not job_status.can_transition("running", "running")  # no take-over: a claim needs a queued job
     assert not job_status.can_transition("succeeded", "running")
     assert not job_status.can_transition("queued", "succeeded")
     for final in job_status.FINAL_STATUSES:
@@ -287,15 +299,19 @@ def test_every_guard_has_its_sql_and_sits_on_an_allowed_transition() -> None:
 
 
 def test_guard_sql_is_part_of_the_transition_condition() -> None:
-    """queued -> failed carries ``attempts = 0``; running -> running the claiming task id."""
-    failed = str(store.allowed_condition(JobStatus.FAILED).compile(compile_kwargs={"literal_binds": True}))
-    assert "attempts = 0" in failed and "'queued'" in failed and "'running'" in failed
-    condition = store.allowed_condition(JobStatus.RUNNING, task_id="t-9")
-    claim = str(condition.compile(compile_kwargs={"literal_binds": True}))
-    assert "task_id = 't-9'" in claim
-    canceled = str(store.allowed_condition(JobStatus.CANCELED, only_from=[JobStatus.RUNNING])
-                   .compile(compile_kwargs={"literal_binds": True}))
-    assert "'running'" in canceled and "'queued'" not in canceled
+    """queued -> failed carries the attempt checks, running -> X the writer's fencing token,
+    and a claim the attempt budget."""
+    def sql(target: JobStatus, **kwargs: object) -> str:
+        return str(store.allowed_condition(target, **kwargs).compile(compile_kwargs={"literal_binds": True}))
+
+    failed = sql(JobStatus.FAILED, args=store.GuardArgs(token=7, max_attempts=3))
+    assert "attempts = 0" in failed and "attempts >= 3" in failed and "fencing_token = 7" in failed
+    assert "'queued'" in failed and "'running'" in failed
+    claim = sql(JobStatus.RUNNING, args=store.GuardArgs(max_attempts=4))
+    assert "attempts < 4" in claim and "'queued'" in claim and "'running'" not in claim
+    assert "false" in sql(JobStatus.SUCCEEDED).lower()  # no token: no holder may finish
+    canceled = sql(JobStatus.CANCELED, only_from=[JobStatus.RUNNING], args=store.GuardArgs(token=3))
+    assert "'running'" in canceled and "fencing_token = 3" in canceled and "'queued'" not in canceled
 
 
 def test_a_store_function_cannot_widen_the_table() -> None:
@@ -324,16 +340,17 @@ def test_given_other_tenant_expect_not_found(db_url: str) -> None:
 
 def test_given_running_when_progress_expect_fraction_and_heartbeat(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    before = store.get_job(job_id).updated_at
-    assert store.record_progress(job_id, step=25, total=100, loss=1.5, stage="optimize") is False
+    before = store.get_job(job_id)
+    stop = store.record_progress(job_id, token=before.fencing_token, step=25, total=100, loss=1.5, stage="optimize")
+    assert stop is False
     job = store.get_job(job_id)
     assert (job.step, job.total, job.progress, job.loss, job.stage) == (25, 100, 0.25, 1.5, "optimize")
-    assert job.updated_at >= before
+    assert job.updated_at >= before.updated_at and job.lease_expires_at >= before.lease_expires_at  # renewed too
 
 
 def test_given_nan_loss_expect_stored_as_null(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
-    store.record_progress(job_id, step=1, total=2, loss=float("nan"))
+    store.record_progress(job_id, token=token_of(job_id), step=1, total=2, loss=float("nan"))
     assert store.get_job(job_id).loss is None
 
 
@@ -437,9 +454,13 @@ def test_given_garbage_cursor_expect_invalid_cursor(db_url: str) -> None:
 
 
 def test_given_requeued_job_when_stale_worker_fails_it_expect_invalid_transition(db_url: str) -> None:
-    """queued -> failed is only for jobs that never ran; a retry waiting in the queue stays."""
+    """queued -> failed is only for jobs that never ran (or are out of attempts); a retry
+    waiting in the queue stays, whether the old holder or anyone else tries."""
     job_id = make(JobStatus.RUNNING)
-    store.requeue_job(job_id, PROBLEM)
+    token = token_of(job_id)
+    store.requeue_job(job_id, PROBLEM, token=token)
+    with pytest.raises(LeaseLost):
+        store.fail_job(job_id, PROBLEM, token=token)
     with pytest.raises(InvalidTransition):
         store.fail_job(job_id, PROBLEM)
     assert status_of(job_id) == "queued"

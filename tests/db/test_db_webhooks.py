@@ -26,8 +26,10 @@ HOOK = "http://127.0.0.1:9/hook"
 
 def finished_job(webhook: str | None = HOOK) -> str:
     job, _ = store.create_job("t1", SPEC, webhook_url=webhook)
-    store.claim_job(job.id, task_id="task", worker="w")
-    store.succeed_job(job.id, {"keys": {"image": "k"}, "width": 1, "height": 1, "size_bytes": 1}, task_id="task")
+    claimed = store.claim_job(job.id, task_id="task", worker="w")
+    assert claimed is not None
+    result = {"keys": {"image": "k"}, "width": 1, "height": 1, "size_bytes": 1}
+    store.succeed_job(job.id, result, token=claimed.fencing_token)
     return job.id
 
 
