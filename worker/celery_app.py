@@ -1,40 +1,39 @@
 """The worker's Celery app: ``celery -A worker.celery_app worker -Q gpu,cpu --concurrency 1 --pool prefork``.
 
 The configuration is the same dict the API's client app uses (``shared.broker.celery_config``).
-Start-up, in each pool process (``worker_process_init``): forget SQL connections
-inherited from the parent, run the migrations (a no-op when at head; safe when several
+Start-up, in each pool process (``worker_process_init``): forget SQL connections and broker
+clients inherited from the parent, run the migrations (a no-op when at head; safe when several
 workers start at once), pick the device. Models load lazily on the first job of each
 method and stay cached in the process.
 
-Beat (optional): ``celery -A worker.celery_app beat`` runs the reconciler every minute.
-
 The fleet registry (``worker.fleet``): the worker registers itself in Redis and heartbeats
 from its main process; each pool process reports its device and its current job.
+
+The main process also runs the sweeper (``worker.sweeper.SweeperThread``: expired leases,
+queued jobs without a message) from the moment the worker is ready, and on SIGTERM
+(``worker_shutting_down``) announces the graceful leave to its pool processes
+(``worker.leave``) and stops the sweeper.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+from typing import Any
 
 from celery import Celery, signals
 
-from shared.broker.celery_config import RECONCILE_TASK_NAME, RUN_JOB_TASK_NAME, celery_config
+from shared.broker.celery_config import RUN_JOB_TASK_NAME, celery_config
 from shared.settings import get_settings
-from worker import fleet
+from worker import fleet, leave  # leave maps its flag now, in the main process, before the pool forks
 
 log = logging.getLogger("stylefarm.worker")
 
 app = Celery("stylefarm")
 app.conf.update(**celery_config(get_settings()))
-app.conf.imports = ("worker.tasks", "worker.reconcile", "worker.webhooks")
-app.conf.beat_schedule = {
-    "reconcile-stuck-jobs": {
-        "task": RECONCILE_TASK_NAME,
-        "schedule": float(os.environ.get("STYLEFARM_RECONCILE_INTERVAL_S", "60")),
-        "options": {"queue": "cpu", "expires": 120},
-    }
-}
+app.conf.imports = ("worker.tasks", "worker.sweeper", "worker.webhooks")
 
 
 @signals.worker_init.connect
@@ -50,9 +49,6 @@ def _on_worker_init(**_kwargs) -> None:
     # Import torch and the engine once here: forked pool processes then start in
     # milliseconds (a respawned process must report up within worker_proc_alive_timeout).
     # Nothing touches CUDA before the fork; the device is picked in each child.
-    import subprocess
-    import sys
-
     import torch  # noqa: F401
 
     import shared.engine  # noqa: F401
@@ -66,11 +62,13 @@ def _on_worker_init(**_kwargs) -> None:
 
 @signals.worker_process_init.connect
 def _on_worker_process_init(**_kwargs) -> None:
+    from shared.broker.client import forget_clients
     from shared.db.migrate import upgrade
     from shared.db.session import dispose_engines
     from worker import process_state
 
-    dispose_engines()
+    dispose_engines(close=False)  # the main process's connections (its sweeper's) stay the main's
+    forget_clients()
     settings = get_settings()
     upgrade(settings.resolved_database_url)
     process_state.init_process(settings.device)
@@ -119,6 +117,31 @@ def _fleet_job_started(task=None, args=None, **_kwargs) -> None:
 @signals.task_postrun.connect
 def _fleet_job_finished(task=None, args=None, **_kwargs) -> None:
     _fleet_job(task, args, started=False)
+
+
+# --- the sweeper and graceful leave (main process) ----------------------------------------
+
+_sweeper: Any = None  # worker.sweeper.SweeperThread once the worker is ready
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_kwargs: Any) -> None:
+    global _sweeper
+    from worker.sweeper import SweeperThread
+
+    _sweeper = SweeperThread()
+    _sweeper.start()
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(sig: str = "", how: str = "", **_kwargs: Any) -> None:
+    """SIGTERM / SIGINT / SIGQUIT: the pool processes learn that this worker leaves; the
+    sweeper stops (the farm's other sweepers go on)."""
+    leave.announce()
+    log.warning("worker leaving (%s %s shutdown): running jobs finish within %.0fs or are handed back",
+                sig, how, get_settings().shutdown_grace_s)
+    if _sweeper is not None:
+        _sweeper.stop()
 
 
 @signals.setup_logging.connect

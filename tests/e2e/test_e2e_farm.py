@@ -160,7 +160,8 @@ def test_worker_killed_mid_job_is_redelivered(farm: Farm, content_png: bytes, st
 
 
 def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png: bytes) -> None:
-    """A queued row with no message anywhere in Redis (broker lost it) is sent again."""
+    """A queued row with no message anywhere in Redis (broker lost it) is sent again by a
+    one-off pass of the sweeper (``python -m worker.sweeper``)."""
     from shared.db import session as db_session
     from shared.jobs import store
 
@@ -173,16 +174,16 @@ def test_reconciler_resends_a_job_whose_message_was_lost(farm: Farm, content_png
         db_session.dispose_engines()
     assert created
     time.sleep(1.5)
-    out = subprocess.run([sys.executable, "-m", "worker.reconcile", "--queued-after", "1"],
+    out = subprocess.run([sys.executable, "-m", "worker.sweeper", "--queued-after", "1"],
                          env=farm.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert job.id in report["reenqueued"]
+    assert job.id in report["resent"]
     assert farm.wait(job.id, timeout=120)["status"] == "succeeded"
     # a second pass finds nothing to do for it
-    out2 = subprocess.run([sys.executable, "-m", "worker.reconcile", "--queued-after", "1"],
+    out2 = subprocess.run([sys.executable, "-m", "worker.sweeper", "--queued-after", "1"],
                           env=farm.env, capture_output=True, text=True, timeout=120)
-    assert job.id not in json.loads(out2.stdout.strip().splitlines()[-1])["reenqueued"]
+    assert job.id not in json.loads(out2.stdout.strip().splitlines()[-1])["resent"]
 
 
 def _crops(photo: str, n: int, size: int = 72) -> list[bytes]:
