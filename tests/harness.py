@@ -38,6 +38,7 @@ from shared.cli.stack import (
     redis_process,
     start_api_and_workers,
     tcp_open,
+    worker_process,
 )
 
 S3_BUCKET = "stylefarm-test"
@@ -354,6 +355,30 @@ class Farm:
 
     def logs(self, lines: int = 30) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(lines)}" for p in self.stack.processes)
+
+    # --- the fleet: workers that join and leave ---
+    def add_worker(self, name: str, env: dict[str, str] | None = None, wait: bool = True) -> ManagedProcess:
+        """Start one more worker (``env`` overrides the farm's for it alone)."""
+        w = worker_process({**self.env, **(env or {})}, name=name, log_dir=self.home / "logs")
+        self.stack.processes.append(w)
+        self.workers.append(w)
+        w.start()
+        if wait:
+            w.wait_ready()
+        return w
+
+    def drop_worker(self, worker: ManagedProcess) -> None:
+        """Forget a worker that was killed or stopped (``wait`` then no longer reports it dead)."""
+        self.workers.remove(worker)
+
+    def holder(self, job_id: str) -> ManagedProcess:
+        """The worker whose claim holds the job now."""
+        row = self.db_rows([job_id])[job_id]
+        return next(w for w in self.workers if (row["worker"] or "").startswith(w.name + "@"))
+
+    def log_text(self) -> str:
+        """Every log of this farm (API and workers, the stopped ones included)."""
+        return "".join(path.read_text(errors="replace") for path in sorted((self.home / "logs").glob("*.log")))
 
 
 def gone(pid: int, timeout: float = 5.0) -> bool:
