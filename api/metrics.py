@@ -111,8 +111,8 @@ class FarmStateCollector(Collector):
             queued_age.add_metric([queue], max(0.0, (now - since).total_seconds()) if since else 0.0)
         heartbeat = GaugeMetricFamily(
             "stylefarm_job_heartbeat_age_seconds",
-            "Seconds since the most silent running job last wrote progress (0: none running); the reconciler "
-            "requeues a job past its method's hard time limit plus its grace",
+            "Seconds since the most silent running job last wrote progress (0: none running); its worker also "
+            "renews the job's lease every few seconds, and the sweeper requeues a job whose lease expired",
         )
         heartbeat.add_metric([], max(0.0, (now - oldest_heartbeat).total_seconds()) if oldest_heartbeat else 0.0)
         return [up, jobs, queued_age, heartbeat]

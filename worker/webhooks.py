@@ -3,7 +3,7 @@ job's webhook event (``shared.webhooks.delivery.deliver``), then the same task a
 itself, after the backoff while the event is still pending.
 
 Sent on the ``cpu`` queue by ``shared.webhooks.dispatch`` (after a final status is written,
-and by the reconciler's sweep for lost messages). At-least-once: ``acks_late`` puts the
+and by the sweeper's pass for lost messages). At-least-once: ``acks_late`` puts the
 message back when the worker dies, and a second message for the same event does nothing
 while an attempt holds it (``shared.webhooks.state.claim_attempt``).
 """

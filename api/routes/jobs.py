@@ -105,7 +105,7 @@ def _check_models(tenant: str, spec: JobSpecModel) -> None:
 def _enqueue(job: Job, settings: Settings) -> None:
     """Hand the committed job to the broker.
 
-    If the broker is down the job is LEFT QUEUED for the reconciler (``worker.reconcile``
+    If the broker is down the job is LEFT QUEUED for the sweeper (``worker.sweeper``
     re-sends queued jobs that have no message in the broker) and the client still gets
     202: the row is the source of truth, so nothing is lost, and an idempotent retry of
     the request returns this same job instead of creating a second one. We log it so an
@@ -116,7 +116,7 @@ def _enqueue(job: Job, settings: Settings) -> None:
     try:
         enqueue_job(job.id, job.queue, job.priority, method=job.method, settings=settings)
     except Exception as exc:  # BrokerUnavailable, or anything kombu/redis raise
-        log.warning("job %s stays queued for the reconciler: enqueue failed: %s", job.id, exc)
+        log.warning("job %s stays queued for the sweeper: enqueue failed: %s", job.id, exc)
 
 
 @router.post(

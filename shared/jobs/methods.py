@@ -6,7 +6,7 @@ hard) time limits, its engine entry point, whether it trains a model and its cos
 job names (images, datasets, models) are told by its spec model itself. Everything else
 reads this table: the ``JobSpec`` union and ``parse_spec`` below, the API (validation,
 ``?method=`` filter), the store (default queue), the broker (time limits on each message),
-the worker (dispatch, warm-up, time limits), the reconciler and the CLI (``stylefarm
+the worker (dispatch, warm-up, time limits) and the CLI (``stylefarm
 render`` / ``stylefarm train`` subcommands).
 
 Adding a method = one spec model in ``shared.jobs.specs`` + one engine module with a

@@ -19,16 +19,16 @@ Modules:
   response bodies read only up to a small cap.
 * ``delivery``: one attempt, start to end, and the backoff before the next.
 * ``dispatch``: send the delivery task (``stylefarm.deliver_webhook``) by name on the
-  ``cpu`` queue, and resend the lost ones (the reconciler's sweep).
+  ``cpu`` queue, and resend the lost ones (the sweeper's pass, ``worker.sweeper``).
 
 Who sends the task, and why it is enough (at-least-once): the final status is written
 by the store, in one of three places: the worker's task (``succeed_job`` / ``fail_job`` /
 ``mark_canceled``, all through ``worker.tasks._finish``), the API (``request_cancel`` of a
-queued job) and the reconciler (``fail_job`` of a job whose worker went silent). The first
-two send the task right after their write. Anything that did not get its message (the
-reconciler's failures, a broker outage, a worker that died between the write and the
+queued job) and the sweeper (``expire_lease`` of a job whose worker died past its attempt
+budget). All three send the task right after their write. Anything that did not get its message (a broker
+outage, a worker that died between the write and the
 send, a retry message lost) is found by ``state.lost_deliveries`` (pending events due for
-longer than ``dispatch.RESEND_AFTER_S``) and sent again by the reconciler's pass. A
+longer than ``dispatch.RESEND_AFTER_S``) and sent again by the sweeper's pass. A
 message delivered twice is harmless: ``state.claim_attempt`` lets one attempt through at a
 time, and the receiver dedupes on ``webhook-id``, which is the same for every attempt.
 """

@@ -3,7 +3,7 @@
 ``stylefarm.deliver_webhook(job_id, event_id)`` (``worker.webhooks``) makes one attempt and
 sends itself again with a countdown for the next. ``notify_final`` is called right after a
 final status is written (by the worker's task and by the API's cancel of a queued job);
-``resend_lost`` is the reconciler's sweep for the events whose message never came (see
+``resend_lost`` is the sweeper's pass for the events whose message never came (see
 the ``shared.webhooks`` docstring). Neither raises: a message that cannot be sent now is
 sent by a later sweep.
 """
@@ -58,14 +58,14 @@ def notify_final(job: Job, settings: Settings | None = None) -> bool:
         send_delivery(job.id, event_id(job), settings=settings)
         return True
     except BrokerUnavailable as exc:
-        log.warning("webhook of job %s: %s; the reconciler sends it later", job.id, exc.detail)
+        log.warning("webhook of job %s: %s; the sweeper sends it later", job.id, exc.detail)
         return False
 
 
 def resend_lost(
     settings: Settings | None = None, older_than_s: float = RESEND_AFTER_S, now: datetime | None = None
 ) -> list[str]:
-    """The reconciler's sweep: send again the delivery task of every pending event whose
+    """The sweeper's pass: send again the delivery task of every pending event whose
     message was lost (due for more than ``older_than_s`` as of ``now``); returns the job ids sent."""
     sent: list[str] = []
     for job_id in lost_deliveries(older_than_s, now):

@@ -132,7 +132,7 @@ def record_attempt(job_id: str, attempt: int, record: AttemptRecord) -> bool:
 def lost_deliveries(older_than_s: float, now: datetime | None = None, limit: int = BATCH) -> list[str]:
     """Ids of final jobs whose pending event has been due for more than ``older_than_s``:
     never tried since the job finished, or its retry (or a lease) overdue. Their message was
-    lost (or never sent); the reconciler sends it again."""
+    lost (or never sent); the sweeper sends it again."""
     cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
     with session_scope() as session:
         return list(
