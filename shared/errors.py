@@ -8,6 +8,8 @@ and records every other one on the job as its problem details.
 
 from __future__ import annotations
 
+import errno
+import re
 from typing import Any
 
 
@@ -195,3 +197,16 @@ class WorkerLeft(RetryableError):
     """The worker running a job shut down (scale-down, rolling update) and handed it back."""
 
     title, slug = "Worker left", "worker-left"
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)*[\w.@+-]+")
+
+
+def describe_unexpected(exc: BaseException, limit: int = 500) -> str:
+    """What a problem may say about an exception nobody expected: its type and message, never a
+    server path (an ``OSError`` names only its errno; absolute paths elsewhere become
+    ``<path>``) and never a traceback."""
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
+        return f"{type(exc).__name__}{f' ({name})' if name else ''}: {exc.strerror or 'operating system error'}"
+    return f"{type(exc).__name__}: {_ABSOLUTE_PATH.sub('<path>', str(exc))[:limit]}"

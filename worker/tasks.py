@@ -59,6 +59,7 @@ from shared.errors import (
     StylefarmError,
     TimeLimitExceeded,
     WorkerLeft,
+    describe_unexpected,
 )
 from shared.jobs import store
 from shared.jobs.methods import REGISTRY, parse_spec
@@ -249,7 +250,7 @@ def execute_job(self: Task, job_id: str) -> str:
         return _finish("failed", store.fail_job, job_id, _problem(err, job_id), token=token)
     except Exception as exc:  # a bug or an unexpected library error: fail, never leak a traceback
         jlog.exception("unexpected error")
-        failure = EngineError(f"the job failed unexpectedly ({type(exc).__name__}: {str(exc)[:500]})")
+        failure = EngineError(f"the job failed unexpectedly ({describe_unexpected(exc)})")
         return _finish("failed", store.fail_job, job_id, _problem(failure, job_id), token=token)
     finally:
         rt.release_caches()
