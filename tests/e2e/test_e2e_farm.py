@@ -15,8 +15,11 @@ import sys
 import time
 import uuid
 
+import numpy as np
 import pytest
 from PIL import Image
+
+from shared.imaging import png_bytes
 
 from harness import Farm, child_pids
 
@@ -90,11 +93,13 @@ def test_cancel_running_job_stops_quickly(farm: Farm, content_png: bytes, style_
     assert farm.wait(nxt["id"], timeout=120)["status"] == "succeeded"
 
 
-def test_failing_job_records_problem_details(farm: Farm, content_png: bytes, style_png: bytes) -> None:
+def test_failing_job_records_problem_details(farm: Farm, style_png: bytes) -> None:
     """Given a job the API accepts but the engine refuses (its content image was damaged in
     storage after the upload: only the worker that decodes it can find out), then the job fails
     with problem details and no traceback."""
-    content, style = farm.upload(content_png), farm.upload(style_png)
+    # an image of its own: inputs are shared by sha256, and later tests upload content_png too
+    own = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    content, style = farm.upload(png_bytes(own)), farm.upload(style_png)
     farm.corrupt_stored_input(content)
     job = farm.create({"method": "adain", "content": content, "styles": [{"image": style}], "size": 64})
     done = farm.wait(job["id"], timeout=120)

@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from api.metrics import FARM_STATE_TTL_S
+from shared.imaging import png_bytes
 
 from harness import Farm, RedisServer, Samples, child_pids, metric_total, parse_metrics, start_farm
 
@@ -73,7 +75,9 @@ def test_api_and_worker_metrics_count_exactly_the_jobs_that_ran(
     api_before, per_worker_before = scrape(farm.api_url + "/metrics"), scrape_workers(farm)
     workers_before = summed(per_worker_before)
 
-    content, damaged = farm.upload(content_png), farm.upload(style_png)
+    # the damaged image is one of its own: inputs are shared by sha256 within a farm
+    own = np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    content, damaged = farm.upload(content_png), farm.upload(png_bytes(own))
     farm.corrupt_stored_input(damaged)
     ok = farm.create({"method": "fast", "content": content, "size": 64, "style": 2})
     bad = farm.create({"method": "fast", "content": damaged, "size": 64, "style": 2})
