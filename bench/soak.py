@@ -324,8 +324,8 @@ class Soak:
 
     # --- the run ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        self.start()
         try:
+            self.start()
             content, style = self._inputs()
             plan = plan_faults(self.jobs, self.rng, self.one_each)
             self.say(f"submitting {self.jobs} jobs at {self.rate}/s with {len(plan)} faults")
