@@ -51,6 +51,10 @@ from shared.imaging import png_bytes  # noqa: E402
 TICK = os.sysconf("SC_CLK_TCK")
 #: SQL writes per operation of the store (the statements each function sends).
 SQL_WRITES = {"claim": 1, "progress": 1, "renew": 1, "succeed": 1, "submit": 1}
+#: Operations that reach PostgreSQL (writes, and the API's reads for polls).
+SQL_OPS = (*SQL_WRITES, "poll")
+#: Operations that reach the API.
+API_OPS = ("submit", "poll")
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -211,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = warm + args.duration  # the ops lists cover the warm-up too
         ops = summarize(lat, seconds)
         sql_writes_s = sum(ops.get(op, {}).get("per_s", 0) * n for op, n in SQL_WRITES.items())
+        sql_ops_s = sum(ops.get(op, {}).get("per_s", 0) for op in SQL_OPS)
+        api_ops_s = sum(ops.get(op, {}).get("per_s", 0) for op in API_OPS)
         cpu = {k: round((cpu1[k] - cpu0[k]) / measured, 3) for k in cpu0}
         report = {
             "machine": cpu_line(),
@@ -218,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             "ops": ops,
             "sql_writes_per_s": round(sql_writes_s, 1),
             "cpu_cores_used": cpu,
-            "postgres_cpu_ms_per_sql_write": round(1000 * cpu["postgres"] / sql_writes_s, 3) if sql_writes_s else None,
+            "sql_ops_per_s": round(sql_ops_s, 1),
+            "postgres_cpu_ms_per_sql_op": round(1000 * cpu["postgres"] / sql_ops_s, 3) if sql_ops_s else None,
+            "api_cpu_ms_per_request": round(1000 * cpu["api"] / api_ops_s, 3) if api_ops_s else None,
         }
     finally:
         if farm is not None:
@@ -233,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| op | count | ops/s | median ms | p99 ms |\n|---|---:|---:|---:|---:|")
     for op, s in report["ops"].items():
         print(f"| {op} | {s['count']} | {s['per_s']} | {s['median_ms']} | {s['p99_ms']} |")
-    print(f"SQL writes/s {report['sql_writes_per_s']}; CPU cores used: {report['cpu_cores_used']}; "
-          f"PostgreSQL CPU per SQL write {report['postgres_cpu_ms_per_sql_write']} ms")
+    print(f"SQL writes/s {report['sql_writes_per_s']}, SQL ops/s (with poll reads) {report['sql_ops_per_s']}; "
+          f"CPU cores used: {report['cpu_cores_used']}; PostgreSQL CPU per SQL op "
+          f"{report['postgres_cpu_ms_per_sql_op']} ms; API CPU per request {report['api_cpu_ms_per_request']} ms")
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.write_text(text)

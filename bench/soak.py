@@ -262,7 +262,8 @@ class Soak:
         fault = Fault(kind, time.time())
         workers = [w for w in self.farm.workers if w.alive()] or self.farm.workers
         if kind in ("kill_worker", "term_worker", "kill_child"):
-            w = self.rng.choice(workers)
+            busy = self.busy_workers()  # a fault lands mid-job where it can
+            w = self.rng.choice([w for w in workers if w.name in busy] or workers)
             fault.target = w.name
             if kind == "kill_child":
                 kids = child_pids(w.pid) if w.pid else []
@@ -309,6 +310,24 @@ class Soak:
             self.s3.process.signal(signal.SIGCONT, group=True)
         fault.ended = time.time()
         return fault
+
+    def busy_workers(self) -> set[str]:
+        """Names of the workers that hold a running job now (from SQL)."""
+        assert self.farm is not None
+        from sqlalchemy import create_engine, select
+
+        from shared.db.orm import Job
+        from shared.db.session import normalize_url
+
+        engine = create_engine(normalize_url(self.farm.db_url))
+        try:
+            with engine.connect() as conn:
+                names = conn.execute(select(Job.worker).where(Job.status == "running")).scalars().all()
+        except Exception:  # noqa: BLE001 - only a preference
+            return set()
+        finally:
+            engine.dispose()
+        return {n.split("@", 1)[0] for n in names if n}
 
     def inject_all(self, plan: list[tuple[int, str]], done: threading.Event) -> None:
         for index, kind in plan:
