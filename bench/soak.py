@@ -74,6 +74,9 @@ from shared.imaging import png_bytes  # noqa: E402
 
 FINAL = ("succeeded", "failed", "canceled")
 RECOVERY_GOAL_S = 60.0
+#: Every fault is injected before this fraction of the jobs is submitted (submissions wait), so
+#: jobs keep arriving after the last fault and its recovery can be measured.
+LAST_FAULT_AT = 0.8
 FAULT_KINDS = ("kill_worker", "kill_child", "term_worker", "redis_restart", "s3_pause")
 #: Fault counts for a full soak (``--jobs 500``); scaled down with the number of jobs.
 FULL_PLAN = {"kill_worker": 4, "kill_child": 4, "term_worker": 3, "redis_restart": 2, "s3_pause": 1}
@@ -158,6 +161,7 @@ class Soak:
         self.submissions: list[Submission] = []
         self.died: dict[int, float] = {}  # pid -> when we killed it / saw it exit
         self.lock = threading.Lock()
+        self.faults_done = threading.Event()
         self.farm: Farm | None = None
         self.redis: RedisServer | None = None
         self.pg: PostgresServer | None = None
@@ -214,8 +218,11 @@ class Soak:
         assert self.farm is not None
         client = httpx.Client(base_url=self.farm.api_url, timeout=10)
         start = time.monotonic()
+        last_fault_by = int(self.jobs * LAST_FAULT_AT)
         try:
             for i in range(self.jobs):
+                if i == last_fault_by and not self.faults_done.wait(600):
+                    self.say("faults still not injected after 600 s; submitting the rest")
                 delay = start + i / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -296,8 +303,15 @@ class Soak:
                 gone_at = time.time()
                 for pid in fault.pids:
                     self.died[pid] = gone_at
-            time.sleep(self.rng.uniform(1, 3))
-            self._restart(w)
+            pause = self.rng.uniform(1, 3)
+
+            def restart() -> None:  # in the background: the next fault need not wait for it
+                time.sleep(pause)
+                self._restart(w)
+                fault.ended = time.time()
+
+            threading.Thread(target=restart, daemon=True).start()
+            return fault
         elif kind == "redis_restart":
             fault.target = "redis"
             self.redis.process.stop()
@@ -340,6 +354,7 @@ class Soak:
             self.say(f"  job {len(self.submissions)}: fault {fault.kind} {fault.target} {fault.note}".rstrip())
             with self.lock:
                 self.faults.append(fault)
+        self.faults_done.set()
 
     # --- the run ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
