@@ -84,6 +84,7 @@ FULL_PLAN = {"kill_worker": 4, "kill_child": 4, "term_worker": 3, "redis_restart
 END_RE = re.compile(r"succeeded in|failed|canceled after|requeue|giving up|refused|fenc|lease|hand|released|"
                     r"not claimable|dropping", re.I)
 CLAIM_RE = re.compile(r"claimed by (\S+) \(task ([\w-]+)")
+TOKEN_RE = re.compile(r"\btoken (\d+)")  # the fencing token, where the code has leases
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Holder:
     claimed: float
     ended: float | None = None
     how: str = ""
+    token: int | None = None
 
 
 def cpu_line() -> str:
@@ -428,7 +430,8 @@ class Soak:
                 prev = live_by_pid.get(pid)
                 if prev is not None and prev.ended is None:
                     prev.ended, prev.how = ts, "next claim"
-                h = Holder(job, wname, pid, m.group(2), ts)
+                token = TOKEN_RE.search(msg)
+                h = Holder(job, wname, pid, m.group(2), ts, token=int(token.group(1)) if token else None)
                 holders.append(h)
                 live_by_pid[pid] = h
                 continue
@@ -477,9 +480,12 @@ class Soak:
                 for b in hs[a_i + 1:]:
                     a_end = a.ended if a.ended is not None else now
                     if b.claimed < a_end and (a.pid, a.task_id) != (b.pid, b.task_id):
-                        twice.append({"job": job, "first": f"{a.worker}/{a.pid} task {a.task_id}",
-                                      "second": f"{b.worker}/{b.pid} task {b.task_id}",
+                        twice.append({"job": job, "first": f"{a.worker}/{a.pid} task {a.task_id} token {a.token}",
+                                      "second": f"{b.worker}/{b.pid} task {b.task_id} token {b.token}",
                                       "overlap_s": round(a_end - b.claimed, 2), "first_end": a.how or "never"})
+        # a fencing token taken by two claims of one job would let both write
+        reused = [j for j, hs in by_job.items()
+                  if len({h.token for h in hs if h.token is not None}) < sum(h.token is not None for h in hs)]
         objects = self.result_objects()
         duplicated = {j: keys for j, keys in objects.items() if j in rows and len(keys) > 1}
 
@@ -505,7 +511,7 @@ class Soak:
                 or f["first_success_after_s"] > RECOVERY_GOAL_S]
         goals = {
             "lost": len(lost) == 0,
-            "run_twice_concurrently": len(twice) == 0,
+            "run_twice_concurrently": len(twice) == 0 and not reused,
             "duplicated_results": len(duplicated) == 0,
             "stuck": len(stuck) == 0,
             "recovery_within_60s": not slow,
@@ -527,6 +533,8 @@ class Soak:
             "run_twice_concurrently": twice,
             "duplicated_results": duplicated,
             "claims": len(holders),
+            "fencing_tokens_seen": sum(h.token is not None for h in holders),
+            "fencing_tokens_reused": reused,
             "attempts_histogram": {str(k): v for k, v in sorted(attempts.items())},
             "faults": fault_rows,
             "submit_s": round(submitted_s, 1),
@@ -555,7 +563,8 @@ def table(report: dict[str, Any]) -> str:
         f"| run twice concurrently | {len(report['run_twice_concurrently'])} | 0: {mark[g['run_twice_concurrently']]} |",
         f"| duplicated results | {len(report['duplicated_results'])} | 0: {mark[g['duplicated_results']]} |",
         f"| stuck after drain | {len(report['stuck'])} | 0: {mark[g['stuck']]} |",
-        f"| claims (fencing log) | {report['claims']} | |",
+        f"| claims (fencing log) | {report['claims']} (with a fencing token: {report['fencing_tokens_seen']}, "
+        f"token reused: {len(report['fencing_tokens_reused'])}) | |",
         f"| attempts per job | {report['attempts_histogram']} | |",
         "",
         "| fault | target | at s | lasted s | first success after s | jobs held | held jobs final after s | note |",

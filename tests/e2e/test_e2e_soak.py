@@ -49,6 +49,7 @@ def test_soak_with_one_fault_of_each_kind_loses_nothing_and_runs_nothing_twice(t
     assert report["claims"] >= report["succeeded"] > 0  # the claim log saw every run
     assert report["lost"] == [], report["lost"]
     assert report["run_twice_concurrently"] == [], report["run_twice_concurrently"]
+    assert report["fencing_tokens_reused"] == [], report["fencing_tokens_reused"]
     assert report["duplicated_results"] == {}, report["duplicated_results"]
     assert report["stuck"] == {}, report["stuck"]
     assert report["succeeded"] + report["failed"] + report["canceled"] == 36
