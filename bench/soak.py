@@ -164,6 +164,7 @@ class Soak:
         self.died: dict[int, float] = {}  # pid -> when we killed it / saw it exit
         self.lock = threading.Lock()
         self.faults_done = threading.Event()
+        self.restarting: set[str] = set()  # workers killed or stopped and not ready again yet
         self.farm: Farm | None = None
         self.redis: RedisServer | None = None
         self.pg: PostgresServer | None = None
@@ -269,7 +270,8 @@ class Soak:
     def inject(self, kind: str) -> Fault:
         assert self.farm is not None and self.redis is not None and self.s3 is not None
         fault = Fault(kind, time.time())
-        workers = [w for w in self.farm.workers if w.alive()] or self.farm.workers
+        workers = [w for w in self.farm.workers if w.alive() and w.name not in self.restarting
+                   and (kind != "kill_child" or (w.pid and child_pids(w.pid)))] or self.farm.workers
         if kind in ("kill_worker", "term_worker", "kill_child"):
             busy = self.busy_workers()  # a fault lands mid-job where it can
             w = self.rng.choice([w for w in workers if w.name in busy] or workers)
@@ -311,6 +313,9 @@ class Soak:
                 time.sleep(pause)
                 self._restart(w)
                 fault.ended = time.time()
+                self.restarting.discard(w.name)
+
+            self.restarting.add(w.name)
 
             threading.Thread(target=restart, daemon=True).start()
             return fault
