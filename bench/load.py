@@ -43,10 +43,11 @@ for p in (REPO, REPO / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from harness import PostgresServer, RedisServer, S3Server, child_pids, start_farm  # noqa: E402
 from soak import cpu_line  # noqa: E402
 
 from shared.imaging import png_bytes  # noqa: E402
+
+from harness import PostgresServer, RedisServer, S3Server, child_pids, start_farm  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 #: SQL writes per operation of the store (the statements each function sends).

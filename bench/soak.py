@@ -60,6 +60,9 @@ for p in (REPO, REPO / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from shared.cli.stack import ManagedProcess, redis_process  # noqa: E402
+from shared.imaging import png_bytes  # noqa: E402
+
 from harness import (  # noqa: E402
     Farm,
     PostgresServer,
@@ -68,9 +71,6 @@ from harness import (  # noqa: E402
     child_pids,
     start_farm,
 )
-
-from shared.cli.stack import ManagedProcess, redis_process  # noqa: E402
-from shared.imaging import png_bytes  # noqa: E402
 
 FINAL = ("succeeded", "failed", "canceled")
 RECOVERY_GOAL_S = 60.0
@@ -344,7 +344,7 @@ class Soak:
         try:
             with engine.connect() as conn:
                 names = conn.execute(select(Job.worker).where(Job.status == "running")).scalars().all()
-        except Exception:  # noqa: BLE001 - only a preference
+        except Exception:
             return set()
         finally:
             engine.dispose()
@@ -356,7 +356,7 @@ class Soak:
                 time.sleep(0.1)
             try:
                 fault = self.inject(kind)
-            except Exception as exc:  # noqa: BLE001 - a fault that could not be injected is reported
+            except Exception as exc:
                 fault = Fault(kind, time.time(), note=f"injection failed: {exc}"[:200])
             self.say(f"  job {len(self.submissions)}: fault {fault.kind} {fault.target} {fault.note}".rstrip())
             with self.lock:
@@ -497,6 +497,7 @@ class Soak:
         success_times = sorted(r["finished_at"].timestamp() for r in final.values()
                                if r["status"] == "succeeded" and r["finished_at"] is not None)
         fault_rows = []
+        t0 = self.submissions[0].at if self.submissions else 0.0
         for f in self.faults:
             after = next((t for t in success_times if t > f.at), None)
             held = [h.job_id for h in holders if h.pid in f.pids and h.claimed <= f.at
@@ -504,7 +505,7 @@ class Soak:
             held_final = [rows[j]["finished_at"].timestamp() - f.at for j in held
                           if j in final and rows[j]["finished_at"] is not None]
             fault_rows.append({
-                "kind": f.kind, "target": f.target, "t": round(f.at - (self.submissions[0].at if self.submissions else 0), 1),
+                "kind": f.kind, "target": f.target, "t": round(f.at - t0, 1),
                 "lasted_s": round(max(0.0, f.ended - f.at), 1),
                 "first_success_after_s": None if after is None else round(after - f.at, 1),
                 "held_jobs": len(held),
@@ -565,7 +566,8 @@ def table(report: dict[str, Any]) -> str:
         f"| succeeded | {report['succeeded']} | |",
         f"| failed | {report['failed']} | {', '.join(f'{k}: {v}' for k, v in report['failed_reasons'].items())} |",
         f"| lost | {len(report['lost'])} | 0: {mark[g['lost']]} |",
-        f"| run twice concurrently | {len(report['run_twice_concurrently'])} | 0: {mark[g['run_twice_concurrently']]} |",
+        f"| run twice concurrently | {len(report['run_twice_concurrently'])} | "
+        f"0: {mark[g['run_twice_concurrently']]} |",
         f"| duplicated results | {len(report['duplicated_results'])} | 0: {mark[g['duplicated_results']]} |",
         f"| stuck after drain | {len(report['stuck'])} | 0: {mark[g['stuck']]} |",
         f"| claims (fencing log) | {report['claims']} (with a fencing token: {report['fencing_tokens_seen']}, "
