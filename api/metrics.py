@@ -82,9 +82,10 @@ class FarmStateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
-            if time.monotonic() - self._read_at >= self.ttl_s:
+            started = time.monotonic()
+            if started - self._read_at >= self.ttl_s:
                 self._cached = [*self._database_families(), *self._broker_families()]
-                self._read_at = time.monotonic()
+                self._read_at = started  # the data's age counts from when it was read, not when the read ended
             return list(self._cached)
 
     def _database_families(self) -> list[Metric]:
