@@ -173,18 +173,10 @@ def to_unit(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
 # --- losses and one step ---------------------------------------------------------------------
 
 
-def adain_losses(
-    vgg: VGG19Features,
-    decoder: torch.nn.Module,
-    content: torch.Tensor,
-    style: torch.Tensor,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(content loss, style loss) of the decoder on one batch (Huang & Belongie 2017, Eqs. 11-13).
-
-    ``content`` and ``style``: (B, 3, S, S) RGB in [0, 1] on ``device``, channels_last.
-    """
+def adain_losses(vgg: VGG19Features, decoder: torch.nn.Module, content: torch.Tensor, style: torch.Tensor,
+                 device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(content loss, style loss) of the decoder on one batch (Huang & Belongie 2017, Eqs. 11-13):
+    ``training_losses`` without the identity term."""
     loss_c, loss_s, _ = training_losses(vgg, decoder, content, style, device, dtype, identity=False)
     return loss_c, loss_s
 
@@ -200,7 +192,8 @@ def training_losses(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(content loss, style loss, identity loss) of the decoder on one batch.
 
-    The first two are the paper's (``adain_losses``). The identity loss (Park & Lee 2019,
+    ``content`` and ``style``: (B, 3, S, S) RGB in [0, 1] on ``device``, channels_last.
+    The first two are the paper's (Huang & Belongie 2017, Eqs. 11-13). The identity loss (Park & Lee 2019,
     "Arbitrary Style Transfer with Style-Attentional Networks", CVPR, Eq. 7, its pixel term):
     the decoder applied to the content's own features, ``g(f(c))``, must give back ``c``;
     mean squared error on the 0-255 scale. The paper's losses constrain only VGG statistics,
