@@ -147,6 +147,17 @@ class Job(Base):
         # message). Status only: an index on the lease column would make every renewal
         # rewrite an index entry (and no longer be a PostgreSQL HOT update).
         Index("ix_jobs_status", "status"),
+        # A queued job's position (``shared.jobs.queue_stats.position``): the queued jobs of one
+        # queue in the order workers take them. Partial, so it holds only the waiting jobs.
+        Index(
+            "ix_jobs_queued_order",
+            "queue",
+            "priority",
+            "created_at",
+            "id",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
