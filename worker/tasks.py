@@ -27,6 +27,11 @@ Outcomes:
   worker claims it now (a training job uploads its last checkpoint first and resumes from it).
 * A message delivered again (a worker process died, a visibility timeout passed) finds its
   job running under a live lease, or final, and is dropped: it never runs twice at once.
+* A pool process killed mid-job (SIGKILL, the OOM killer): the worker's main process sees it
+  die (``RunJobRequest.on_failure``, ``WorkerLostError``) and, since the holder is provably
+  gone, requeues its job at once (``store.release_dead_process``, fenced with the dead claim's
+  token) before Celery puts the message back, which then claims the queued job. Without this
+  the job would wait for its lease to run out.
 * Time limits: each method has a soft limit (``shared.jobs.methods``), enforced at the engine's
   step boundaries and by a SIGALRM timer; past it the job fails with a
   ``time-limit-exceeded`` problem. Celery's hard limit kills a stuck process; its lease then
@@ -45,8 +50,11 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
+from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+from celery.worker.request import Request
 
 from shared import logs
 from shared.broker.celery_config import RUN_JOB_TASK_NAME
@@ -59,6 +67,7 @@ from shared.errors import (
     StylefarmError,
     TimeLimitExceeded,
     WorkerLeft,
+    WorkerLost,
     describe_unexpected,
 )
 from shared.jobs import store
@@ -156,8 +165,43 @@ def _hand_back(job: Job, token: int, jlog: JobLog) -> str:
     return "requeued"
 
 
+class RunJobRequest(Request):
+    """The worker main process's view of one ``execute_job`` message."""
+
+    def on_failure(self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False) -> Any:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if isinstance(exc, WorkerLostError):
+            release_dead_holder(self.args[0] if self.args else self.kwargs.get("job_id"), self.id, self.hostname, exc)
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def release_dead_holder(job_id: str | None, task_id: str, worker: str, exc: BaseException) -> None:
+    """Requeue (or, past its budget, fail) the job of a pool process that died under it.
+    Errors are logged only: the lease then runs out and the sweeper requeues the job."""
+    if not job_id:
+        return
+    jlog = JobLog(log, job_id)
+    why = WorkerLost(f"the worker process running this job ({worker}) died: {exc}").to_problem(
+        instance=f"/v1/jobs/{job_id}"
+    )
+    try:
+        job = store.release_dead_process(job_id, task_id=task_id, worker=worker, problem=why)
+    except Exception as err:  # the database is away: the lease runs out instead
+        jlog.warning("its pool process died; not requeued now (%s), the lease will run out", err)
+        return
+    if job is None:
+        return
+    if job.status == JobStatus.QUEUED.value:
+        jlog.warning("its pool process died (%s); requeued at once", exc)
+    else:
+        jlog.error("its pool process died after %d attempts, its budget: failed", job.attempts)
+        notify_final(job)
+
+
 @app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=None, acks_late=True,
-          reject_on_worker_lost=True, ignore_result=True)
+          reject_on_worker_lost=True, ignore_result=True, Request=RunJobRequest)
 def execute_job(self: Task, job_id: str) -> str:
     """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when it is
     running under another claim or has finished; "lease-lost" when the lease was lost)."""

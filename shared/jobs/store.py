@@ -559,6 +559,29 @@ def expire_lease(job_id: str, *, token: int, problem: dict[str, Any], now: datet
     return _release(job_id, problem, "requeued", token, expired)
 
 
+def release_dead_process(job_id: str, *, task_id: str, worker: str, problem: dict[str, Any]) -> Job | None:
+    """The worker ``worker`` saw its pool process that ran task ``task_id`` die (SIGKILL, the
+    OOM killer): that holder is provably gone, so its running job -> queued now (or -> failed
+    once its attempt budget is spent), not when its lease runs out.
+
+    Only that claim is released: the row must be running with that task on that worker, and
+    the write is fenced with the token read here, so a claim taken meanwhile (another worker,
+    a later delivery) is untouched. ``None`` when no such claim holds the job.
+    """
+    with session_scope() as session:
+        token = session.scalar(
+            select(Job.fencing_token).where(
+                Job.id == job_id,
+                Job.status == JobStatus.RUNNING.value,
+                Job.task_id == task_id,
+                Job.worker == worker,
+            )
+        )
+    if token is None:
+        return None
+    return _release(job_id, problem, "requeued", token, None)
+
+
 def request_cancel(job_id: str, tenant: str | None) -> Job:
     """Cancel on behalf of a user: queued -> canceled at once; running -> cancel_requested;
     already canceled -> returned as is; succeeded/failed -> ``InvalidTransition`` (409)."""
