@@ -72,12 +72,12 @@ from shared.errors import (
 )
 from shared.jobs import store
 from shared.jobs.methods import REGISTRY, parse_spec
-from shared.jobs.outcomes import TrainOutcome
+from shared.jobs.outcomes import JobOutcome, TrainOutcome
 from shared.jobs.status import JobStatus
 from shared.settings import get_settings
 from shared.storage import get_storage
 from shared.webhooks.dispatch import notify_final
-from worker import leave, process_state
+from worker import fanout, leave, process_state
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
 from worker.result_store import check_model_name_free, store_result, trained_model_name
@@ -204,7 +204,21 @@ def release_dead_holder(job_id: str | None, task_id: str, worker: str, exc: Base
           reject_on_worker_lost=True, ignore_result=True, Request=RunJobRequest)
 def execute_job(self: Task, job_id: str) -> str:
     """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when it is
-    running under another claim or has finished; "lease-lost" when the lease was lost)."""
+    running under another claim or has finished; "lease-lost" when the lease was lost;
+    "waiting" when it was split into child jobs). After a run of a child job its parent is
+    settled (``worker.fanout.settle``): the last piece to succeed sends it to assembly."""
+    parent: list[str] = []
+    try:
+        return _execute_job(self, job_id, parent)
+    finally:
+        if parent:
+            try:
+                fanout.settle(parent[0])
+            except Exception as exc:  # the sweeper settles waiting parents on its next pass
+                log.warning("job %s: parent %s not settled: %s", job_id, parent[0], exc)
+
+
+def _execute_job(self: Task, job_id: str, parent: list[str]) -> str:
     jlog = JobLog(log, job_id)
     if leave.leaving():
         jlog.info("this worker is leaving; the message goes back to the queue unclaimed")
@@ -223,6 +237,8 @@ def execute_job(self: Task, job_id: str) -> str:
     if job is None:
         jlog.info("not claimable (running under a live lease, finished, canceled or out of attempts); dropping message")
         return "skipped"
+    if job.parent_id is not None:
+        parent.append(job.parent_id)
     logs.bind(tenant=job.tenant, method=job.method)  # log fields and metric labels; worker.metrics unbinds
 
     token = job.fencing_token
@@ -245,11 +261,30 @@ def execute_job(self: Task, job_id: str) -> str:
                     rt.restore_checkpoint(work_dir)
                 process_state.warm_up(job.method)
                 ctx = rt.context(work_dir, process_state.device(), settings.precision)
-                from shared.engine import run_engine
+                stage = fanout.stage_of(job, method)
+                outcome: JobOutcome | None = None
+                if stage == fanout.PIECE and method is not None:
+                    outcome = fanout.run_piece(job, spec, method, rt, ctx)
+                elif stage == fanout.ASSEMBLE and method is not None:
+                    result = fanout.assemble(job, spec, method, rt, ctx)
+                elif stage == fanout.SPLIT and method is not None:
+                    try:
+                        children = fanout.split(job, spec, method, rt, ctx)
+                    except InvalidTransition as exc:  # a cancel came before the split was recorded
+                        raise JobCanceled(exc.detail) from None
+                    if children is not None:
+                        fanout.send_children(children, settings)
+                        jlog.info("split into %d pieces in %.1fs; waiting for them", len(children),
+                                  time.monotonic() - started)
+                        return "waiting"
+                if outcome is None:
+                    if stage != fanout.ASSEMBLE:
+                        from shared.engine import run_engine
 
-                result = run_engine(spec, ctx)
-                rt.check_lease()  # a stale holder must not overwrite the new holder's result
-                outcome = store_result(rt, spec, result)
+                        result = run_engine(spec, ctx)
+                    rt.check_lease()  # a stale holder must not overwrite the new holder's result
+                    outcome = store_result(rt, spec, result)
+        assert outcome is not None
         seconds = round(time.monotonic() - started, 3)
         outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name})
         model_id = outcome.model_id if isinstance(outcome, TrainOutcome) else None

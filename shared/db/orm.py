@@ -158,6 +158,8 @@ class Job(Base):
             sqlite_where=text("status = 'queued'"),
             postgresql_where=text("status = 'queued'"),
         ),
+        # the children of a fanned-out parent (settle_parent, GET /v1/jobs/{id}'s pieces)
+        Index("ix_jobs_parent_id", "parent_id"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
@@ -179,7 +181,10 @@ class Job(Base):
     model_id: Mapped[str | None] = mapped_column(
         String(ID_LEN), ForeignKey("models.id", name="fk_jobs_model_id", ondelete="SET NULL"), nullable=True
     )
+    #: The parent of a child job (one piece of a fanned-out job: ``shared.jobs.fanout``).
     parent_id: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    #: A child job's piece: ``{index, total, label, data}`` (``data``: what its piece runner needs).
+    piece: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: Fencing token: every claim increments it; a holder's writes carry the token of its claim
     #: and are refused once another claim took the job (``shared.jobs.store``).

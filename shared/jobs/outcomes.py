@@ -7,6 +7,8 @@ and never reads the JSON by key. ``kind`` tells the two apart:
 * ``RenderOutcome`` (``kind="render"``): the PNG at ``keys.image``, its size and metrics.
 * ``TrainOutcome`` (``kind="train"``): the registered model, its checkpoint, the loss-curve
   plot (``keys.loss_curve``) and metrics.
+* ``PieceOutcome`` (``kind="piece"``): one piece of a fanned-out job (a child job), its files
+  by name.
 
 ``GET /v1/jobs/{id}/result`` serves ``outcome.image_key``: the render, or a training job's
 loss curve.
@@ -25,7 +27,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
-OUTCOME_KINDS = ("render", "train")
+OUTCOME_KINDS = ("render", "train", "piece")
+#: The file of a piece that ``GET /v1/jobs/{id}/result`` serves for a child job, if it has one.
+PIECE_IMAGE = "image.png"
 MAX_METRIC_LIST = 1000
 
 
@@ -109,8 +113,21 @@ class TrainOutcome(_Outcome):
         return self.keys.loss_curve
 
 
-JobOutcome = Annotated[RenderOutcome | TrainOutcome, Field(discriminator="kind")]
-_outcome_adapter: TypeAdapter[RenderOutcome | TrainOutcome] = TypeAdapter(JobOutcome)
+class PieceOutcome(_Outcome):
+    """One piece of a fanned-out job (a child job: a tile, a video chunk): the files it
+    stored, by name (``shared.engine.fanout.PieceResult``); its parent's assembler reads them."""
+
+    kind: Literal["piece"] = "piece"
+    keys: dict[str, str] = Field(description="file name -> storage key")
+
+    @property
+    def image_key(self) -> str | None:
+        """The image ``GET /v1/jobs/{id}/result`` serves: the piece's ``PIECE_IMAGE``, if any."""
+        return self.keys.get(PIECE_IMAGE)
+
+
+JobOutcome = Annotated[RenderOutcome | TrainOutcome | PieceOutcome, Field(discriminator="kind")]
+_outcome_adapter: TypeAdapter[RenderOutcome | TrainOutcome | PieceOutcome] = TypeAdapter(JobOutcome)
 
 
 def _from_legacy_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,7 +148,7 @@ def _from_legacy_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def parse_outcome(row: Mapping[str, Any]) -> RenderOutcome | TrainOutcome:
+def parse_outcome(row: Mapping[str, Any]) -> RenderOutcome | TrainOutcome | PieceOutcome:
     """The outcome stored in ``jobs.result`` (today's rows and rows written before
     ``kind``); raises ``pydantic.ValidationError`` for a row of neither shape."""
     if row.get("kind") not in OUTCOME_KINDS:

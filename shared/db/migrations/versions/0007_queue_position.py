@@ -1,7 +1,7 @@
 """The queued jobs of a queue in the order workers take them: ``ix_jobs_queued_order``.
 
-Revision ID: 0006_queue_position
-Revises: 0005_leases
+Revision ID: 0007_queue_position
+Revises: 0006_fanout
 Create Date: 2026-12-06
 
 ``GET /v1/jobs/{id}`` of a queued job counts the queued jobs ahead of it (same queue, higher
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_queue_position"
-down_revision = "0005_leases"
+revision = "0007_queue_position"
+down_revision = "0006_fanout"
 branch_labels = None
 depends_on = None
 
