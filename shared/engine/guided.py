@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from shared.engine.images import fit_size
+
 DEFAULT_RADIUS = 2  # window radius in low-resolution pixels
 DEFAULT_EPS = 1e-3  # regularisation on the [0, 1] scale: larger = smoother, less of the guide's detail
 
@@ -51,19 +53,35 @@ def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: flo
 
 
 def guided_upsample(src_lo: torch.Tensor, guide_lo: torch.Tensor, guide_hi: torch.Tensor,
-                    r: int = DEFAULT_RADIUS, eps: float = DEFAULT_EPS) -> torch.Tensor:
+                    r: int = DEFAULT_RADIUS, eps: float = DEFAULT_EPS, keep_residual: bool = True) -> torch.Tensor:
     """Upsample ``src_lo`` (B, C, h, w) to the size of ``guide_hi`` (B, 3, H, W), edge-aware.
 
     ``guide_lo`` (B, 3, h, w) is the guide at ``src_lo``'s resolution (what the network saw).
-    Returns (B, C, H, W), clamped to [0, 1].
+    The guided filter explains ``src_lo`` by the content; what it cannot explain (the
+    strokes and texture the style adds) is the residual ``src_lo - (A guide_lo + b)``. With
+    ``keep_residual`` that residual is upsampled bicubically and added back: the content's
+    edges come from the full-size guide, the strokes keep their look, and at equal sizes the
+    result is ``src_lo`` itself. Without it the strokes are smoothed away (plain fast guided
+    filter). Returns (B, C, H, W), clamped to [0, 1].
     """
     a, b = guided_coefficients(guide_lo, src_lo, r, eps)  # (B, C, 3, h, w), (B, C, h, w)
     bsz, c, _, h, w = a.shape
     size = guide_hi.shape[-2:]
-    up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+    up = lambda t, mode="bilinear": F.interpolate(t, size=size, mode=mode, align_corners=False)  # noqa: E731
     a_hi = up(a.reshape(bsz, c * 3, h, w)).reshape(bsz, c, 3, *size)  # (B, C, 3, H, W)
     q = (a_hi * guide_hi[:, None]).sum(2) + up(b)  # (B, C, H, W)
+    if keep_residual:
+        residual = src_lo - ((a * guide_lo[:, None]).sum(2) + b)  # (B, C, h, w)
+        q = q + up(residual, "bicubic")  # (B, C, H, W)
     return q.clamp(0, 1)
 
 
-__all__ = ["box_mean", "guided_coefficients", "guided_upsample"]
+def working_size(out_wh: tuple[int, int], stroke_size: int | None) -> tuple[int, int] | None:
+    """(w, h) a network should run at for a ``stroke_size`` (its longest side), or None when that
+    is the output size itself (no stroke size, or one at least as large as the output)."""
+    if stroke_size is None or stroke_size >= max(out_wh):
+        return None
+    return fit_size(*out_wh, stroke_size)
+
+
+__all__ = ["box_mean", "guided_coefficients", "guided_upsample", "working_size"]

@@ -147,22 +147,30 @@ def worst_grid_peak(out: Image.Image | np.ndarray, reference: Image.Image | np.n
     return name, peaks[name]
 
 
-def dominant_frequency(img: Image.Image | np.ndarray, low: float = 4.0) -> float:
-    """Radius, in cycles per image (along the long side), of the strongest ring of the luma's
-    power spectrum above ``low`` cycles per image: the scale of the dominant texture."""
+def dominant_frequency(img: Image.Image | np.ndarray, low: float = 8.0, bins_per_octave: int = 8) -> float:
+    """The scale of the dominant texture, in cycles per image (along the long side).
+
+    The luma's power spectrum (Hann window) is averaged over rings in log-spaced bins from
+    ``low`` cycles per image to the Nyquist frequency and weighted by ``f^2``: that is the
+    energy per octave, flat for a photo's ``1/f^2`` spectrum, so a brush texture shows as
+    a peak. Returns the centre of the strongest bin. A texture with a fixed period in pixels
+    doubles its cycles per image when the picture doubles; one drawn at a fixed scale
+    relative to the picture keeps them.
+    """
     y = _luma(img)
     h, w = y.shape
     y = (y - y.mean()) * np.outer(np.hanning(h), np.hanning(w))
-    p = np.abs(np.fft.fft2(y)) ** 2
+    power = np.abs(np.fft.fft2(y)) ** 2
     fy = np.fft.fftfreq(h)[:, None] * max(h, w)  # cycles per long side
     fx = np.fft.fftfreq(w)[None, :] * max(h, w)
-    r = np.hypot(fy, fx)
-    edges = np.arange(low, max(h, w) / 2, 1.0)
-    idx = np.digitize(r.ravel(), edges)
-    power = np.bincount(idx, weights=p.ravel(), minlength=len(edges) + 1)[1 : len(edges)]
+    radius = np.hypot(fy, fx).ravel()
+    edges = np.exp(np.arange(math.log(low), math.log(max(h, w) / 2), math.log(2) / bins_per_octave))
+    idx = np.digitize(radius, edges)
+    ring = np.bincount(idx, weights=power.ravel(), minlength=len(edges) + 1)[1 : len(edges)]
     count = np.bincount(idx, minlength=len(edges) + 1)[1 : len(edges)]
-    radial = power / np.maximum(count, 1) * (edges[:-1] + 0.5)  # power per octave-ish: weight by radius
-    return float(edges[int(np.argmax(radial))] + 0.5)
+    centre = np.sqrt(edges[:-1] * edges[1:])
+    per_octave = ring / np.maximum(count, 1) * centre**2
+    return float(centre[int(np.argmax(per_octave))])
 
 
 # --- VGG losses ----------------------------------------------------------------------------------

@@ -208,6 +208,11 @@ class FastSpec(_OutputSize):
     )
     strength: float = Field(1.0, ge=0, le=1, description="blend of stylized output with the content")
     preserve_color: bool = False
+    stroke_size: int | None = Field(
+        512, ge=MIN_SIDE, le=MAX_SIDE,
+        description="brush-stroke scale: the network runs with the image's longest side at this many px and the "
+        "result is upsampled edge-aware to `size`, so any output size has the look of this one (None = run at `size`)",
+    )
 
     @field_validator("mix")
     @classmethod
@@ -252,6 +257,11 @@ class AdainSpec(_OutputSize):
     alpha: float = Field(1.0, ge=0, le=1, description="content-style trade-off (0 = content, 1 = full style)")
     style_size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE)
     preserve_color: bool = False
+    stroke_size: int | None = Field(
+        512, ge=MIN_SIDE, le=MAX_SIDE,
+        description="brush-stroke scale: content is encoded and decoded with its longest side at this many px "
+        "(style at style_size) and upsampled edge-aware to `size` (None = work at `size`)",
+    )
     model: str = Field(
         DEFAULT_ADAIN_MODEL,
         min_length=1,
