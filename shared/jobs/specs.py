@@ -352,6 +352,16 @@ class TrainAdainSpec(JobSpecModel):
     init_from: str | None = Field(
         None, min_length=1, max_length=1024, description="model id/name of a decoder to fine-tune"
     )
+    upsample: Literal["nearest", "bilinear"] = Field(
+        "bilinear",
+        description="decoder upsampling of a new or fine-tuned decoder (a resumed run keeps its checkpoint's): "
+        "bilinear has no 2/4/8 px grid pattern; nearest is the paper's",
+    )
+    identity_weight: float = Field(
+        100.0, ge=0, le=MAX_LOSS_WEIGHT,
+        description="weight of the pixel identity loss g(f(c)) = c (Park & Lee 2019), against colour casts; "
+        "0 = the paper's losses only",
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
     def dataset_refs(self) -> list[str]:

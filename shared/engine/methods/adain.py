@@ -84,6 +84,7 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 ENCODER_STRIDE = 8  # relu4_1 sits after three 2x2 max-pools
 EPS = 1e-5
 ARCH = "adain-decoder-vgg19-relu4_1"
+UPSAMPLE_MODES = ("nearest", "bilinear")
 
 # The shipped default decoder. Read at call time (not bound at import), so tests and
 # deployments can point it elsewhere: ``monkeypatch.setattr(adain, "DEFAULT_DECODER_PATH", p)``.
@@ -136,15 +137,26 @@ class _ConvReLU(nn.Sequential):
 class Decoder(nn.Module):
     """The AdaIN decoder ``g`` (Huang & Belongie 2017, Sec. 6.1): VGG19 up to relu4_1, mirrored.
 
-    Pooling layers become nearest-neighbour 2x upsampling, every conv uses reflection padding
-    (the paper notes it avoids border artifacts), no normalization layers (the paper notes
-    instance or batch norm in the decoder hurts). ``(B, 512, H/8, W/8) -> (B, 3, H, W)``, RGB in
-    [0, 1] space (not clamped here).
+    Pooling layers become 2x upsampling, every conv uses reflection padding (the paper notes
+    it avoids border artifacts), no normalization layers (the paper notes instance or batch
+    norm in the decoder hurts). ``(B, 512, H/8, W/8) -> (B, 3, H, W)``, RGB in [0, 1] space
+    (not clamped here).
+
+    ``upsample``: ``nearest`` (the paper's, and the shipped decoder's) or ``bilinear``. The
+    relu4_1 features sit on an 8 px grid and nearest upsampling repeats them in 2x2 blocks
+    three times; a decoder that has not learnt to hide the blocks prints a pattern with 2, 4
+    and 8 px periods (measured on the shipped decoder at alpha 0: grid peaks 7-10 dB above
+    the photo's spectrum). Bilinear upsampling has no such blocks; it changes what the convs
+    see, so a decoder must be trained with the mode it runs with (stored in its checkpoint).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, upsample: str = "nearest") -> None:
         super().__init__()
-        up = functools.partial(nn.Upsample, scale_factor=2, mode="nearest")
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, not {upsample!r}")
+        self.upsample = upsample
+        extra = {} if upsample == "nearest" else {"align_corners": False}
+        up = functools.partial(nn.Upsample, scale_factor=2, mode=upsample, **extra)
         self.body = nn.Sequential(
             _ConvReLU(512, 256), up(),                                  # mirrors conv4_1, pool3
             _ConvReLU(256, 256), _ConvReLU(256, 256), _ConvReLU(256, 256),
@@ -161,17 +173,20 @@ class Decoder(nn.Module):
         return x  # (B, 3, 8h, 8w)
 
     @staticmethod
-    def config() -> dict[str, Any]:
+    def config(upsample: str = "nearest") -> dict[str, Any]:
         """Architecture description stored in checkpoints (checked again at load)."""
-        return {"arch": ARCH, "encoder_layer": ENCODER_LAYER, "output": "rgb01", "paper": PAPER}
+        return {"arch": ARCH, "encoder_layer": ENCODER_LAYER, "output": "rgb01", "paper": PAPER, "upsample": upsample}
 
 
 def decoder_from_checkpoint(payload: dict[str, Any], what: str) -> Decoder:
-    """Rebuild a ``Decoder`` from a loaded ``adain-decoder`` checkpoint payload."""
+    """Rebuild a ``Decoder`` from a loaded ``adain-decoder`` checkpoint payload (a checkpoint
+    that names no upsampling mode predates the choice: nearest)."""
     cfg = payload.get("config") or {}
     if cfg.get("arch", ARCH) != ARCH or cfg.get("encoder_layer", ENCODER_LAYER) != ENCODER_LAYER:
         raise ModelUnavailable(f"{what}: decoder architecture {cfg.get('arch')!r} is not {ARCH!r}")
-    decoder = Decoder()
+    if cfg.get("upsample", "nearest") not in UPSAMPLE_MODES:
+        raise ModelUnavailable(f"{what}: decoder upsampling {cfg.get('upsample')!r} is not one of {UPSAMPLE_MODES}")
+    decoder = Decoder(cfg.get("upsample", "nearest"))
     try:
         decoder.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
