@@ -22,7 +22,6 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from shared.engine import quality
@@ -30,15 +29,9 @@ from shared.engine.context import EngineContext
 from shared.engine.methods import adain, optimize
 from shared.jobs.specs import AdainSpec, OptimizeSpec
 
-pytestmark = pytest.mark.skipif(not adain.DEFAULT_DECODER_PATH.is_file(), reason="no shipped decoder")
+pytestmark = [pytest.mark.skipif(not adain.DEFAULT_DECODER_PATH.is_file(), reason="no shipped decoder"),
+              pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def brush_painting(size: int = 192, strokes: int = 900, seed: int = 0) -> Image.Image:

@@ -22,12 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 40
 
 
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr.astype(np.uint8), "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture
 def dark_and_bright(memory_refs: dict[str, bytes]) -> dict[str, bytes]:
     """A dark content (levels 6-70, no pixel at 0) and a bright, strongly textured style."""
@@ -36,7 +30,8 @@ def dark_and_bright(memory_refs: dict[str, bytes]) -> dict[str, bytes]:
     yy, xx = np.mgrid[0:40, 0:40] / 40.0
     stripes = np.stack([np.sin(25 * xx), np.sin(19 * yy + 3 * xx), np.cos(31 * (xx - yy))], -1)
     style = 200 + 55 * stripes * rng.uniform(0.5, 1.0, size=(40, 40, 1))
-    return {**memory_refs, "dark": _png(6 + content * 0.25), "bright": _png(style.clip(0, 255))}
+    as_png = lambda arr: _encode(Image.fromarray(arr.astype(np.uint8), "RGB"))  # noqa: E731
+    return {**memory_refs, "dark": as_png(6 + content * 0.25), "bright": as_png(style.clip(0, 255))}
 
 
 @pytest.fixture

@@ -17,15 +17,10 @@ from shared.engine.guided import guided_upsample, working_size
 from shared.engine.methods import adain, fast
 from shared.jobs.specs import AdainSpec, FastSpec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TEXTURED_STYLE = 19  # 'blue-yellow swirls': a fine texture with a fixed period in pixels
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()
