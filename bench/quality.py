@@ -60,9 +60,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -70,6 +71,8 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from shared.imaging import png_bytes  # noqa: E402  (after the path: this checkout's shared)
 
 HOLDOUT_LIST = ROOT / "deploy" / "train" / "adain_style_holdout.txt"
 PHOTOS = ("astronaut", "chelsea", "coffee", "china", "flower")
@@ -111,16 +114,10 @@ BARS: dict[str, list[tuple[str, str, str, float]]] = {
     "adain": [("style_ratio", "geomean", "<=", 2.0), ("style_ratio", "max", "<=", 4.0),
               ("recon_psnr", "mean", ">=", 20.0), ("colour_cast", "max", "<=", 5.0),
               ("grid_peak_db", "max", "<=", 3.0), ("alpha_midpoint", "max", "<=", 0.8)],
-}  # fmt: skip
+}
 
 
 # --- inputs ------------------------------------------------------------------------------------
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def photos(names: tuple[str, ...]) -> dict[str, Image.Image]:
@@ -150,7 +147,7 @@ def paintings(data: Path, n: int) -> tuple[dict[str, Image.Image], str]:
             raise SystemExit(f"{stray}: not in {HOLDOUT_LIST.name}; the gate measures held-out paintings only")
         if names:
             return ({Path(p).stem: Image.open(folder / p).convert("RGB") for p in names},
-                    f"held-out paintings from {folder} ({HOLDOUT_LIST.name})")  # fmt: skip
+                    f"held-out paintings from {folder} ({HOLDOUT_LIST.name})")
     return generated_paintings(n), f"generated stand-ins ({folder} not found)"
 
 
@@ -165,7 +162,7 @@ def generated_paintings(n: int) -> dict[str, Image.Image]:
         ("rings", lambda: np.sin(40 * np.hypot(xx - 0.5, yy - 0.4))[..., None] * np.array([1.0, -0.3, 0.6])),
         ("hatching", lambda: np.stack([np.sin(60 * (xx + 0.3 * yy)), np.sin(45 * (yy - 0.2 * xx)),
                                        np.sin(30 * xx) * np.sin(30 * yy)], -1)),
-    ]  # fmt: skip
+    ]
     out = {}
     for name, make in makers[:n]:
         arr = ((make() * 0.4 + 0.5).clip(0.05, 0.95) * 255).astype(np.uint8)  # no pure colours, like paint
@@ -207,10 +204,10 @@ class Gate:
 
     def render(self, spec) -> tuple[Image.Image, dict, float]:
         """(delivered PNG decoded, metrics, seconds) of ``spec``."""
-        from shared.engine import run_job
+        from shared.engine import run_engine
 
         t = time.perf_counter()
-        result = run_job(spec, self.ctx())
+        result = run_engine(spec, self.ctx())
         seconds = time.perf_counter() - t
         return Image.open(io.BytesIO(png_bytes(result.image))).convert("RGB"), result.metrics, seconds
 
@@ -236,9 +233,7 @@ GATYS_SOURCES = ("shared/engine/methods/gatys.py", "shared/engine/losses.py", "s
 
 
 def _refs_of(spec) -> list[str]:
-    from shared.jobs.specs import image_refs
-
-    return image_refs(spec)
+    return spec.image_refs()
 
 
 # --- the checks ------------------------------------------------------------------------------------
@@ -275,7 +270,7 @@ def verdicts(rows: list[Row], methods: tuple[str, ...]) -> list[dict]:
             value = aggregate(vals, how)
             ok = bool(vals) and (value <= bar if op == "<=" else value >= bar)
             out.append({"method": method, "check": check, "aggregate": how, "value": value, "bar": f"{op} {bar:.4g}",
-                        "n": len(vals), "ok": ok})  # fmt: skip
+                        "n": len(vals), "ok": ok})
     return out
 
 
@@ -301,7 +296,7 @@ def run_optimize(g: Gate, pairs, photo_imgs, painting_imgs) -> dict[tuple[str, s
         img, metrics, secs = g.cached("optimize", spec, GATYS_SOURCES)
         style = g.loss.gram_style_loss(img, painting_imgs[s], key=s)
         values = {"style_loss": style, "content_loss": g.loss.content_loss(img, photo_imgs[p]),
-                  "dark_clipping": dark_clipping(img, photo_imgs[p], painting_imgs[s])}  # fmt: skip
+                  "dark_clipping": dark_clipping(img, photo_imgs[p], painting_imgs[s])}
         if metrics.get("style_loss"):
             values["reported_vs_delivered"] = metrics["style_loss"] / style
         rows[(p, s)] = Row("optimize", p, s, values, img, secs)
@@ -318,15 +313,16 @@ def run_masked(g: Gate, photos_with_two, photo_imgs, painting_imgs, gatys: dict)
         inside, outside = g.ref(f"mask:{p}", mask), g.ref(f"mask:{p}:inv", mask.point(lambda v: 255 - v))
         spec = MaskedSpec(content=f"photo:{p}", size=g.size, steps=g.steps, regions=[
             {"style": {"image": f"painting:{a}"}, "mask": inside},
-            {"style": {"image": f"painting:{b}"}, "mask": outside}])  # fmt: skip
-        img, _, secs = g.cached("masked", spec, GATYS_SOURCES + ("shared/engine/methods/masked.py",))
+            {"style": {"image": f"painting:{b}"}, "mask": outside}])
+        img, _, secs = g.cached("masked", spec, (*GATYS_SOURCES, "shared/engine/methods/masked.py"))
         m = np.asarray(mask.resize(img.size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0 > 0.5
         ratios = []
         for name, region in ((a, m), (b, ~m)):
             ours = g.loss.gram_style_loss(img, painting_imgs[name], key=name, region=region)
             ratios.append(ours / gatys[(p, name)].values["style_loss"])
-        for name, r in zip((a, b), ratios):
-            rows.append(Row("masked", p, f"{a} in / {b} out: {name}", {"style_ratio": r}, img if name == a else None, secs))
+        for name, r in zip((a, b), ratios, strict=True):
+            first = img if name == a else None
+            rows.append(Row("masked", p, f"{a} in / {b} out: {name}", {"style_ratio": r}, first, secs))
         rows[-2].values["dark_clipping"] = dark_clipping(img, photo_imgs[p], painting_imgs[a], painting_imgs[b])
         g.log(f"masked {p}: style ratios {ratios[0]:.2f} (inside) {ratios[1]:.2f} (outside) ({secs:.0f} s)")
     return rows
@@ -354,7 +350,8 @@ def run_fast(g: Gate, photo_imgs, gatys: dict) -> list[Row]:
             if gatys_content:
                 values["content_ratio"] = g.loss.content_loss(img, photo) / float(np.mean(gatys_content))
             rows.append(Row("fast", p, f"style {st}", values, img, secs))
-        g.log(f"fast {p}: " + ", ".join(f"{r.what} grid {r.values['grid_peak_db']:.1f} dB" for r in rows[-len(FAST_STYLES):]))
+        grids = ", ".join(f"{r.what} grid {r.values['grid_peak_db']:.1f} dB" for r in rows[-len(FAST_STYLES) :])
+        g.log(f"fast {p}: {grids}")
     return rows
 
 
@@ -365,23 +362,25 @@ def run_adain(g: Gate, pairs, photo_imgs, painting_imgs, gatys: dict) -> list[Ro
     rows = []
     for p, photo in photo_imgs.items():
         s = next(s for pp, s in pairs if pp == p)
-        spec = AdainSpec(content=f"photo:{p}", styles=[{"image": f"painting:{s}"}], alpha=0.0, size=g.size, model=g.decoder)
+        spec = AdainSpec(content=f"photo:{p}", styles=[{"image": f"painting:{s}"}], alpha=0.0, size=g.size,
+                         model=g.decoder)
         img, _, secs = g.render(spec)
         ref = photo.resize(img.size, Image.Resampling.LANCZOS)
-        values = {"recon_psnr": quality.psnr(img, ref), "colour_cast": float(np.abs(quality.mean_colour_shift(img, ref)).max()),
-                  "grid_peak_db": quality.worst_grid_peak(img, ref)[1]}  # fmt: skip
+        values = {"recon_psnr": quality.psnr(img, ref),
+                  "colour_cast": float(np.abs(quality.mean_colour_shift(img, ref)).max()),
+                  "grid_peak_db": quality.worst_grid_peak(img, ref)[1]}
         rows.append(Row("adain", p, "alpha 0 (reconstruction)", values, img, secs))
         g.log(f"adain {p} alpha 0: {values['recon_psnr']:.2f} dB, cast {values['colour_cast']:.1f}, "
-              f"grid {values['grid_peak_db']:.1f} dB")  # fmt: skip
+              f"grid {values['grid_peak_db']:.1f} dB")
     for p, s in pairs:
         base = {"content": f"photo:{p}", "styles": [{"image": f"painting:{s}"}], "size": g.size, "model": g.decoder,
-                "style_size": g.size}  # fmt: skip
+                "style_size": g.size}
         full, _, secs = g.render(AdainSpec(**base, alpha=1.0))
         half, _, _ = g.render(AdainSpec(**base, alpha=0.5))
         zero = next(r.image for r in rows if r.photo == p and r.what.startswith("alpha 0"))
         l1, lh, l0 = (g.loss.gram_style_loss(im, painting_imgs[s], key=s) for im in (full, half, zero))
         values = {"style_ratio": l1 / gatys[(p, s)].values["style_loss"],
-                  "alpha_midpoint": math.log(l0 / lh) / math.log(l0 / l1) if l0 > l1 else math.nan}  # fmt: skip
+                  "alpha_midpoint": math.log(l0 / lh) / math.log(l0 / l1) if l0 > l1 else math.nan}
         rows.append(Row("adain", p, s, values, full, secs))
         rows.append(Row("adain", p, f"{s} alpha 0.5", {}, half))
         g.log(f"adain {p}/{s}: style ratio {values['style_ratio']:.2f}, alpha 0.5 at {values['alpha_midpoint']:.2f}")
@@ -426,7 +425,7 @@ def sheet_rows(rows: list[Row], photo_imgs, painting_imgs, pairs) -> list:
         cells = [(f"photo\n{p}", photo_imgs[p]), (f"painting\n{s[:28]}", painting_imgs[s]),
                  ("optimize (reference)", opt.image if opt else None),
                  (f"adain alpha 1\nstyle ratio {f(ada, 'style_ratio')}", ada.image if ada else None),
-                 (f"adain alpha 0.5\nmidpoint {f(ada, 'alpha_midpoint')}", half.image if half else None)]  # fmt: skip
+                 (f"adain alpha 0.5\nmidpoint {f(ada, 'alpha_midpoint')}", half.image if half else None)]
         out.append((f"{p} x {s}", cells))
     for p in photo_imgs:
         rec = by.get(("adain", p, "alpha 0 (reconstruction)"))
@@ -434,7 +433,7 @@ def sheet_rows(rows: list[Row], photo_imgs, painting_imgs, pairs) -> list:
         if rec:
             cells.append((f"adain alpha 0\n{f(rec, 'recon_psnr')} dB grid {f(rec, 'grid_peak_db')}", rec.image))
         cells += [(f"fast {r.what}\ngrid {f(r, 'grid_peak_db')} content {f(r, 'content_ratio')}", r.image)
-                  for r in rows if r.method == "fast" and r.photo == p]  # fmt: skip
+                  for r in rows if r.method == "fast" and r.photo == p]
         if len(cells) > 1:
             out.append((f"{p}: adain reconstruction and fast", cells))
     for r in rows:
@@ -442,9 +441,10 @@ def sheet_rows(rows: list[Row], photo_imgs, painting_imgs, pairs) -> list:
             a, b = r.what.split(":")[0].split(" in / ")
             b = b.removesuffix(" out")
             nxt = rows[rows.index(r) + 1]
-            cells = [(f"photo\n{r.photo}", photo_imgs[r.photo]), ("mask: A inside", ellipse_mask(photo_imgs[r.photo].size)),
+            cells = [(f"photo\n{r.photo}", photo_imgs[r.photo]),
+                     ("mask: A inside", ellipse_mask(photo_imgs[r.photo].size)),
                      (f"A\n{a[:28]}", painting_imgs[a]), (f"B\n{b[:28]}", painting_imgs[b]),
-                     (f"masked (joint)\nratio A {f(r, 'style_ratio')} B {f(nxt, 'style_ratio')}", r.image)]  # fmt: skip
+                     (f"masked (joint)\nratio A {f(r, 'style_ratio')} B {f(nxt, 'style_ratio')}", r.image)]
             out.append((f"{r.photo}: masked", cells))
     return out
 
@@ -459,17 +459,20 @@ def print_table(verdict_rows: list[dict], rows: list[Row]) -> None:
             op, num = bar.split()
             bar = f"{op} x{math.exp(float(num)):.3g}"
         print(f"{v['method']:9s} {v['check']:22s} {v['aggregate']:12s} {shown:9.3f} {bar:>9s} {v['n']:3d}  "
-              f"{'ok' if v['ok'] else 'MISSED'}")  # fmt: skip
+              f"{'ok' if v['ok'] else 'MISSED'}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
-                        help="team data folder with style_train/ (default: ../shared/data beside the checkout)")  # fmt: skip
+                        help="team data folder with style_train/ (default: ../shared/data beside the checkout)")
     parser.add_argument("--out", type=Path, default=Path("out/quality"),
-                        help="sheet, results.json, renders and the Gatys cache (an untracked folder; default out/quality)")  # fmt: skip
+                        help="sheet, results.json, renders and the Gatys cache "
+                        "(an untracked folder; default out/quality)")
     parser.add_argument("--size", type=int, default=256, help="longest side of every render (default 256)")
-    parser.add_argument("--gatys-steps", type=int, default=None, help="iterations of optimize/masked (default 300; --quick 100)")
+    parser.add_argument("--gatys-steps", type=int, default=None,
+                        help="iterations of optimize/masked (default 300; --quick 100)")
     parser.add_argument("--quick", action="store_true", help="2 photos x 2 paintings on the diagonal, 100 iterations")
     parser.add_argument("--methods", default="optimize,masked,fast,adain")
     parser.add_argument("--decoder", default="adain-default", help="AdaIN decoder: adain-default or a checkpoint path")
@@ -498,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     offsets = (0,) if args.quick else (0, 1)
     pairs = [(p, names[(i + k) % len(names)]) for i, p in enumerate(photo_imgs) for k in offsets]
     print(f"inputs: {len(photo_imgs)} photos, {len(names)} {source}; {len(pairs)} pairs at {args.size} px; "
-          f"Gatys {steps} iterations", file=sys.stderr)  # fmt: skip
+          f"Gatys {steps} iterations", file=sys.stderr)
 
     g = Gate(args.size, steps, out, args.device, args.decoder, log=lambda m: print(m, file=sys.stderr, flush=True))
     for p, img in photo_imgs.items():
@@ -530,8 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             r.image.save(out / f"{r.method}_{r.photo}_{''.join(c if c.isalnum() else '_' for c in r.what)[:60]}.png")
     result = {"size": args.size, "gatys_steps": steps, "paintings": source, "pairs": pairs, "decoder": args.decoder,
               "seconds": round(time.perf_counter() - started), "verdicts": verdict_rows,
-              "rows": [{"method": r.method, "photo": r.photo, "what": r.what, **r.values, "seconds": round(r.seconds, 2)}
-                       for r in rows]}  # fmt: skip
+              "rows": [{"method": r.method, "photo": r.photo, "what": r.what, **r.values,
+                        "seconds": round(r.seconds, 2)} for r in rows]}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
     print(f"inputs: {source}; size {args.size}; Gatys {steps} iterations; decoder {args.decoder}")
     print_table(verdict_rows, rows)

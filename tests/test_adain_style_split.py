@@ -71,7 +71,7 @@ def test_modern_textured_paintings_weigh_most() -> None:
 
 def test_texture_score_ranks_brushwork_above_a_smooth_gradient() -> None:
     # given a smooth gradient and a field of short strokes
-    yy, xx = np.mgrid[0:300, 0:400]
+    _, xx = np.mgrid[0:300, 0:400]
     smooth = Image.fromarray(np.stack([xx * 255 // 400] * 3, -1).astype(np.uint8))
     rng = np.random.default_rng(0)
     rough = Image.fromarray(rng.integers(0, 255, (75, 100, 3), dtype=np.uint8)).resize((400, 300), Image.NEAREST)

@@ -59,7 +59,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import style_split  # noqa: E402
+import style_split
 
 Image.MAX_IMAGE_PIXELS = 60_000_000
 
@@ -253,7 +253,7 @@ def build_style(style_dir: Path, train_dir: Path | None, sources: Path | None, t
         if committed != held:
             raise SystemExit(f"{train_dir}: the held-out paintings by the hash rule differ from "
                              f"{style_split.HOLDOUT_FILE.name} ({len(held)} vs {len(committed)}); "
-                             "rerun with --write-holdout if the folder changed on purpose")  # fmt: skip
+                             "rerun with --write-holdout if the folder changed on purpose")
         meta = style_split.parse_sources(sources.read_text(encoding="utf-8")) if sources and sources.is_file() else {}
         images = {n: to_rgb(Image.open(train_dir / n)) for n in train}
         textures = {n: style_split.texture_score(im) for n, im in images.items()}
@@ -270,9 +270,10 @@ def build_style(style_dir: Path, train_dir: Path | None, sources: Path | None, t
             if f.suffix.lower() not in SOURCE_SUFFIXES or f.name in STYLE_EXCLUDE:
                 continue
             im = to_rgb(Image.open(f))
-            files = emit_views(im, f"style__{f.stem}", style_dir, short, min_std, style_split.views(style_split.TEAM_WEIGHT))
+            k = style_split.views(style_split.TEAM_WEIGHT)
+            files = emit_views(im, f"style__{f.stem}", style_dir, short, min_std, k)
             rows.append({"source": str(team_dir), "path": f.name, "size": list(im.size),
-                         "weight": style_split.TEAM_WEIGHT, "files": files})  # fmt: skip
+                         "weight": style_split.TEAM_WEIGHT, "files": files})
     return rows
 
 
@@ -282,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--style-train-dir", type=Path, default=None,
                     help="the 300-painting training set (../shared/data/style_train); a fifth is held out")
     ap.add_argument("--sources", type=Path, default=None, help="its SOURCES.md (default: beside the folder)")
-    ap.add_argument("--style-dir", type=Path, default=None, help="the team's permissive paintings (../shared/data/style)")
+    ap.add_argument("--style-dir", type=Path, default=None,
+                    help="the team's permissive paintings (../shared/data/style)")
     ap.add_argument("--write-holdout", action="store_true",
                     help=f"rewrite deploy/train/{style_split.HOLDOUT_FILE.name} from the folder (after adding files)")
     ap.add_argument("--no-content", action="store_true", help="rebuild only OUT/style (no apt-get)")
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sources = args.sources or (args.style_train_dir.parent / "SOURCES.md" if args.style_train_dir else None)
     manifest["style"] = build_style(style_dir, args.style_train_dir, sources, args.style_dir, args.short_side,
-                                    args.min_std, args.write_holdout)  # fmt: skip
+                                    args.min_std, args.write_holdout)
     manifest["held_out"]["style_train"] = [r["path"] for r in manifest["style"] if r.get("held_out")]
     manifest["held_out"]["style_excluded"] = list(STYLE_EXCLUDE)
 

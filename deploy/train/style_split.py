@@ -126,7 +126,7 @@ def texture_score(img: Image.Image) -> float:
     w, h = grey.size
     s = TEXTURE_SHORT_SIDE / min(w, h)
     grey = grey.resize((max(TEXTURE_SHORT_SIDE, round(w * s)), max(TEXTURE_SHORT_SIDE, round(h * s))),
-                       Image.Resampling.LANCZOS)  # fmt: skip
+                       Image.Resampling.LANCZOS)
     y = np.asarray(grey, dtype=np.float64)
     return float(np.abs(ndimage.laplace(ndimage.gaussian_filter(y, 0.7))).mean())
 
@@ -135,7 +135,7 @@ def weights(textures: dict[str, float], years: dict[str, int | None]) -> dict[st
     """Sampling weight of each training painting (see the module docstring)."""
     names = sorted(textures)
     order = np.argsort(np.argsort([textures[n] for n in names], kind="stable"), kind="stable")
-    pct = {n: float(r) / max(1, len(names) - 1) for n, r in zip(names, order)}
+    pct = {n: float(r) / max(1, len(names) - 1) for n, r in zip(names, order, strict=True)}
     out = {}
     for n in names:
         modern = (years.get(n) or 0) >= MODERN_YEAR

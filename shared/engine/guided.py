@@ -30,7 +30,8 @@ def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)  # (B, C, H, W)
 
 
-def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int,
+                        eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Window-averaged linear models ``(A, b)`` with ``src ~ A guide + b``.
 
     ``guide`` (B, 3, h, w), ``src`` (B, C, h, w) -> A (B, C, 3, h, w), b (B, C, h, w).

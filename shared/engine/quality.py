@@ -22,7 +22,7 @@ uint8 array), never the engine's float tensors, so the numbers describe the PNG.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ def prominence_db(spectrum: np.ndarray, ky: int, kx: int) -> float:
     """Power of bin (ky, kx) over the median power of the ring 2-4 bins around it, in dB."""
     n = spectrum.shape[0]
     ring = [spectrum[(ky + dy) % n, (kx + dx) % n] for dy in range(-4, 5) for dx in range(-4, 5)
-            if 2 <= max(abs(dy), abs(dx)) <= 4]  # fmt: skip
+            if 2 <= max(abs(dy), abs(dx)) <= 4]
     return 10.0 * math.log10(spectrum[ky, kx] / max(float(np.median(ring)), 1e-12) + 1e-12)
 
 
@@ -137,7 +137,7 @@ def grid_peaks(out: Image.Image | np.ndarray, reference: Image.Image | np.ndarra
         ref_img = ref_img.resize((out_arr.shape[1], out_arr.shape[0]), Image.Resampling.LANCZOS)
     s_out, s_ref = welch_spectrum(out_arr), welch_spectrum(ref_img)
     return {period_name(ky, kx): prominence_db(s_out, ky, kx) - prominence_db(s_ref, ky, kx)
-            for ky, kx in grid_frequencies()}  # fmt: skip
+            for ky, kx in grid_frequencies()}
 
 
 def worst_grid_peak(out: Image.Image | np.ndarray, reference: Image.Image | np.ndarray) -> tuple[str, float]:
@@ -229,7 +229,7 @@ class GramLoss:
         arr = as_array(img)
         ref = resize(content.convert("RGB"), (arr.shape[1], arr.shape[0]))
         return float(content_loss(self.features(arr, [CONTENT_LAYER])[CONTENT_LAYER],
-                                  self.features(ref, [CONTENT_LAYER])[CONTENT_LAYER]))  # fmt: skip
+                                  self.features(ref, [CONTENT_LAYER])[CONTENT_LAYER]))
 
 
 __all__ = [

@@ -46,7 +46,7 @@ def brush_painting(size: int = 192, strokes: int = 900, seed: int = 0) -> Image.
         length, width = rng.uniform(6, 18), int(rng.integers(2, 5))
         colour = (palette[rng.integers(len(palette))] + rng.integers(-20, 20, 3)).clip(0, 255)
         draw.line([(x, y), (x + length * np.cos(angle), y + length * np.sin(angle))],
-                  fill=tuple(int(v) for v in colour), width=width)  # fmt: skip
+                  fill=tuple(int(v) for v in colour), width=width)
     return img.filter(ImageFilter.GaussianBlur(0.6))
 
 

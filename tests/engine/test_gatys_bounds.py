@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from shared.engine import quality
-from shared.engine.methods import gatys, masked, optimize
 from shared.engine.images import decode_image, resize
+from shared.engine.methods import gatys, masked, optimize
 from shared.jobs.specs import MaskedSpec, OptimizeSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,7 +61,7 @@ def test_pixels_stay_in_range_at_every_evaluation(engine_ctx, dark_and_bright, p
     optimize.run(spec, ctx)
     # then every image the objective saw was a valid 0-255 image, and the job did run
     assert pixel_range["calls"] >= 25
-    assert 0.0 <= pixel_range["lo"] and pixel_range["hi"] <= 255.0, pixel_range
+    assert pixel_range["lo"] >= 0.0 and pixel_range["hi"] <= 255.0, pixel_range
     assert len(ctx.reports) == 25
 
 
@@ -79,7 +79,7 @@ def test_reported_losses_are_those_of_the_delivered_png(engine_ctx, dark_and_bri
     assert measured == pytest.approx(result.metrics["style_loss"], rel=1e-3)
     assert result.metrics["loss"] == pytest.approx(
         spec.content_weight * result.metrics["content_loss"] + spec.style_weight * result.metrics["style_loss"]
-        + spec.tv_weight * result.metrics["tv_loss"], rel=1e-5)  # fmt: skip
+        + spec.tv_weight * result.metrics["tv_loss"], rel=1e-5)
 
 
 def test_no_clipped_channels_in_the_dark_regions(engine_ctx, dark_and_bright) -> None:
@@ -102,7 +102,8 @@ def test_masked_joint_reports_the_delivered_losses_too(engine_ctx, dark_and_brig
     ctx = engine_ctx()
     ctx.read_input = lambda ref: dark_and_bright[ref]
     spec = MaskedSpec(content="dark", size=SIZE, steps=15,
-                      regions=[{"style": {"image": "bright"}, "mask": "left"}, {"style": {"image": "style_b"}, "mask": "right"}])
+                      regions=[{"style": {"image": "bright"}, "mask": "left"},
+                               {"style": {"image": "style_b"}, "mask": "right"}])
     # when rendered
     result = masked.run(spec, ctx)
     # then its losses describe the delivered image, close to where the optimizer stopped
