@@ -28,7 +28,7 @@ def test_a_resumable_export_continues_at_its_step(tiny_datasets, tmp_path) -> No
                                "--resumable"])
     payload = load_checkpoint(carried, kind="adain-decoder")
     assert payload["training"]["step"] == 2 and "optimizer" not in payload["training"]
-    assert payload["config"]["upsample"] == train_adain.DECODER_UPSAMPLE
+    assert payload["config"]["upsample"] == spec.upsample == "bilinear"
     # when the next lease starts from it and trains to 3 steps
     (tmp_path / "lease2").mkdir()
     shutil.copy(carried, tmp_path / "lease2" / "checkpoint.pt")
