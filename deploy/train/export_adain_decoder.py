@@ -12,6 +12,11 @@ Usage::
         --out shared/engine/weights/adain_decoder.pt [--data-manifest /work/data/adain/manifest.json] \
         [--command "stylefarm train adain ..."] [--stage 128:/work/data/adain/run128/checkpoint.pt]
 
+``--resumable`` keeps the step, the RNG states and the loss history but not the Adam state:
+a checkpoint a quarter the size of ``checkpoint.pt`` (7 MB fp16) that ``train_adain`` resumes
+from with fresh Adam moments; copy it to ``WORK/checkpoint.pt`` to carry a run between
+short GPU leases.
+
 ``--stage`` (repeatable) records earlier stages (e.g. the 128 px run a 256 px fine-tune
 started from) in the meta, read from their own checkpoints.
 """
@@ -74,6 +79,12 @@ def stage_info(path: Path) -> dict[str, Any]:
     }
 
 
+def _resume_state(payload: dict[str, Any]) -> dict[str, Any]:
+    """What ``train_adain`` needs to go on from this step (its Adam moments start from zero)."""
+    training = payload.get("training") or {}
+    return {k: training[k] for k in ("step", "history", "data_rng", "torch_rng", "seconds") if k in training}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, required=True, help="WORK/checkpoint.pt of a train_adain run")
@@ -82,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", action="append", default=[], help="command(s) that produced it (repeatable)")
     ap.add_argument("--stage", action="append", default=[], help="LABEL:PATH of an earlier stage's checkpoint")
     ap.add_argument("--fp32", action="store_true", help="keep fp32 weights (default fp16)")
+    ap.add_argument("--resumable", action="store_true",
+                    help="keep the step, RNG states and loss history (not the Adam state): a small checkpoint.pt "
+                         "that train_adain resumes from with fresh Adam moments, to carry between GPU leases")
     args = ap.parse_args(argv)
 
     payload = load_checkpoint(args.checkpoint, kind=CHECKPOINT_KIND)
@@ -109,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             "held_out": manifest.get("held_out"),
             "short_side": manifest.get("short_side"),
             "content_sources": sorted({c["source"] for c in manifest.get("content", [])}),
-            "style_paintings": [s["path"] for s in manifest.get("style", [])],
+            "style_paintings": [s["path"] for s in manifest.get("style", []) if s.get("files")],
             "recipe": "deploy/train/prepare_adain_data.py",
         }
     out = save_checkpoint(
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dict=decoder.state_dict(),
         style_names=[],
         preprocessing=payload.get("preprocessing") or {},
-        training=None,
+        training=_resume_state(payload) if args.resumable else None,
         meta=meta,
         half=not args.fp32,
     )

@@ -10,11 +10,18 @@ Content (always):
   * Held out for evaluation, never written: scikit-image ``astronaut``, ``chelsea``,
     ``coffee`` and scikit-learn ``flower.jpg``.
 
-Style (only with ``--style-dir``): the public-domain paintings of a folder such as
-``/work/shared/data/style``; ``mosaic.jpg`` and ``candy.jpg`` (origin unclear, see that folder's
-SOURCES.md) are excluded. Each painting gives exactly ``--style-views`` (12) files: the whole
-painting and overlapping tiles at 2x and 3x the short side (capped at its native size), so a
-small painting weighs as much as a large one (the trainer samples files uniformly).
+Style (with ``--style-train-dir`` and/or ``--style-dir``):
+  * ``--style-train-dir ../shared/data/style_train``: 300 public-domain paintings
+    (``../shared/data/SOURCES.md``). A fifth is held out by a stable hash of the file name and
+    never written (``style_split.py``; the list is committed as ``adain_style_holdout.txt``, and
+    the build stops when the folder and the list disagree; ``--write-holdout`` rewrites it).
+  * ``--style-dir ../shared/data/style``: the team's permissive paintings; ``mosaic.jpg`` and
+    ``candy.jpg`` (origin unclear, see SOURCES.md) are excluded.
+  * Weighted sampling: each painting's weight (modern and strongly textured works up to 6x
+    the smooth old ones, the team's paintings at the top weight; see ``style_split.py``)
+    becomes its number of distinct views: the whole painting and overlapping tiles at 2x and
+    3x the short side (capped at its native size). The trainer draws files uniformly, so a
+    painting is drawn in proportion to its weight, whatever its pixel count.
 
 Every image is written as a JPEG (quality 92) whose shorter side is ``--short-side`` (300)
 px: the whole image, plus square tiles of that size cut from the image resized to 2x and
@@ -26,10 +33,12 @@ Exact duplicates (sha1) and the same wallpaper shipped at several resolutions ar
 Usage::
 
     python deploy/train/prepare_adain_data.py --out /work/data/adain \
-        --style-dir /work/shared/data/style [--debs-dir /work/data/adain/debs]
+        --style-train-dir /work/shared/data/style_train --style-dir /work/shared/data/style \
+        [--debs-dir /work/data/adain/debs] [--no-content]
 
 Writes ``OUT/content/*.jpg``, ``OUT/style/*.jpg`` and ``OUT/manifest.json`` (sources,
-licences, counts). Needs ``apt-get`` and ``dpkg`` (Debian/Ubuntu) unless ``--debs-dir`` already
+licences, per-painting weights, the held-out list, counts). ``--no-content`` rebuilds only
+the style folder (no apt-get). Needs ``apt-get`` and ``dpkg`` (Debian/Ubuntu) unless ``--debs-dir`` already
 holds the ``.deb`` files.
 """
 
@@ -48,6 +57,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import style_split
 
 Image.MAX_IMAGE_PIXELS = 60_000_000
 
@@ -228,28 +240,102 @@ def safe_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:120]
 
 
+def build_style(style_dir: Path, train_dir: Path | None, sources: Path | None, team_dir: Path | None,
+                short: int, min_std: float, write_holdout: bool) -> list[dict]:
+    """Write the weighted style views; returns the manifest rows (held-out paintings have files=0)."""
+    rows: list[dict] = []
+    if train_dir is not None:
+        names = sorted(f.name for f in train_dir.iterdir() if f.suffix.lower() in SOURCE_SUFFIXES)
+        train, held = style_split.split(names)
+        if write_holdout:
+            style_split.write_holdout(held, len(names))
+        committed = style_split.read_holdout()
+        if committed != held:
+            raise SystemExit(f"{train_dir}: the held-out paintings by the hash rule differ from "
+                             f"{style_split.HOLDOUT_FILE.name} ({len(held)} vs {len(committed)}); "
+                             "rerun with --write-holdout if the folder changed on purpose")
+        meta = style_split.parse_sources(sources.read_text(encoding="utf-8")) if sources and sources.is_file() else {}
+        images = {n: to_rgb(Image.open(train_dir / n)) for n in train}
+        textures = {n: style_split.texture_score(im) for n, im in images.items()}
+        years = {n: meta[n].year if n in meta else None for n in train}
+        weights = style_split.weights(textures, years)
+        for n in train:
+            k = style_split.views(weights[n])
+            files = emit_views(images[n], f"train__{Path(n).stem}", style_dir, short, min_std, k)
+            rows.append({"source": str(train_dir), "path": n, "size": list(images[n].size), "year": years[n],
+                         "texture": round(textures[n], 3), "weight": round(weights[n], 3), "files": files})
+        rows += [{"source": str(train_dir), "path": n, "held_out": True, "files": 0} for n in held]
+    if team_dir is not None:
+        for f in sorted(team_dir.iterdir()):
+            if f.suffix.lower() not in SOURCE_SUFFIXES or f.name in STYLE_EXCLUDE:
+                continue
+            im = to_rgb(Image.open(f))
+            k = style_split.views(style_split.TEAM_WEIGHT)
+            files = emit_views(im, f"style__{f.stem}", style_dir, short, min_std, k)
+            rows.append({"source": str(team_dir), "path": f.name, "size": list(im.size),
+                         "weight": style_split.TEAM_WEIGHT, "files": files})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="writes OUT/content, OUT/style, OUT/manifest.json")
-    ap.add_argument("--style-dir", type=Path, default=None, help="folder of style paintings (*.jpg/*.png)")
+    ap.add_argument("--style-train-dir", type=Path, default=None,
+                    help="the 300-painting training set (../shared/data/style_train); a fifth is held out")
+    ap.add_argument("--sources", type=Path, default=None, help="its SOURCES.md (default: beside the folder)")
+    ap.add_argument("--style-dir", type=Path, default=None,
+                    help="the team's permissive paintings (../shared/data/style)")
+    ap.add_argument("--write-holdout", action="store_true",
+                    help=f"rewrite deploy/train/{style_split.HOLDOUT_FILE.name} from the folder (after adding files)")
+    ap.add_argument("--no-content", action="store_true", help="rebuild only OUT/style (no apt-get)")
     ap.add_argument("--debs-dir", type=Path, default=None, help="where the .deb files are / go (default OUT/debs)")
     ap.add_argument("--short-side", type=int, default=300)
     ap.add_argument("--min-std", type=float, default=8.0, help="drop tiles flatter than this grey-level std")
     ap.add_argument("--content-max-scale", type=int, default=3, help="tiles at 2..N x short side (content)")
-    ap.add_argument("--style-views", type=int, default=12,
-                    help="files per painting (whole + overlapping tiles at 2x/3x), so every painting weighs the same")
     args = ap.parse_args(argv)
 
     out: Path = args.out
     content_dir, style_dir = out / "content", out / "style"
-    for d in (content_dir, style_dir):
+    for d in (style_dir,) if args.no_content else (content_dir, style_dir):
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-    debs_dir = args.debs_dir or out / "debs"
-    fetch_debs(debs_dir)
+    manifest_path = out / "manifest.json"
     manifest: dict = {"short_side": args.short_side, "content": [], "style": [], "held_out": {}}
+    if args.no_content and manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        manifest["content"], manifest["held_out"] = old.get("content", []), old.get("held_out", {})
+    if not args.no_content:
+        build_content(args, content_dir, manifest)
 
+    sources = args.sources or (args.style_train_dir.parent / "SOURCES.md" if args.style_train_dir else None)
+    manifest["style"] = build_style(style_dir, args.style_train_dir, sources, args.style_dir, args.short_side,
+                                    args.min_std, args.write_holdout)
+    manifest["held_out"]["style_train"] = [r["path"] for r in manifest["style"] if r.get("held_out")]
+    manifest["held_out"]["style_excluded"] = list(STYLE_EXCLUDE)
+
+    style_files = sorted(style_dir.glob("*.jpg"))
+    manifest["counts"] = {
+        "content_sources": len(manifest["content"]),
+        "content_files": len(list(content_dir.glob("*.jpg"))),
+        "style_sources": sum(1 for r in manifest["style"] if r["files"]),
+        "style_held_out": len(manifest["held_out"]["style_train"]),
+        "style_files": len(style_files),
+        "style_bytes": sum(f.stat().st_size for f in style_files),
+        "content_by_source": {},
+    }
+    for c in manifest["content"]:
+        k = c["source"]
+        manifest["counts"]["content_by_source"][k] = manifest["counts"]["content_by_source"].get(k, 0) + c["files"]
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    print(json.dumps(manifest["counts"], indent=1))
+    return 0
+
+
+def build_content(args: argparse.Namespace, content_dir: Path, manifest: dict) -> None:
+    """Wallpaper packages and package photos -> OUT/content (see the module docstring)."""
+    debs_dir = args.debs_dir or args.out / "debs"
+    fetch_debs(debs_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for pkg, rel, f in collect_debs(debs_dir, Path(tmp)):
             with Image.open(f) as im:
@@ -279,33 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest["content"].append(
             {"source": "scikit-learn", "path": name, "size": list(im.size), "licence": lic, "files": n}
         )
-    manifest["held_out"] = {"scikit-image": list(HOLD_OUT_SKIMAGE), "scikit-learn": list(HOLD_OUT_SKLEARN),
-                            "style_excluded": list(STYLE_EXCLUDE)}
-
-    if args.style_dir is not None:
-        for f in sorted(args.style_dir.iterdir()):
-            if f.suffix.lower() not in SOURCE_SUFFIXES or f.name in STYLE_EXCLUDE:
-                continue
-            im = to_rgb(Image.open(f))
-            n = emit_views(im, f"style__{f.stem}", style_dir, args.short_side, args.min_std, args.style_views)
-            manifest["style"].append({"source": str(args.style_dir), "path": f.name, "size": list(im.size), "files": n})
-
+    manifest["held_out"] = {"scikit-image": list(HOLD_OUT_SKIMAGE), "scikit-learn": list(HOLD_OUT_SKLEARN)}
     written = sum(c["files"] for c in manifest["content"])
     if written != len(list(content_dir.glob("*.jpg"))):
         raise SystemExit("content file names collided; fix the naming")
-    manifest["counts"] = {
-        "content_sources": len(manifest["content"]),
-        "content_files": len(list(content_dir.glob("*.jpg"))),
-        "style_sources": len(manifest["style"]),
-        "style_files": len(list(style_dir.glob("*.jpg"))),
-        "content_by_source": {},
-    }
-    for c in manifest["content"]:
-        k = c["source"]
-        manifest["counts"]["content_by_source"][k] = manifest["counts"]["content_by_source"].get(k, 0) + c["files"]
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    print(json.dumps(manifest["counts"], indent=1))
-    return 0
 
 
 if __name__ == "__main__":

