@@ -205,3 +205,62 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images of one shape."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _midway(bands: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """Bands of the same widths as ``bands``, centred halfway between neighbouring band centres
+    (the first one halfway from the image's start): control regions with no seam."""
+    centres = [0.0] + [(a + b) / 2 for a, b in bands]
+    out = []
+    for (a, b), c0, c1 in zip(bands, centres[:-1], centres[1:], strict=True):
+        mid, half = (c0 + c1) / 2, (b - a) / 2
+        lo = max(0, int(mid - half))
+        out.append((lo, min(length, lo + (b - a))))
+    return out
+
+
+def seam_contrast(image: np.ndarray, tiles: list[Tile]) -> float:
+    """Mean gradient magnitude across the overlap bands over the one across bands of the same
+    widths halfway between them (``seam_ratio`` with nearby control bands instead of all
+    interiors: less sensitive to an image whose detail varies from place to place). ~1 when
+    there is no seam; a render needs no untiled reference for it (the e2e test at 4096 px)."""
+    img = image.astype(np.float32)
+    xs, ys = overlap_bands(tiles)
+    h, w = img.shape[:2]
+    gx = np.abs(np.diff(img, axis=1)).mean(axis=2)  # (H, W-1)
+    gy = np.abs(np.diff(img, axis=0)).mean(axis=2)  # (H-1, W)
+
+    def energy(bx: list[tuple[int, int]], by: list[tuple[int, int]]) -> float:
+        parts = [gx[:, _in_ranges(w, bx)[:-1]].ravel(), gy[_in_ranges(h, by)[:-1], :].ravel()]
+        return float(np.concatenate(parts).mean())
+
+    if not xs and not ys:
+        return float("nan")
+    return energy(xs, ys) / max(energy(_midway(xs, w), _midway(ys, h)), 1e-6)
+
+
+def _peak(profile: np.ndarray, lines: list[int], reach: int) -> float:
+    """max over ``lines`` of profile[line] / median(profile[line - reach: line + reach])."""
+    worst = 0.0
+    for c in lines:
+        lo, hi = max(0, c - reach), min(len(profile), c + reach + 1)
+        worst = max(worst, float(profile[c] / max(np.median(profile[lo:hi]), 1e-6)))
+    return worst
+
+
+def seam_peak(image: np.ndarray, tiles: list[Tile], reach: int = 48) -> float:
+    """The sharpest seam line: for every column (row) inside a vertical (horizontal) overlap
+    band, the mean gradient magnitude across it, averaged along the whole image, over the
+    median of the columns (rows) within ``reach`` px. A tile edge pasted hard (or a feathered
+    band that still steps) stands out of its neighbourhood as one column; a seamless render
+    stays within the noise of the texture (~1.1). Complements ``seam_contrast``, which sees
+    a band that differs as a whole (colour, contrast) but dilutes one sharp line."""
+    img = image.astype(np.float32)
+    xs, ys = overlap_bands(tiles)
+    if not xs and not ys:
+        return float("nan")
+    px = np.abs(np.diff(img, axis=1)).mean(axis=(0, 2))  # (W-1,): across each column boundary
+    py = np.abs(np.diff(img, axis=0)).mean(axis=(1, 2))  # (H-1,)
+    cols = [c for a, b in xs for c in range(max(0, a - 1), min(len(px), b))]
+    rows = [r for a, b in ys for r in range(max(0, a - 1), min(len(py), b))]
+    return max(_peak(px, cols, reach), _peak(py, rows, reach))

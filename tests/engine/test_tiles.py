@@ -17,9 +17,9 @@ from shared.engine.context import EngineContext
 from shared.engine.fanout import run_locally
 from shared.engine.images import fit_size, resize, to_image, to_tensor
 from shared.engine.methods import adain, fast, tiled
-from shared.engine.tiles import Tile, blend, feather, psnr, seam_ratio, tile_grid
+from shared.engine.tiles import Tile, blend, feather, psnr, seam_contrast, seam_peak, seam_ratio, tile_grid
 from shared.imaging import PngRowWriter
-from shared.jobs.specs import AdainSpec, FastSpec
+from shared.jobs.specs import AdainSpec, FastSpec, MaskedSpec, OptimizeSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -120,9 +120,11 @@ def test_given_fast_render_when_tiled_expect_untiled_pixels_and_no_seam(tmp_path
     expect the tiled render to match the untiled one: with the whole image's statistics the
     network is translation-equivariant, and 64 px of context cover its receptive field, so
     only float rounding at the tile borders differs (measured 60 dB; 40 dB is the engine's
-    bar for "the same image", fast's bf16 contract). The seam ratio of the overlap bands must
-    be the untiled render's in the same bands within 2 %. Naive tiling (own statistics, no
-    context, no feathering) fails both: the measure sees seams."""
+    bar for "the same image", fast's bf16 contract). The seam measures of the overlap bands
+    (``seam_ratio``: bands over interiors; ``seam_peak``: the sharpest column or row in a band
+    over its neighbourhood) must be the untiled render's in the same bands within 2 % / 5 %.
+    Naive tiling (each tile its own statistics, no context, pasted) fails them: the measures
+    see seams (its peak measured 4.7-5.1 against 1.5-2.0 untiled)."""
     refs = {"c": texture(512, 384, seed=3)}
     spec = FastSpec(content="c", size=512, style=5)
     ctx = _ctx(refs, tmp_path, tile_size=192, tile_overlap=32)
@@ -133,14 +135,15 @@ def test_given_fast_render_when_tiled_expect_untiled_pixels_and_no_seam(tmp_path
     assert psnr(tiles_img, whole) > 40.0
     seam_tiled, seam_whole = seam_ratio(tiles_img, tiles), seam_ratio(whole, tiles)
     assert abs(seam_tiled / seam_whole - 1) < 0.02, (seam_tiled, seam_whole)
-    naive = _naive_fast(spec, refs["c"], tile_grid(512, 384, 192, 0, 4))
+    assert abs(seam_peak(tiles_img, tiles) / seam_peak(whole, tiles) - 1) < 0.05
+    assert abs(seam_contrast(tiles_img, tiles) / seam_contrast(whole, tiles) - 1) < 0.02
+    naive = _naive_fast(spec, refs["c"], tiles)
     assert psnr(naive, whole) < 30.0
-    assert abs(seam_ratio(naive, tile_grid(512, 384, 192, 0, 4)) / seam_ratio(whole, tile_grid(512, 384, 192, 0, 4))
-               - 1) > 0.02
+    assert seam_peak(naive, tiles) > 2 * seam_peak(whole, tiles)
     # a zoomed crop across a seam, for the eye (bench/tiles.py writes the big one)
     seam_x = tiles[1].x0
     crop = np.concatenate([whole[100:196, seam_x - 48 : seam_x + 80], tiles_img[100:196, seam_x - 48 : seam_x + 80],
-                           naive[100:196, 192 - 64 : 192 + 64]], axis=1)
+                           naive[100:196, seam_x - 48 : seam_x + 80]], axis=1)
     Image.fromarray(crop).resize((crop.shape[1] * 3, crop.shape[0] * 3), Image.Resampling.NEAREST).save(
         tmp_path / "seam_crop.png")
 
@@ -159,6 +162,7 @@ def test_given_adain_render_when_tiled_expect_untiled_pixels_and_no_seam(tmp_pat
     assert tiles_img.shape == whole.shape
     assert psnr(tiles_img, whole) > 35.0
     assert abs(seam_ratio(tiles_img, tiles) / seam_ratio(whole, tiles) - 1) < 0.03
+    assert abs(seam_peak(tiles_img, tiles) / seam_peak(whole, tiles) - 1) < 0.08
 
 
 def test_given_small_render_expect_not_split(tmp_path: Path) -> None:
@@ -172,3 +176,41 @@ def test_given_small_render_expect_not_split(tmp_path: Path) -> None:
     stats = torch.load(io.BytesIO(plan.shared[tiled.STATS_BLOB]), weights_only=True)
     assert len(stats) == sum(isinstance(m, torch.nn.Module) and type(m).__name__ == "ConditionalInstanceNorm"
                              for m in fast.load_fast_model("multistyle26").net.modules())
+
+
+# --- optimize / masked: coarse to fine ----------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["optimize", "masked"])
+def test_given_gatys_render_when_tiled_expect_coarse_layout_refined_without_seams(
+    tmp_path: Path, method: str, make_mask_png: Callable[..., bytes]
+) -> None:
+    """Given a 144 px optimize / masked job in 96 px tiles (2 Adam steps: the wiring, not the
+    art), expect the whole-size output, every tile refined from the coarse render of the split
+    (its pixels pull the tiles to one layout: PSNR to the upsampled coarse render above 15 dB
+    after 2 steps), and no seam: the sharpest line in an overlap band within 10 % of the
+    untiled render's in the same bands."""
+    from shared.engine.methods import masked, optimize, tiled_gatys
+
+    refs = {"c": texture(144, 108, seed=6), "s": texture(48, 48, seed=7), "s2": texture(48, 48, seed=8),
+            "left": make_mask_png(144, 108, (0, 0, 0.5, 1)), "right": make_mask_png(144, 108, (0.5, 0, 1, 1))}
+    common = {"content": "c", "size": 144, "steps": 2, "optimizer": "adam", "learning_rate": 4.0}
+    spec: OptimizeSpec | MaskedSpec = (
+        OptimizeSpec(styles=[{"image": "s"}], **common) if method == "optimize" else
+        MaskedSpec(regions=[{"style": {"image": "s"}, "mask": "left"}, {"style": {"image": "s2"}, "mask": "right"}],
+                   **common))
+    ctx = _ctx(refs, tmp_path, tile_size=96, tile_overlap=16)
+    split, piece = getattr(tiled_gatys, f"{method}_split"), getattr(tiled_gatys, f"{method}_piece")
+    plan = split(spec, ctx)
+    assert plan is not None and tiled_gatys.COARSE_BLOB in plan.shared
+    with Image.open(io.BytesIO(plan.shared[tiled_gatys.COARSE_BLOB])) as coarse:
+        assert max(coarse.size) == 96
+        coarse_up = np.asarray(coarse.convert("RGB").resize((144, 108), Image.Resampling.BICUBIC))
+    out = run_locally(spec, ctx, split, piece, tiled.assemble)
+    with Image.open(out.path) as img:
+        tiles_img = np.asarray(img.convert("RGB"))
+    whole = np.asarray((optimize if method == "optimize" else masked).run(spec, ctx).image)
+    tiles = tile_grid(144, 108, 96, 16, tiled_gatys.GATYS_ALIGN)
+    assert tiles_img.shape == whole.shape == (108, 144, 3) and len(tiles) == len(plan.pieces) > 1
+    assert psnr(tiles_img, coarse_up) > 15.0
+    assert seam_peak(tiles_img, tiles) < 1.1 * seam_peak(whole, tiles)
