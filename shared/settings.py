@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     presign_expiry_s: int = Field(300, ge=10, le=7 * 24 * 3600)
 
     # --- API ---
-    max_upload_bytes: int = 25 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    # an 8192 x 8192 image (the largest render, shared.jobs.specs.MAX_OUTPUT_SIDE) may be uploaded
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_pixels: int = 8192 * 8192
     default_tenant: str = "default"
     api_keys: str = Field(
         "", description="comma-separated key=tenant pairs (single-machine setups); more keys live hashed in SQL "
@@ -131,6 +132,17 @@ class Settings(BaseSettings):
         "expired and graceful leave's hand-backs all stop at it; then the job fails",
     )
     worker_queues: str = "gpu,cpu"
+    tile_size: int = Field(
+        1024, ge=128, le=2048,
+        description="a render larger than this on its long side is split into tiles of at most this size, one child "
+        "job each (shared.engine.methods.tiled): what bounds one worker's memory",
+    )
+    tile_overlap: int = Field(64, ge=16, le=512, description="least overlap of neighbouring tiles, blended feathered")
+    tile_stats_size: int = Field(
+        2048, ge=128, le=4096,
+        description="the whole image's normalisation statistics of a tiled fast/adain render come from one pass at "
+        "most this size (the one whole-image pass of a tiled render: a constant, whatever the output size)",
+    )
 
     # --- fleet and timeouts (workers known to the farm; nothing hangs the API) ---
     worker_heartbeat_s: float = Field(

@@ -34,4 +34,4 @@ def test_page_documents_every_operation_and_schema() -> None:
         assert f"### {method.upper()} `{path}`" in page
     for name in schema["components"]["schemas"]:
         assert f"### {name}\n" in page
-    assert "| `size` | integer (32..2048) | no | `512` |" in page  # a bound and a default from shared/jobs/specs.py
+    assert "| `size` | integer (32..8192) | no | `512` |" in page  # a bound and a default from shared/jobs/specs.py

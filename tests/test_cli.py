@@ -162,7 +162,7 @@ def test_full_option_round_trip(images, capsys) -> None:
     [
         (["--steps", "0"], "--steps: Input should be greater than or equal to 1"),
         (["--style", "{style}:500"], "--style #2 (weight): Input should be less than or equal to 100"),
-        (["--size", "5000"], "--size"),
+        (["--size", "9000"], "--size"),
         (["--init", "sky"], "invalid choice: 'sky'"),
         (["--steps", "many"], "'many' is not an integer"),
         (["--style-layers", "relu9_9"], "unknown relu9_9"),

@@ -312,4 +312,7 @@ class JobRuntime:
             preview_every=self.settings.preview_every,
             device=device,
             precision=precision,
+            tile_size=self.settings.tile_size,
+            tile_overlap=self.settings.tile_overlap,
+            tile_stats_size=self.settings.tile_stats_size,
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.checksums import sha256_file
-from shared.engine.results import RenderResult, TrainResult
+from shared.engine.results import RenderFile, RenderResult, TrainResult
 from shared.errors import Conflict, EngineError, NotFound
 from shared.imaging import png_bytes
 from shared.jobs import model_registry
@@ -30,11 +30,22 @@ from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, checkpoint_key, model_k
 from worker.job_runtime import JobRuntime
 
 
-def store_result(rt: JobRuntime, spec: JobSpecModel, result: RenderResult | TrainResult) -> JobOutcome:
+def store_result(rt: JobRuntime, spec: JobSpecModel, result: RenderResult | RenderFile | TrainResult) -> JobOutcome:
     """Store ``result`` of the job ``spec`` describes; a training spec names its model."""
     if isinstance(result, TrainResult):
         return store_train_result(rt, trained_model_name(spec), result)
+    if isinstance(result, RenderFile):
+        return store_render_file(rt, result)
     return store_render_result(rt, result)
+
+
+def store_render_file(rt: JobRuntime, result: RenderFile) -> RenderOutcome:
+    """A PNG the engine already wrote (a giant assembled render): uploaded from its file."""
+    key = result_key(rt.tenant, rt.job_id, RENDER_NAME)
+    rt.storage.upload_file(Path(result.path), key, "image/png")
+    return RenderOutcome(keys=RenderKeys(image=key), width=result.width, height=result.height,
+                         size_bytes=Path(result.path).stat().st_size, content_type="image/png",
+                         metrics=result.metrics)
 
 
 def trained_model_name(spec: JobSpecModel) -> str:

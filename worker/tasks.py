@@ -9,8 +9,11 @@ handed back / lease lost.
 
 Outcomes:
 
-* ``RenderResult``: stored as a PNG -> ``RenderOutcome``; ``TrainResult``: checkpoint
-  uploaded and registered as a model -> ``TrainOutcome`` (``shared.jobs.outcomes``). The
+* Fan-out (``worker.fanout``): a job of a method with a ``FanOut`` is split into child jobs
+  (returns "waiting"), a child runs its piece (-> ``PieceOutcome``), a parent whose children
+  all succeeded is assembled; after every child run the parent is settled.
+* ``RenderResult``: stored as a PNG -> ``RenderOutcome`` (a ``RenderFile``: uploaded as is);
+  ``TrainResult``: checkpoint uploaded and registered as a model -> ``TrainOutcome`` (``shared.jobs.outcomes``). The
   outcome, with the attempt's wall time and worker, becomes the job's ``result``
   (``succeed_job``), plus the ``model_id`` of a training job.
 * ``JobCanceled`` -> ``mark_canceled``; non-retryable ``StylefarmError`` -> ``fail_job``
@@ -270,6 +273,8 @@ def _execute_job(self: Task, job_id: str, parent: list[str]) -> str:
                 elif stage == fanout.SPLIT and method is not None:
                     try:
                         children = fanout.split(job, spec, method, rt, ctx)
+                    except LeaseLost:
+                        raise
                     except InvalidTransition as exc:  # a cancel came before the split was recorded
                         raise JobCanceled(exc.detail) from None
                     if children is not None:

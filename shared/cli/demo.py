@@ -1,5 +1,6 @@
 """``stylefarm demo``: start the embedded farm, run one job of each method through the REST
-API, show progress bars, save the results in ``./out/`` and stop everything.
+API (and a 2048 px render split into tiles), show progress bars, save the results in
+``./out/`` and stop everything.
 
 Inputs come from pictures installed packages ship (scikit-image, scikit-learn) and a
 procedurally painted style image; nothing is downloaded. A job that is refused or fails
@@ -96,7 +97,8 @@ def demo_images() -> dict[str, bytes]:
 
 
 def demo_jobs(ids: dict[str, str], size: int, steps: int) -> list[tuple[str, dict]]:
-    """(label, spec) of one job per method (fast twice: one style, a mix)."""
+    """(label, spec) of one job per method (fast three times: one style, a mix, and a 2048 px
+    render that the farm splits into tiles, child jobs any worker renders)."""
     gatys = {"size": size, "steps": steps, "optimizer": "adam", "learning_rate": 4.0,
              "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], "content_layers": ["relu4_1"]}
     return [
@@ -114,6 +116,7 @@ def demo_jobs(ids: dict[str, str], size: int, steps: int) -> list[tuple[str, dic
          {"method": "fast", "content": ids["astronaut"], "size": max(size, 256), "mix": {"0": 0.5, "7": 0.5}}),
         ("adain", {"method": "adain", "content": ids["chelsea"], "styles": [{"image": ids["swirls"]}],
                    "size": max(size, 256), "style_size": 256}),
+        ("fast-tiled", {"method": "fast", "content": ids["china"], "size": 2048, "style": 5}),
     ]
 
 

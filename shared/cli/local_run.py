@@ -1,4 +1,5 @@
-"""Run one job spec in this process: no servers, a tqdm progress bar, Ctrl-C cancels.
+"""Run one job spec in this process: no servers, a tqdm progress bar, Ctrl-C cancels. A
+render above the tile size is rendered tile by tile as a farm would (``_run_tiled``).
 
 The first Ctrl-C sets the cancel flag the engine checks between steps (it then raises
 ``JobCanceled`` and the job stops cleanly); a second Ctrl-C aborts at once.
@@ -7,6 +8,7 @@ The first Ctrl-C sets the cancel flag the engine checks between steps (it then r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 from shared.engine.context import EngineContext, Progress
 from shared.errors import InvalidImage
+from shared.jobs.methods import get_method
 
 
 class ProgressBar:
@@ -136,6 +139,32 @@ def run_local(
             max_seconds=max_seconds,
         )
         try:
-            return run_engine(spec, ctx)
+            fan = get_method(spec.method).fanout
+            if fan is None:
+                return run_engine(spec, ctx)
+            return _run_tiled(spec, ctx, fan, run_engine)
         finally:
             bar.close()
+
+
+def _run_tiled(spec: Any, ctx: EngineContext, fan: Any, run_engine: Callable[[Any, EngineContext], Any]) -> Any:
+    """A render the farm would split (above ``EngineContext.tile_size``): its tiles one after
+    the other in this process, the same pixels as on a farm (``shared.engine.fanout.run_locally``);
+    the assembled PNG read back as a ``RenderResult``."""
+    import tempfile
+
+    from PIL import Image
+
+    from shared.engine.context import cancel_checks
+    from shared.engine.fanout import run_locally
+    from shared.engine.results import RenderFile, RenderResult
+
+    with tempfile.TemporaryDirectory(prefix="stylefarm-tiles-") as tmp:
+        tile_ctx = dataclasses.replace(ctx, work_dir=Path(tmp))
+        with cancel_checks(tile_ctx):
+            result = run_locally(spec, tile_ctx, fan.load_split(), fan.load_run_piece(), fan.load_assemble(),
+                                 entry_point=run_engine)
+        if isinstance(result, RenderFile):
+            with Image.open(result.path) as img:
+                return RenderResult(img.convert("RGB"), result.metrics)
+        return result

@@ -141,6 +141,8 @@ def describe_job(job: Job) -> str:
             line += f", starts in ~{job.estimated_start_s:.0f}s"
     elif job.status == "running" and job.progress.total:
         line += f"  step {job.progress.step}/{job.progress.total} {job.progress.stage}".rstrip()
+    elif job.status == "waiting" and job.progress.total:  # split into child jobs (tiles, chunks)
+        line += f"  pieces {job.progress.step}/{job.progress.total} done"
     elif job.status == "succeeded" and job.result is not None and job.result.width:
         line += f"  {job.result.width}x{job.result.height}"
     elif job.status == "failed" and job.error:

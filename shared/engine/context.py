@@ -81,6 +81,10 @@ class EngineContext:
       (0.1 = one every 10 % of the steps; 0 = none). Only the optimization methods make them.
     - ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``precision``: ``auto`` | ``fp32`` |
       ``bf16`` | ``fp16``.
+    - ``tile_size``, ``tile_overlap``: a render whose output is larger than ``tile_size`` px on
+      its long side is split into tiles of at most that size overlapping by at least
+      ``tile_overlap`` px (``shared.engine.methods.tiled``; the farm's ``Settings``); the whole
+      image's normalisation statistics come from one pass at most ``tile_stats_size`` px.
     - ``read_shared(name) -> bytes``: a blob the job's splitter computed once for every piece
       of a fanned-out job (``shared.engine.fanout``); only pieces and assemblers have any.
     - ``max_seconds`` (training): stop cleanly after this much training in this call, with a
@@ -100,6 +104,9 @@ class EngineContext:
     precision: str = "auto"
     max_seconds: float | None = None
     read_shared: Callable[[str], bytes] = _no_shared
+    tile_size: int = 1024
+    tile_overlap: int = 64
+    tile_stats_size: int = 2048
 
     def check_cancel(self) -> None:
         if self.is_canceled():

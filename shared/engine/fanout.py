@@ -19,7 +19,8 @@ broker: they get an ``EngineContext`` like any entry point):
     ``PieceOutput`` in piece order (``read(name)`` reads a file the piece stored). Its result
     is stored like the method's ordinary result (a ``RenderResult``: the PNG of the job).
 
-``run_locally`` runs all three in one process (the CLI, tests and benchmarks).
+``run_locally`` runs all three in one process (``stylefarm render`` above the tile size, tests
+and benchmarks).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from shared.errors import InvalidImage, InvalidMask
 from shared.jobs.shapes import ASPECT_TOLERANCE, fit_size, mask_mismatch
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = 8192 * 8192  # Settings.max_pixels
 
 
 def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:

@@ -26,3 +26,14 @@ class TrainResult:
     style_names: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     loss_curve_png: bytes | None = None
+
+
+@dataclass
+class RenderFile:
+    """A stylized image already written as a PNG file (too big to hold in memory: the
+    assembly of a tiled render writes it band by band, ``shared.imaging.PngRowWriter``)."""
+
+    path: Path
+    width: int
+    height: int
+    metrics: dict[str, Any] = field(default_factory=dict)

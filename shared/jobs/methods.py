@@ -113,14 +113,26 @@ class Method:
 
 
 _HOUR = 3600
+_TILED = "shared.engine.methods.tiled"
+_TILED_GATYS = "shared.engine.methods.tiled_gatys"
+
+
+def _tiled(method: str, module: str = _TILED) -> FanOut:
+    """A render split into tiles above ``Settings.tile_size`` (``shared.engine.methods.tiled``:
+    shared normalisation statistics; ``tiled_gatys``: coarse to fine)."""
+    return FanOut(f"{module}:{method}_split", f"{module}:{method}_piece", f"{_TILED}:assemble")
 
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("optimize", OptimizeSpec, "shared.engine.methods.optimize:run", (1800, 1900), cost=cost.optimize_cost),
-        Method("masked", MaskedSpec, "shared.engine.methods.masked:run", (2400, 2500), cost=cost.masked_cost),
-        Method("fast", FastSpec, "shared.engine.methods.fast:run", (300, 360), cost=cost.fast_cost),
-        Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360), cost=cost.adain_cost),
+        Method("optimize", OptimizeSpec, "shared.engine.methods.optimize:run", (1800, 1900), cost=cost.optimize_cost,
+               fanout=_tiled("optimize", _TILED_GATYS)),
+        Method("masked", MaskedSpec, "shared.engine.methods.masked:run", (2400, 2500), cost=cost.masked_cost,
+               fanout=_tiled("masked", _TILED_GATYS)),
+        Method("fast", FastSpec, "shared.engine.methods.fast:run", (300, 360), cost=cost.fast_cost,
+               fanout=_tiled("fast")),
+        Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360), cost=cost.adain_cost,
+               fanout=_tiled("adain")),
         Method("train-fast", TrainFastSpec, "shared.engine.training.train_fast:run",
                (3 * _HOUR, 3 * _HOUR + 600), trains=True, cost=cost.train_fast_cost),
         Method("train-adain", TrainAdainSpec, "shared.engine.training.train_adain:run",

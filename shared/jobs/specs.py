@@ -23,7 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.imaging import IMAGE_SUFFIXES
 
 # --- limits (the API enforces them; the CLI too) ---------------------------------------
-MAX_SIDE = 2048
+MAX_SIDE = 2048  # style images, and what one worker renders in one piece at most
+#: Longest side of a render's output: above ``Settings.tile_size`` a job is split into tiles
+#: (child jobs, ``shared.engine.tiles``), so no worker holds the whole image at once.
+MAX_OUTPUT_SIDE = 8192
 MIN_SIDE = 32
 MAX_STEPS = 5000
 MAX_STYLES = 8
@@ -127,7 +130,11 @@ class Region(_Spec):
 
 
 class _OutputSize(JobSpecModel):
-    size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="longest side of the output in pixels")
+    size: int = Field(
+        512, ge=MIN_SIDE, le=MAX_OUTPUT_SIDE,
+        description="longest side of the output in pixels; above the farm's tile size (1024) the job is rendered "
+        "as overlapping tiles by many workers (child jobs) and blended back",
+    )
 
 
 class GatysParams(_OutputSize):

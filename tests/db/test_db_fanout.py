@@ -180,3 +180,53 @@ def test_given_waiting_parent_expect_not_claimable(db_url: str) -> None:
     parent_id, _ = split_parent(1)
     assert store.claim_job(parent_id, task_id="again", worker="w9") is None
     assert store.get_job(parent_id).status == JobStatus.WAITING
+
+
+# --- the sweeper recovers what a dead worker left (worker.sweeper (d) and (b)) -------------
+
+
+@pytest.fixture
+def broker(redis_server, monkeypatch: pytest.MonkeyPatch):
+    """Settings on a Redis database of its own, emptied before and after."""
+    import redis
+
+    from shared.settings import Settings
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/11"
+    monkeypatch.setenv("STYLEFARM_BROKER_URL", url)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield Settings()
+    client.flushdb()
+
+
+def test_given_all_pieces_done_but_never_settled_when_swept_expect_assembling_and_sent_once(
+    db_url: str, broker
+) -> None:
+    """The worker of the last piece died between its success and settling the parent: the
+    sweeper's pass settles it and sends it for assembly; a lost assembly message is sent again."""
+    from shared.broker.client import queue_lengths
+    from worker.sweeper import sweep
+
+    parent_id, children = split_parent(2)
+    for child in children:
+        finish_child(child)  # succeeded, nobody settled
+    report = sweep(broker, queued_after_s=3600)
+    assert report.settled == [parent_id] and store.get_job(parent_id).status == "assembling"
+    assert queue_lengths(broker)["gpu"] == 1
+    assert sweep(broker, queued_after_s=3600).settled == []  # once
+    import redis
+
+    redis.Redis.from_url(broker.broker_url).flushdb()  # the assembly message is lost
+    assert sweep(broker, queued_after_s=0).resent == [parent_id]  # an assembling job counts as waiting for a claim
+
+
+def test_given_a_piece_failed_unsettled_when_swept_expect_parent_failed(db_url: str, broker) -> None:
+    from worker.sweeper import sweep
+
+    parent_id, children = split_parent(2)
+    finish_child(children[0], ok=False)
+    assert sweep(broker, queued_after_s=3600).settled == [parent_id]
+    parent = store.get_job(parent_id)
+    assert parent.status == "failed" and parent.error["piece_index"] == 0
+    assert store.get_job(children[1]).status == "canceled"

@@ -38,9 +38,10 @@ export class JobBoard {
     this.abort = new AbortController();
   }
 
-  /** Show and watch the tenant's queued and running jobs. */
+  /** Show and watch the tenant's unfinished jobs (a tiled render waits for its tiles, then is assembled). */
   async loadActive() {
-    const pages = await Promise.all(["queued", "running"].map((s) => apiJson(`/v1/jobs?status=${s}&limit=20`)));
+    const active = ["queued", "running", "waiting", "assembling"];
+    const pages = await Promise.all(active.map((s) => apiJson(`/v1/jobs?status=${s}&limit=20`)));
     const jobs = pages.flatMap((p) => p.items).sort((a, b) => a.timings.created_at.localeCompare(b.timings.created_at));
     for (const job of jobs) this.add(job);
   }

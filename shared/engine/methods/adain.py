@@ -99,14 +99,17 @@ NO_DEFAULT_DECODER = (
 
 
 def adain_from_stats(
-    content_feat: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor, eps: float = EPS
+    content_feat: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor, eps: float = EPS,
+    content_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """AdaIN (Eq. 8) with given target statistics.
 
     ``content_feat`` (B, C, H, W); ``style_mean``/``style_std`` (B|1, C, 1, 1), or per-pixel
-    maps (B|1, C, H, W) for spatial control. Returns (B, C, H, W).
+    maps (B|1, C, H, W) for spatial control. ``content_stats``: the content's own mean and std
+    (B|1, C, 1, 1) when ``content_feat`` is one tile of a larger image (the whole image's,
+    ``shared.engine.methods.tiled``); default: those of ``content_feat``. Returns (B, C, H, W).
     """
-    c_mean, c_std = mean_std(content_feat, eps)  # (B, C, 1, 1) each
+    c_mean, c_std = content_stats if content_stats is not None else mean_std(content_feat, eps)  # (B, C, 1, 1)
     normalized = (content_feat - c_mean) / c_std  # (B, C, H, W)
     return normalized * style_std + style_mean  # (B, C, H, W)
 
@@ -292,9 +295,11 @@ def _target(
     weights: Sequence[float],
     masks: Sequence[torch.Tensor] | None,
     alpha: float,
+    content_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The decoder input ``t`` (1, 512, h, w): AdaIN with weighted / masked style targets, then
-    the content-style trade-off ``alpha t + (1 - alpha) f(c)`` (Eqs. 8, 14, 15)."""
+    the content-style trade-off ``alpha t + (1 - alpha) f(c)`` (Eqs. 8, 14, 15); ``content_stats``
+    as in ``adain_from_stats``."""
     w = torch.tensor(weights, dtype=content_feat.dtype, device=content_feat.device)  # (K,)
     means = torch.cat([m for m, _ in stats])  # (K, 512, 1, 1)
     stds = torch.cat([s for _, s in stats])  # (K, 512, 1, 1)
@@ -302,7 +307,7 @@ def _target(
         w = w / w.sum()
         mean = (w.view(-1, 1, 1, 1) * means).sum(0, keepdim=True)  # (1, 512, 1, 1)
         std = (w.view(-1, 1, 1, 1) * stds).sum(0, keepdim=True)  # (1, 512, 1, 1)
-        t = adain_from_stats(content_feat, mean, std)  # (1, 512, h, w)
+        t = adain_from_stats(content_feat, mean, std, content_stats=content_stats)  # (1, 512, h, w)
     else:
         m = torch.cat(list(masks), dim=0)  # (K, 1, h, w)
         a = m * w.view(-1, 1, 1, 1)  # (K, 1, h, w)
@@ -310,7 +315,7 @@ def _target(
         mean = (a * means).sum(0, keepdim=True)  # (1, 512, h, w)
         std = (a * stds).sum(0, keepdim=True)  # (1, 512, h, w)
         coverage = m.sum(0, keepdim=True).clamp(0, 1)  # (1, 1, h, w): uncovered pixels keep the content
-        stylized = adain_from_stats(content_feat, mean, std)  # (1, 512, h, w)
+        stylized = adain_from_stats(content_feat, mean, std, content_stats=content_stats)  # (1, 512, h, w)
         t = coverage * stylized + (1 - coverage) * content_feat  # (1, 512, h, w)
     return alpha * t + (1 - alpha) * content_feat  # (1, 512, h, w)
 

@@ -388,11 +388,19 @@ def initial_image(kind: str, content255: torch.Tensor, styles255: list[torch.Ten
 
 
 def render(params: GatysParams, content: Image.Image, content_digest: str, styles: list[StyleInput],
-           ctx: EngineContext, counter: StepCounter, stage_prefix: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
+           ctx: EngineContext, counter: StepCounter, stage_prefix: str = "", *,
+           init01: torch.Tensor | None = None, style_wh: tuple[int, int] | None = None,
+           color_ref01: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """Optimize an image for ``styles`` over ``content``; returns (1, 3, H, W) in [0, 1] and metrics.
 
     Each ``StyleInput.weight`` multiplies its style loss as given. ``region`` masks confine
     a style to part of the output (features and Gram masked, normalized by area).
+
+    One tile of a larger render (``shared.engine.methods.tiled_gatys``): ``init01`` (1, 3, h, w)
+    in [0, 1] starts the first level instead of ``params.init`` (the global coarse render);
+    ``style_wh`` is the whole output's size, which sizes the style images (so every tile has
+    the same Gram targets); ``color_ref01`` the whole content, which the styles' colours are
+    matched to (``preserve_color``) instead of this tile's.
     """
     started = time.perf_counter()
     device = pick_device(ctx.device)
@@ -422,17 +430,18 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
         terms: list[StyleTerm] = []
         styles255: list[torch.Tensor] = []
         regions: list[torch.Tensor | None] = []
+        c_ref = color_ref01 if color_ref01 is not None else c01
         for st in styles:
-            sw, sh = _style_size(st.image, (w, h), params.style_scale)
+            sw, sh = _style_size(st.image, style_wh or (w, h), params.style_scale)
             s_mask = region_tensor(st.mask, (sh, sw), device) if st.mask is not None else None  # (1, 1, sh, sw)
 
-            def compute(st=st, sw=sw, sh=sh, s_mask=s_mask, c01=c01) -> dict[str, torch.Tensor]:
-                s01 = _prep_style(prep, to_tensor(resize(st.image, (sw, sh)), device), c01, s_mask)
+            def compute(st=st, sw=sw, sh=sh, s_mask=s_mask, c_ref=c_ref) -> dict[str, torch.Tensor]:
+                s01 = _prep_style(prep, to_tensor(resize(st.image, (sw, sh)), device), c_ref, s_mask)
                 return style_grams(vgg, s01, params.style_layers, s_mask, device, dtype)
 
             key = ("gram", st.digest, (sw, sh), params.style_layers, VGG_WEIGHTS, dtype, device, st.mask_digest,
                    params.preserve_color, content_digest if params.preserve_color != "none" else None,
-                   (w, h) if params.preserve_color != "none" else None)
+                   tuple(c_ref.shape[-2:]) if params.preserve_color != "none" else None)
             before = _cache_hits()
             grams = get_or_compute(key, compute)
             cache_hits += _cache_hits() - before
@@ -445,10 +454,13 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
                 regions.append(None)
             terms.append(StyleTerm(grams=grams, weight=st.weight, region=region))
             s_img = to_tensor(resize(st.image, (sw, sh)), device)
-            styles255.append(_prep_style(prep, s_img, c01, s_mask) * 255.0)
+            styles255.append(_prep_style(prep, s_img, c_ref, s_mask) * 255.0)
         objective = Objective(vgg, device, dtype, content_targets, terms,
                               params.content_weight, params.style_weight, params.tv_weight)
-        if x255 is None:
+        if x255 is None and init01 is not None:
+            x0 = F.interpolate(init01.to(device) * 255.0, size=(h, w), mode="bicubic", align_corners=False)
+            x0 = x0.clamp(0, 255)  # (1, 3, h, w)
+        elif x255 is None:
             x0 = initial_image(params.init, c_in * 255.0, styles255, regions, generator,
                                grey=params.preserve_color == "luminance")
         else:
