@@ -48,9 +48,9 @@ def _base(settings: SettingsDep) -> str:
 
 
 def _check_refs(tenant: str, spec: JobSpecModel, storage: Storage) -> None:
-    """Every input the spec names must be the tenant's: images as images, datasets as
-    archives or as a storage prefix holding at least one image."""
-    images, datasets = spec.image_refs(), []
+    """Every input the spec names must be the tenant's: images as images, videos as videos,
+    datasets as archives or as a storage prefix holding at least one image."""
+    images, videos, datasets = spec.image_refs(), spec.video_refs(), []
     problems: list[str] = []
     for ref in spec.dataset_refs():
         name = dataset_prefix_name(ref)  # InvalidSpec when malformed
@@ -60,13 +60,16 @@ def _check_refs(tenant: str, spec: JobSpecModel, storage: Storage) -> None:
         prefix = dataset_prefix(tenant, name)
         if not prefix_dataset_images(storage.list(prefix, limit=1000), prefix):
             problems.append(f"dataset {ref!r}: no images directly under {prefix} in storage")
-    found = inputs.find_inputs(tenant, images + datasets)
-    missing = [r for r in dict.fromkeys(images + datasets) if r not in found]
+    found = inputs.find_inputs(tenant, images + videos + datasets)
+    missing = [r for r in dict.fromkeys(images + videos + datasets) if r not in found]
     for ref in missing:
         problems.append(f"input {ref!r} does not exist; upload it with POST /v1/inputs")
     for ref in images:
         if ref in found and found[ref].kind != "image":
-            problems.append(f"input {ref!r} is an archive, but an image is needed here")
+            problems.append(f"input {ref!r} is an {found[ref].kind}, but an image is needed here")
+    for ref in videos:
+        if ref in found and found[ref].kind != "video":
+            problems.append(f"input {ref!r} is an {found[ref].kind}, but a video is needed here")
     for ref in datasets:
         if ref in found and found[ref].kind != "archive":
             problems.append(f"input {ref!r} is an image, but a dataset (zip/tar archive) is needed here")

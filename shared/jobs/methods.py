@@ -36,6 +36,7 @@ from shared.jobs.specs import (
     OptimizeSpec,
     TrainAdainSpec,
     TrainFastSpec,
+    VideoSpec,
 )
 
 
@@ -87,6 +88,7 @@ REGISTRY: dict[str, Method] = {
         Method("masked", MaskedSpec, "shared.engine.methods.masked:run", (2400, 2500), cost=cost.masked_cost),
         Method("fast", FastSpec, "shared.engine.methods.fast:run", (300, 360), cost=cost.fast_cost),
         Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360), cost=cost.adain_cost),
+        Method("video", VideoSpec, "shared.engine.methods.video:run", (1800, 1900), cost=cost.video_cost),
         Method("train-fast", TrainFastSpec, "shared.engine.training.train_fast:run",
                (3 * _HOUR, 3 * _HOUR + 600), trains=True, cost=cost.train_fast_cost),
         Method("train-adain", TrainAdainSpec, "shared.engine.training.train_adain:run",
