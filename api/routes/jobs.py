@@ -21,7 +21,7 @@ from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
 from shared.jobs import inputs, model_registry, quotas, store
 from shared.jobs.methods import METHOD_NAMES, estimate_cost, job_spec_adapter, parse_spec
-from shared.jobs.outcomes import parse_outcome
+from shared.jobs.outcomes import VideoOutcome, parse_outcome
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -278,6 +278,34 @@ async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, sto
             job_status=job.status,
         )
     return await serve_blob(storage, result_image_key(job), settings.presign_expiry_s)
+
+
+@router.get(
+    "/{job_id}/files/{name}",
+    response_class=Response,
+    responses=problem_responses(
+        401, 404, 409, 503,
+        others={**BLOB_RESPONSES, 200: {"description": "The file itself (local storage)",
+                                        "content": {"video/mp4": {}, "image/png": {}}}},
+    ),
+)
+async def read_result_file(job_id: str, name: str, tenant: TenantDep, settings: SettingsDep,
+                           storage: StorageDep) -> Response:
+    """One file a succeeded job produced, by name: a video job's ``<output>.mp4`` and its poster
+    ``<output>.png`` (``result.videos`` links them). 404 problem for a name the job did not make."""
+    job = await run_in_threadpool(store.get_job, job_id, tenant)
+    if job.status != JobStatus.SUCCEEDED or job.result is None:
+        raise Conflict(
+            f"Job {job.id} is {job.status}; its files are available once it has succeeded.",
+            job_id=job.id,
+            job_status=job.status,
+        )
+    outcome = parse_outcome(job.result)
+    files = outcome.files() if isinstance(outcome, VideoOutcome) else {}
+    if name not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise NotFound(f"Job {job.id} produced no file named {name!r} (its files: {known}).", job_id=job.id)
+    return await serve_blob(storage, files[name], settings.presign_expiry_s)
 
 
 @router.get(
