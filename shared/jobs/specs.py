@@ -288,7 +288,7 @@ class VideoSpec(JobSpecModel):
     input's frame rate, frame count, duration and audio, plus a poster frame PNG.
 
     ``render`` names the feed-forward method: ``fast`` (``model`` a CIN model; ``styles`` its style
-    indices, one video each, or ``mix`` one video of a weighted mix) or ``adain`` (``style_images``,
+    indices, one video each, or ``mix`` one video of a weighted mix; neither: style 0) or ``adain`` (``style_images``,
     one video each, or all blended by their weights into one with ``mix_images``). Frames are made
     temporally coherent (``shared.engine.video.coherent``; ``coherence`` 0 = per-frame).
     """
@@ -326,7 +326,7 @@ class VideoSpec(JobSpecModel):
         if self.render == "fast":
             if self.style_images is not None or self.mix_images:
                 raise ValueError("style_images and mix_images are for render='adain'; fast takes styles or mix")
-            if (self.styles is None) == (self.mix is None):
+            if self.styles is not None and self.mix is not None:
                 raise ValueError("render='fast' takes either styles (one video each) or mix (one video), not both")
             if self.mix is not None and sum(self.mix.values()) <= 0:
                 raise ValueError("mix weights must not all be zero")
@@ -349,7 +349,7 @@ class VideoSpec(JobSpecModel):
             if self.mix is not None:
                 total = sum(self.mix.values())
                 return [("mix", {k: w / total for k, w in self.mix.items() if w > 0})]
-            return [(f"style-{i:02d}", {i: 1.0}) for i in self.styles or []]
+            return [(f"style-{i:02d}", {i: 1.0}) for i in self.styles or [0]]
         images = list(self.style_images or [])
         if self.mix_images:
             return [("mix", images)]
@@ -363,7 +363,7 @@ class VideoSpec(JobSpecModel):
 
     def model_refs(self) -> list[ModelRef]:
         if self.render == "fast":
-            indices = sorted(set(self.styles or []) | set(self.mix or {}))
+            indices = sorted({i for _, weights in self.outputs() if isinstance(weights, dict) for i in weights})
             return [ModelRef(self.model_ref, "fast", indices)]
         return [ModelRef(self.model_ref, "adain-decoder", [])]
 
