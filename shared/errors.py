@@ -222,3 +222,11 @@ def describe_unexpected(exc: BaseException, limit: int = 500) -> str:
         name = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
         return f"{type(exc).__name__}{f' ({name})' if name else ''}: {exc.strerror or 'operating system error'}"
     return f"{type(exc).__name__}: {_ABSOLUTE_PATH.sub('<path>', str(exc))[:limit]}"
+
+
+class PieceFailed(StylefarmError):
+    """A piece of a fanned-out job (a tile, a video chunk: one child job) failed or was
+    canceled, so its parent cannot be put together; ``extra`` names the piece, its child job
+    and the child's own problem."""
+
+    status, title, slug = 500, "A piece of the job failed", "piece-failed"

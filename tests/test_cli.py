@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,7 +229,7 @@ def test_cancel_flag_stops_the_job_cleanly(images, capsys, monkeypatch) -> None:
 def test_passthrough_commands_are_listed(capsys) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("render", "train", "styles", "up", "demo", "migrate", "worker", "api"):
+    for name in ("render", "train", "styles", "up", "demo", "migrate", "worker", "api", "sweep"):
         assert name in out
 
 
@@ -241,6 +244,16 @@ def test_worker_command_execs_celery_with_the_configured_queues(monkeypatch) -> 
     assert argv[1:6] == ["-m", "celery", "-A", "worker.celery_app", "worker"]
     assert argv[argv.index("-Q") + 1] == get_settings().worker_queues
     assert argv[argv.index("--concurrency") + 1] == "1" and argv[-2:] == ["--loglevel", "info"]
+
+
+def test_sweep_command_runs_the_sweeper_module() -> None:
+    """Given the installed CLI, when an operator asks for ``stylefarm sweep --help``, then the
+    sweeper's own options answer (one pass by default, ``--loop`` to keep sweeping)."""
+    entry = "import sys; from shared.cli.main import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", entry, "sweep", "--help"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert "--loop" in done.stdout and "--queued-after" in done.stdout
 
 
 # --- real renders -----------------------------------------------------------------------

@@ -260,10 +260,12 @@ class JobRuntime:
         """Upload the engine's checkpoint: the first at once, then at most once per
         ``checkpoint_upload_interval_s`` (a fast GPU checkpoints every few seconds; a retried
         job then loses at most that interval of work). Only while this claim holds the lease:
-        a stale holder must not overwrite the checkpoint of the job's new holder."""
+        a stale holder must not overwrite the checkpoint of the job's new holder. While the job
+        is handed back, at once: it is the checkpoint the run saved as it stopped."""
         now = time.monotonic()
         interval = self.settings.checkpoint_upload_interval_s
-        if self.last_checkpoint_upload is not None and now - self.last_checkpoint_upload < interval:
+        recent = self.last_checkpoint_upload is not None and now - self.last_checkpoint_upload < interval
+        if recent and not self.handing_back:
             self.pending_checkpoint = Path(path)
             return
         self._upload_checkpoint(Path(path), now)

@@ -19,6 +19,11 @@ One pass (``sweep``), every ``Settings.sweep_interval_s`` (5 s):
 (c) webhook events of final jobs still pending long after they were due (their delivery
     message was lost or never sent) -> their delivery task is sent again
     (``shared.webhooks.dispatch.resend_lost``).
+(d) fanned-out parents still ``waiting`` -> settled (``worker.fanout.settle``): one whose
+    children all succeeded moves to ``assembling`` and is sent (the worker of its last child
+    died before it settled, or settling failed), one with a failed child fails. An
+    ``assembling`` parent whose message was lost is sent again by (b), which looks at
+    ``assembling`` jobs as at queued ones.
 
 Sending a job twice is harmless: only one claim wins, the other message is dropped; a job
 that finished meanwhile (say its ack was lost with the broker) drops every late message.
@@ -66,6 +71,7 @@ from shared.jobs import store
 from shared.jobs.status import JobStatus
 from shared.settings import Settings, get_settings
 from shared.webhooks.dispatch import notify_final, resend_lost
+from worker import fanout
 from worker.celery_app import app
 
 log = logging.getLogger("stylefarm.sweeper")
@@ -75,6 +81,8 @@ TICK_KEY = "stylefarm:sweeper:tick"
 #: An unacknowledged message older than this no longer proves its queued job will run: longer
 #: than the longest retry countdown a worker holds a message for (``worker.tasks.BACKOFF_MAX_S``).
 UNACKED_FRESH_S = 600.0
+#: Jobs a claim takes: queued ones, and fanned-out parents whose pieces are all done.
+WAITING_FOR_A_CLAIM = (JobStatus.QUEUED.value, JobStatus.ASSEMBLING.value)
 
 
 @dataclass
@@ -83,6 +91,7 @@ class Report:
     failed: list[str] = field(default_factory=list)  # (a) lease expired, attempt budget spent
     resent: list[str] = field(default_factory=list)  # (b) queued without a message: sent again
     webhooks_resent: list[str] = field(default_factory=list)  # (c) webhook deliveries sent again
+    settled: list[str] = field(default_factory=list)  # (d) waiting parents moved (assembling or failed)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -175,7 +184,7 @@ def _resend_lost(now: datetime, queued_after_s: float, settings: Settings, repor
     with session_scope() as session:
         rows = list(session.execute(
             select(Job.id, Job.queue, Job.priority, Job.method)
-            .where(Job.status == JobStatus.QUEUED.value, Job.updated_at < now - timedelta(seconds=queued_after_s))
+            .where(Job.status.in_(WAITING_FOR_A_CLAIM), Job.updated_at < now - timedelta(seconds=queued_after_s))
             .order_by(Job.created_at).limit(BATCH)
         ))
     if not rows:
@@ -191,13 +200,25 @@ def _resend_lost(now: datetime, queued_after_s: float, settings: Settings, repor
             report.resent.append(row.id)
 
 
+def _settle_parents(settings: Settings, report: Report) -> None:
+    """(d) waiting parents: settled from their children."""
+    for parent_id in store.waiting_parents(BATCH):
+        try:
+            if fanout.settle(parent_id, settings) is not None:
+                report.settled.append(parent_id)
+        except StylefarmError as exc:
+            report.errors.append(f"{parent_id}: not settled: {exc}")
+
+
 def sweep(settings: Settings | None = None, *, queued_after_s: float | None = None) -> Report:
-    """One pass: (a) expired leases, (b) queued jobs without a message, (c) lost webhook deliveries."""
+    """One pass: (a) expired leases, (d) waiting parents, (b) queued jobs without a message,
+    (c) lost webhook deliveries."""
     settings = settings or get_settings()
     report = Report()
     now = utcnow()
     try:
         _expire_leases(now, settings, report)
+        _settle_parents(settings, report)
         _resend_lost(now, settings.sweep_queued_after_s if queued_after_s is None else queued_after_s, settings, report)
         report.webhooks_resent = resend_lost(settings)
     except StylefarmError as exc:  # the database is away: the next pass tries again

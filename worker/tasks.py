@@ -27,6 +27,11 @@ Outcomes:
   worker claims it now (a training job uploads its last checkpoint first and resumes from it).
 * A message delivered again (a worker process died, a visibility timeout passed) finds its
   job running under a live lease, or final, and is dropped: it never runs twice at once.
+* A pool process killed mid-job (SIGKILL, the OOM killer): the worker's main process sees it
+  die (``RunJobRequest.on_failure``, ``WorkerLostError``) and, since the holder is provably
+  gone, requeues its job at once (``store.release_dead_process``, fenced with the dead claim's
+  token) before Celery puts the message back, which then claims the queued job. Without this
+  the job would wait for its lease to run out.
 * Time limits: each method has a soft limit (``shared.jobs.methods``), enforced at the engine's
   step boundaries and by a SIGALRM timer; past it the job fails with a
   ``time-limit-exceeded`` problem. Celery's hard limit kills a stuck process; its lease then
@@ -45,8 +50,11 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
+from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+from celery.worker.request import Request
 
 from shared import logs
 from shared.broker.celery_config import RUN_JOB_TASK_NAME
@@ -59,16 +67,17 @@ from shared.errors import (
     StylefarmError,
     TimeLimitExceeded,
     WorkerLeft,
+    WorkerLost,
     describe_unexpected,
 )
 from shared.jobs import store
 from shared.jobs.methods import REGISTRY, parse_spec
-from shared.jobs.outcomes import TrainOutcome
+from shared.jobs.outcomes import JobOutcome, TrainOutcome
 from shared.jobs.status import JobStatus
 from shared.settings import get_settings
 from shared.storage import get_storage
 from shared.webhooks.dispatch import notify_final
-from worker import leave, process_state
+from worker import fanout, leave, process_state
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
 from worker.result_store import check_model_name_free, store_result, trained_model_name
@@ -156,11 +165,60 @@ def _hand_back(job: Job, token: int, jlog: JobLog) -> str:
     return "requeued"
 
 
+class RunJobRequest(Request):
+    """The worker main process's view of one ``execute_job`` message."""
+
+    def on_failure(self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False) -> Any:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if isinstance(exc, WorkerLostError):
+            release_dead_holder(self.args[0] if self.args else self.kwargs.get("job_id"), self.id, self.hostname, exc)
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def release_dead_holder(job_id: str | None, task_id: str, worker: str, exc: BaseException) -> None:
+    """Requeue (or, past its budget, fail) the job of a pool process that died under it.
+    Errors are logged only: the lease then runs out and the sweeper requeues the job."""
+    if not job_id:
+        return
+    jlog = JobLog(log, job_id)
+    why = WorkerLost(f"the worker process running this job ({worker}) died: {exc}").to_problem(
+        instance=f"/v1/jobs/{job_id}"
+    )
+    try:
+        job = store.release_dead_process(job_id, task_id=task_id, worker=worker, problem=why)
+    except Exception as err:  # the database is away: the lease runs out instead
+        jlog.warning("its pool process died; not requeued now (%s), the lease will run out", err)
+        return
+    if job is None:
+        return
+    if job.status == JobStatus.QUEUED.value:
+        jlog.warning("its pool process died (%s); requeued at once", exc)
+    else:
+        jlog.error("its pool process died after %d attempts, its budget: failed", job.attempts)
+        notify_final(job)
+
+
 @app.task(name=RUN_JOB_TASK_NAME, bind=True, max_retries=None, acks_late=True,
-          reject_on_worker_lost=True, ignore_result=True)
+          reject_on_worker_lost=True, ignore_result=True, Request=RunJobRequest)
 def execute_job(self: Task, job_id: str) -> str:
     """Run job ``job_id`` to its end; returns the status it ended in ("skipped" when it is
-    running under another claim or has finished; "lease-lost" when the lease was lost)."""
+    running under another claim or has finished; "lease-lost" when the lease was lost;
+    "waiting" when it was split into child jobs). After a run of a child job its parent is
+    settled (``worker.fanout.settle``): the last piece to succeed sends it to assembly."""
+    parent: list[str] = []
+    try:
+        return _execute_job(self, job_id, parent)
+    finally:
+        if parent:
+            try:
+                fanout.settle(parent[0])
+            except Exception as exc:  # the sweeper settles waiting parents on its next pass
+                log.warning("job %s: parent %s not settled: %s", job_id, parent[0], exc)
+
+
+def _execute_job(self: Task, job_id: str, parent: list[str]) -> str:
     jlog = JobLog(log, job_id)
     if leave.leaving():
         jlog.info("this worker is leaving; the message goes back to the queue unclaimed")
@@ -179,6 +237,8 @@ def execute_job(self: Task, job_id: str) -> str:
     if job is None:
         jlog.info("not claimable (running under a live lease, finished, canceled or out of attempts); dropping message")
         return "skipped"
+    if job.parent_id is not None:
+        parent.append(job.parent_id)
     logs.bind(tenant=job.tenant, method=job.method)  # log fields and metric labels; worker.metrics unbinds
 
     token = job.fencing_token
@@ -201,11 +261,30 @@ def execute_job(self: Task, job_id: str) -> str:
                     rt.restore_checkpoint(work_dir)
                 process_state.warm_up(job.method)
                 ctx = rt.context(work_dir, process_state.device(), settings.precision)
-                from shared.engine import run_engine
+                stage = fanout.stage_of(job, method)
+                outcome: JobOutcome | None = None
+                if stage == fanout.PIECE and method is not None:
+                    outcome = fanout.run_piece(job, spec, method, rt, ctx)
+                elif stage == fanout.ASSEMBLE and method is not None:
+                    result = fanout.assemble(job, spec, method, rt, ctx)
+                elif stage == fanout.SPLIT and method is not None:
+                    try:
+                        children = fanout.split(job, spec, method, rt, ctx)
+                    except InvalidTransition as exc:  # a cancel came before the split was recorded
+                        raise JobCanceled(exc.detail) from None
+                    if children is not None:
+                        fanout.send_children(children, settings)
+                        jlog.info("split into %d pieces in %.1fs; waiting for them", len(children),
+                                  time.monotonic() - started)
+                        return "waiting"
+                if outcome is None:
+                    if stage != fanout.ASSEMBLE:
+                        from shared.engine import run_engine
 
-                result = run_engine(spec, ctx)
-                rt.check_lease()  # a stale holder must not overwrite the new holder's result
-                outcome = store_result(rt, spec, result)
+                        result = run_engine(spec, ctx)
+                    rt.check_lease()  # a stale holder must not overwrite the new holder's result
+                    outcome = store_result(rt, spec, result)
+        assert outcome is not None
         seconds = round(time.monotonic() - started, 3)
         outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name})
         model_id = outcome.model_id if isinstance(outcome, TrainOutcome) else None

@@ -207,9 +207,18 @@ def list_jobs(
     method: Annotated[Literal[METHOD_NAMES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=store.MAX_LIST_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    include_children: Annotated[
+        bool, Query(description="also list the pieces (child jobs) of split jobs")
+    ] = False,
+    parent_id: Annotated[
+        str | None, Query(max_length=64, description="only the pieces (child jobs) of this job")
+    ] = None,
 ) -> JobListOut:
-    """The tenant's jobs, newest first, ``limit`` per page."""
-    items, next_cursor = store.list_jobs(tenant, status=status_, method=method, limit=limit, cursor=cursor)
+    """The tenant's jobs, newest first, ``limit`` per page. A job split into pieces (tiles,
+    video chunks) is listed once: its child jobs only with ``include_children=true`` or
+    ``parent_id``."""
+    items, next_cursor = store.list_jobs(tenant, status=status_, method=method, limit=limit, cursor=cursor,
+                                         include_children=include_children, parent_id=parent_id)
     base = _base(settings)
     return JobListOut(items=[job_out(j, base) for j in items], next_cursor=next_cursor)
 
@@ -217,10 +226,12 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404, 503))
 def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     """Status, progress, timings, error and result summary of a job; a queued job's
-    ``position`` and ``estimated_start_s``."""
+    ``position`` and ``estimated_start_s``; a job split into pieces: ``pieces`` (done / total,
+    the children's ids), its progress the mean of theirs."""
     job = store.get_job(job_id, tenant)
     position, estimated_start_s = queue_placement(job, settings)
-    return job_out(job, _base(settings), position=position, estimated_start_s=estimated_start_s)
+    pieces = store.pieces_summary(job.id) if job.parent_id is None else None
+    return job_out(job, _base(settings), position=position, estimated_start_s=estimated_start_s, pieces=pieces)
 
 
 def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:

@@ -321,6 +321,11 @@ def _cmd_worker(rest: list[str]) -> int:
     )
 
 
+def _cmd_sweep(rest: list[str]) -> int:
+    _need_module("worker.sweeper", "stylefarm sweep")
+    return _exec_python_module(["worker.sweeper", *rest])
+
+
 def _cmd_api(rest: list[str]) -> int:
     _need_module("api.main", "stylefarm api")
     return _exec_python_module(["uvicorn", "api.main:app", *rest])
@@ -334,6 +339,7 @@ PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {
     "tenants": _cmd_tenants,
     "worker": _cmd_worker,
     "api": _cmd_api,
+    "sweep": _cmd_sweep,
 }
 PASSTHROUGH_HELP = {
     "up": "run the whole farm on this machine (Redis, API, workers)",
@@ -343,6 +349,7 @@ PASSTHROUGH_HELP = {
     "tenants": "per-tenant budgets: set-limits | show",
     "worker": "run a Celery worker (extra arguments go to celery)",
     "api": "run the REST API with uvicorn (extra arguments go to uvicorn)",
+    "sweep": "requeue expired leases and resend lost messages: one pass, or --loop (worker.sweeper)",
 }
 
 

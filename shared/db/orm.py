@@ -147,6 +147,19 @@ class Job(Base):
         # message). Status only: an index on the lease column would make every renewal
         # rewrite an index entry (and no longer be a PostgreSQL HOT update).
         Index("ix_jobs_status", "status"),
+        # A queued job's position (``shared.jobs.queue_stats.position``): the queued jobs of one
+        # queue in the order workers take them. Partial, so it holds only the waiting jobs.
+        Index(
+            "ix_jobs_queued_order",
+            "queue",
+            "priority",
+            "created_at",
+            "id",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        # the children of a fanned-out parent (settle_parent, GET /v1/jobs/{id}'s pieces)
+        Index("ix_jobs_parent_id", "parent_id"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True, default=new_id)
@@ -168,7 +181,10 @@ class Job(Base):
     model_id: Mapped[str | None] = mapped_column(
         String(ID_LEN), ForeignKey("models.id", name="fk_jobs_model_id", ondelete="SET NULL"), nullable=True
     )
+    #: The parent of a child job (one piece of a fanned-out job: ``shared.jobs.fanout``).
     parent_id: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    #: A child job's piece: ``{index, total, label, data}`` (``data``: what its piece runner needs).
+    piece: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: Fencing token: every claim increments it; a holder's writes carry the token of its claim
     #: and are refused once another claim took the job (``shared.jobs.store``).

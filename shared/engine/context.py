@@ -56,6 +56,10 @@ def _dataset_dir(ref: str) -> Path:
     return Path(ref).expanduser()
 
 
+def _no_shared(name: str) -> bytes:
+    raise KeyError(f"no shared blob {name!r}: this job is not a piece of a fanned-out job")
+
+
 @dataclass
 class EngineContext:
     """Callbacks and choices of one job run.
@@ -77,6 +81,8 @@ class EngineContext:
       (0.1 = one every 10 % of the steps; 0 = none). Only the optimization methods make them.
     - ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``precision``: ``auto`` | ``fp32`` |
       ``bf16`` | ``fp16``.
+    - ``read_shared(name) -> bytes``: a blob the job's splitter computed once for every piece
+      of a fanned-out job (``shared.engine.fanout``); only pieces and assemblers have any.
     - ``max_seconds`` (training): stop cleanly after this much training in this call, with a
       checkpoint and a result as if the last step were reached; the same spec and work dir
       go on from there (``stylefarm train --max-minutes``: time-boxed stretches).
@@ -93,6 +99,7 @@ class EngineContext:
     device: str = "auto"
     precision: str = "auto"
     max_seconds: float | None = None
+    read_shared: Callable[[str], bytes] = _no_shared
 
     def check_cancel(self) -> None:
         if self.is_canceled():

@@ -40,6 +40,42 @@ from shared.jobs.specs import (
 )
 
 
+def _load(ref: str, what: str) -> Callable[..., Any]:
+    module, _, function = ref.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    if not callable(fn):
+        raise TypeError(f"{what} {ref} is not callable")
+    return fn
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """How a method splits one job into child jobs (pieces) and puts their results back
+    together (``shared.engine.fanout`` has the signatures, ``shared.jobs.fanout`` the farm's
+    side). Each is a ``"module:function"`` imported on first use (the API never does)::
+
+        split(spec, ctx: EngineContext) -> SplitPlan | None      # None: run unsplit
+        run_piece(spec, piece: Piece, ctx: EngineContext) -> PieceResult
+        assemble(spec, pieces: list[PieceOutput], ctx: EngineContext) -> result
+
+    The split, each piece and the assembly are runs of their own, each within the method's
+    time limits.
+    """
+
+    split: str
+    run_piece: str
+    assemble: str
+
+    def load_split(self) -> Callable[..., Any]:
+        return _load(self.split, "splitter")
+
+    def load_run_piece(self) -> Callable[..., Any]:
+        return _load(self.run_piece, "piece runner")
+
+    def load_assemble(self) -> Callable[..., Any]:
+        return _load(self.assemble, "assembler")
+
+
 @dataclass(frozen=True)
 class Method:
     """One job method and how the farm runs it."""
@@ -57,6 +93,8 @@ class Method:
     trains: bool = False
     #: Estimated cost of a spec in reference GPU-seconds (``shared.jobs.cost``).
     cost: Callable[[Any], float] = cost.flat_cost
+    #: A method whose jobs may be split into child jobs (``FanOut``); None: never split.
+    fanout: FanOut | None = None
 
     @property
     def soft_limit_s(self) -> int:
@@ -72,11 +110,7 @@ class Method:
 
     def load_entry_point(self) -> Callable[[Any, Any], Any]:
         """The engine function of this method (imports its module, torch included)."""
-        module, _, function = self.entry_point.partition(":")
-        fn: Callable[[Any, Any], Any] = getattr(importlib.import_module(module), function)
-        if not callable(fn):
-            raise TypeError(f"{self.name}: entry point {self.entry_point} is not callable")
-        return fn
+        return _load(self.entry_point, f"{self.name}: entry point")
 
 
 _HOUR = 3600

@@ -9,6 +9,8 @@ and never reads the JSON by key. ``kind`` tells the two apart:
   plot (``keys.loss_curve``) and metrics.
 * ``VideoOutcome`` (``kind="video"``): one mp4 and one poster PNG per output video (a style or
   a mix), each named, with its frame count, frame rate, duration, size and audio.
+* ``PieceOutcome`` (``kind="piece"``): one piece of a fanned-out job (a child job), its files
+  by name.
 
 ``GET /v1/jobs/{id}/result`` serves ``outcome.image_key``: the render, a training job's
 loss curve, or a video job's first poster; ``GET /v1/jobs/{id}/files/{name}`` serves any file
@@ -28,7 +30,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
-OUTCOME_KINDS = ("render", "train", "video")
+OUTCOME_KINDS = ("render", "train", "video", "piece")
+#: The file of a piece that ``GET /v1/jobs/{id}/result`` serves for a child job, if it has one.
+PIECE_IMAGE = "image.png"
 MAX_METRIC_LIST = 1000
 
 
@@ -157,8 +161,22 @@ class VideoOutcome(_Outcome):
         return out
 
 
-JobOutcome = Annotated[RenderOutcome | TrainOutcome | VideoOutcome, Field(discriminator="kind")]
-_outcome_adapter: TypeAdapter[RenderOutcome | TrainOutcome | VideoOutcome] = TypeAdapter(JobOutcome)
+class PieceOutcome(_Outcome):
+    """One piece of a fanned-out job (a child job: a tile, a video chunk): the files it
+    stored, by name (``shared.engine.fanout.PieceResult``); its parent's assembler reads them."""
+
+    kind: Literal["piece"] = "piece"
+    keys: dict[str, str] = Field(description="file name -> storage key")
+
+    @property
+    def image_key(self) -> str | None:
+        """The image ``GET /v1/jobs/{id}/result`` serves: the piece's ``PIECE_IMAGE``, if any."""
+        return self.keys.get(PIECE_IMAGE)
+
+
+AnyOutcome = RenderOutcome | TrainOutcome | VideoOutcome | PieceOutcome
+JobOutcome = Annotated[AnyOutcome, Field(discriminator="kind")]
+_outcome_adapter: TypeAdapter[AnyOutcome] = TypeAdapter(JobOutcome)
 
 
 def _from_legacy_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,7 +197,7 @@ def _from_legacy_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def parse_outcome(row: Mapping[str, Any]) -> RenderOutcome | TrainOutcome | VideoOutcome:
+def parse_outcome(row: Mapping[str, Any]) -> AnyOutcome:
     """The outcome stored in ``jobs.result`` (today's rows and rows written before
     ``kind``); raises ``pydantic.ValidationError`` for a row of neither shape."""
     if row.get("kind") not in OUTCOME_KINDS:

@@ -44,7 +44,9 @@ from shared.jobs.tenants import LIMIT_DEFAULTS
 from shared.settings import Settings
 
 UPLOAD_WINDOW = timedelta(hours=24)
-IN_FLIGHT = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+#: A fanned-out parent waiting for its pieces or for its assembly is in flight (counted as
+#: running); its child jobs are not counted: the parent's cost covers them.
+IN_FLIGHT = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.WAITING.value, JobStatus.ASSEMBLING.value)
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,14 @@ def effective_limits(session: Session, tenant: str, settings: Settings) -> Limit
 def job_usage(session: Session, tenant: str) -> JobUsage:
     rows = session.execute(
         select(Job.status, func.count(), func.coalesce(func.sum(Job.estimated_cost), 0.0))
-        .where(Job.tenant == tenant, Job.status.in_(IN_FLIGHT))
+        .where(Job.tenant == tenant, Job.status.in_(IN_FLIGHT), Job.parent_id.is_(None))
         .group_by(Job.status)
     ).all()
     counts = {status: (int(n), float(cost)) for status, n, cost in rows}
-    queued, running = counts.get(JobStatus.QUEUED.value, (0, 0.0)), counts.get(JobStatus.RUNNING.value, (0, 0.0))
-    return JobUsage(queued=queued[0], running=running[0], cost_in_flight=queued[1] + running[1])
+    queued = counts.get(JobStatus.QUEUED.value, (0, 0.0))
+    running = [counts.get(s, (0, 0.0)) for s in IN_FLIGHT if s != JobStatus.QUEUED.value]
+    return JobUsage(queued=queued[0], running=sum(n for n, _ in running),
+                    cost_in_flight=queued[1] + sum(c for _, c in running))
 
 
 def lock_tenant(session: Session, tenant: str) -> None:

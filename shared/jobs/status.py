@@ -10,15 +10,30 @@ a name in brackets is the arrow's guard, a condition beyond the source status: `
           +--------+    claim_job     |                         | -----------------------> | succeeded |
           | queued | ---------------> |         running         |                          +-----------+
           +--------+  [within_budget] |                         |   mark_canceled [fenced] +-----------+
-             |  |                     |                         | -----------------------> | canceled  | <---+
-             |  |                     |                         |                          +-----------+     |
-             |  |                     |                         |   fail_job [fenced]      +-----------+     |
-             |  |                     |                         | -----------------------> |  failed   |     |
-             |  |                     +-------------------------+                          +-----------+     |
-             |  |  fail_job [never_ran_or_spent]                                                 ^           |
-             |  +--------------------------------------------------------------------------------+           |
-             |     request_cancel                                                                            |
-             +-----------------------------------------------------------------------------------------------+
+             |  |                     |                         | -----------------------> | canceled  | <---------+
+             |  |                     |                         |                          |           | <------+  |
+             |  |                     |                         |                          |           | <---+  |  |
+             |  |                     |                         |                          +-----------+     |  |  |
+             |  |                     |                         |   fail_job [fenced]      +-----------+     |  |  |
+             |  |                     |                         | -----------------------> |  failed   |     |  |  |
+             |  |                     +-------------------------+                          +-----------+     |  |  |
+             |  |                        |                 ^                                ^     ^          |  |  |
+             |  |                        |                 |   fail_job [never_ran_or_spent]|     |          |  |  |
+             |  +------------------------------------------|--------------------------------+     |          |  |  |
+             |     request_cancel        |                 |                                      |          |  |  |
+             +-----------------------------------------------------------------------------------------------------+
+                                         |                 |                                      |          |  |
+                      split_job [fenced] |                 | claim_job [within_budget]            |          |  |
+                                         v                 |                                      |          |  |
+                                    +---------+      +------------+                               |          |  |
+                                    | waiting | ---> | assembling | --------------------------------------------+
+                                    +---------+      +------------+  request_cancel               |          |
+                                      |  |  settle_parent [children_succeeded]                    |          |
+                                      |  |                                                        |          |
+                                      |  +--------------------------------------------------------+          |
+                                      |     settle_parent [child_failed]                                     |
+                                      +----------------------------------------------------------------------+
+                                        request_cancel
 
     succeeded, failed, canceled are final: nothing leaves them.
     A claim takes a new fencing token and a lease; every later write of the holder carries
@@ -29,6 +44,19 @@ a name in brackets is the arrow's guard, a condition beyond the source status: `
     queued -> failed: only a job that never ran, or one whose attempt budget is spent.
     request_cancel on a running job only sets ``cancel_requested``; the worker sees it
     via ``record_progress`` / ``is_cancel_requested`` and calls ``mark_canceled``.
+
+    Fan-out (``shared.jobs.fanout``): a job whose method splits (``Method.fanout``) is claimed
+    like any job; when its splitter answers with pieces, the holder inserts one child job per
+    piece (``parent_id``, ``piece``) and moves the parent running -> waiting in the same
+    transaction (``split_job``), releasing its lease: a waiting parent holds no worker. Each
+    child is an ordinary job (queue, claim, lease, retries). ``settle_parent`` decides the
+    parent once its children are final: all succeeded -> assembling (exactly once: the
+    conditional UPDATE finds the parent waiting only once, whoever calls it, however many
+    children finish together), one failed or canceled -> failed, naming the piece. An
+    assembling parent is claimed again (its attempts start from 0: the assembly has its own
+    budget) and its holder runs the assembler; a requeued assembly goes back to queued, and
+    a queued parent whose children all succeeded is assembled when claimed. request_cancel
+    on a parent also cancels its queued children and asks its running ones to stop.
 
 The drawing is the table: ``tests/db/test_db_state_machine.py`` reads its arrows and checks
 they equal ``TRANSITIONS``, and its bracketed labels equal ``GUARDS``. Drawing rules: a
@@ -52,6 +80,10 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    #: A parent job whose pieces (child jobs) are being rendered; it holds no worker.
+    WAITING = "waiting"
+    #: Every piece succeeded; the parent waits for a worker to put them together.
+    ASSEMBLING = "assembling"
 
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
@@ -59,7 +91,11 @@ FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CAN
 #: Allowed transitions, source -> targets.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED, JobStatus.WAITING}
+    ),
+    JobStatus.WAITING: frozenset({JobStatus.ASSEMBLING, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.ASSEMBLING: frozenset({JobStatus.RUNNING, JobStatus.CANCELED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELED: frozenset(),
@@ -79,12 +115,19 @@ class Guard(StrEnum):
     #: ``attempts == 0 or attempts >= max_attempts``: a queued job may be given up on only
     #: if it never ran, or if it may not run again.
     NEVER_RAN_OR_SPENT = "never_ran_or_spent"
+    #: Every child job of the parent succeeded (and it has at least one).
+    CHILDREN_SUCCEEDED = "children_succeeded"
+    #: A child job of the parent failed or was canceled.
+    CHILD_FAILED = "child_failed"
 
 
 #: The guarded transitions; every other transition in ``TRANSITIONS`` needs only its source status.
 GUARDS: dict[tuple[JobStatus, JobStatus], Guard] = {
     (JobStatus.QUEUED, JobStatus.RUNNING): Guard.WITHIN_BUDGET,
     (JobStatus.QUEUED, JobStatus.FAILED): Guard.NEVER_RAN_OR_SPENT,
+    (JobStatus.ASSEMBLING, JobStatus.RUNNING): Guard.WITHIN_BUDGET,
+    (JobStatus.WAITING, JobStatus.ASSEMBLING): Guard.CHILDREN_SUCCEEDED,
+    (JobStatus.WAITING, JobStatus.FAILED): Guard.CHILD_FAILED,
     **{(JobStatus.RUNNING, target): Guard.FENCED for target in TRANSITIONS[JobStatus.RUNNING]},
 }
 

@@ -46,10 +46,10 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, and_, false, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from shared.db.orm import Job, new_id, utcnow
 from shared.db.session import session_scope
@@ -60,6 +60,7 @@ from shared.errors import (
     InvalidTransition,
     LeaseLost,
     NotFound,
+    PieceFailed,
 )
 from shared.jobs.methods import get_method, parse_spec
 from shared.jobs.status import GUARDS, Guard, JobStatus, sources_of
@@ -82,11 +83,29 @@ class GuardArgs:
         return self.max_attempts if self.max_attempts is not None else get_settings().max_attempts
 
 
+_Child = aliased(Job, name="child")
+#: A child job ended without a result: its parent cannot be put together.
+CHILD_LOST_STATUSES = (JobStatus.FAILED.value, JobStatus.CANCELED.value)
+
+
+def _children_succeeded() -> ColumnElement[bool]:
+    """The job has children and every one succeeded (correlated subqueries on ``jobs``)."""
+    has_children = exists().where(_Child.parent_id == Job.id)
+    unfinished = exists().where(_Child.parent_id == Job.id, _Child.status != JobStatus.SUCCEEDED.value)
+    return and_(has_children, ~unfinished)
+
+
+def _child_failed() -> ColumnElement[bool]:
+    return exists().where(_Child.parent_id == Job.id, _Child.status.in_(CHILD_LOST_STATUSES))
+
+
 #: The SQL of each named guard of ``shared.jobs.status.GUARDS``.
 GUARD_SQL: dict[Guard, Callable[[GuardArgs], ColumnElement[bool]]] = {
     Guard.WITHIN_BUDGET: lambda a: Job.attempts < a.budget(),
     Guard.FENCED: lambda a: Job.fencing_token == a.token if a.token is not None else false(),
     Guard.NEVER_RAN_OR_SPENT: lambda a: or_(Job.attempts == 0, Job.attempts >= a.budget()),
+    Guard.CHILDREN_SUCCEEDED: lambda a: _children_succeeded(),
+    Guard.CHILD_FAILED: lambda a: _child_failed(),
 }
 
 
@@ -338,14 +357,22 @@ def list_jobs(
     method: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    *,
+    include_children: bool = False,
+    parent_id: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """The tenant's jobs, newest first, ``limit`` at a time; returns ``(jobs, next_cursor)``.
 
     Pages are keyed on ``(created_at, id)`` so inserts never shift or repeat items.
-    ``next_cursor`` is ``None`` on the last page.
+    ``next_cursor`` is ``None`` on the last page. The pieces of fanned-out jobs (child jobs)
+    are left out unless ``include_children``; ``parent_id`` lists only that job's children.
     """
     limit = max(1, min(int(limit), MAX_LIST_LIMIT))
     query = select(Job).where(Job.tenant == tenant)
+    if parent_id is not None:
+        query = query.where(Job.parent_id == parent_id)
+    elif not include_children:
+        query = query.where(Job.parent_id.is_(None))
     if status is not None:
         query = query.where(Job.status == JobStatus(status).value)
     if method is not None:
@@ -366,7 +393,8 @@ def list_jobs(
 
 
 def claim_job(job_id: str, *, task_id: str, worker: str) -> Job | None:
-    """queued -> running: attempts + 1, a new fencing token, a lease of ``Settings.lease_ttl_s``.
+    """queued (or assembling: a fanned-out parent whose pieces are all done) -> running:
+    attempts + 1, a new fencing token, a lease of ``Settings.lease_ttl_s``.
 
     Returns the running job (its ``fencing_token`` is the caller's token for every later
     write), or ``None`` when it is running under another claim, finished, canceled or
@@ -559,15 +587,42 @@ def expire_lease(job_id: str, *, token: int, problem: dict[str, Any], now: datet
     return _release(job_id, problem, "requeued", token, expired)
 
 
+def release_dead_process(job_id: str, *, task_id: str, worker: str, problem: dict[str, Any]) -> Job | None:
+    """The worker ``worker`` saw its pool process that ran task ``task_id`` die (SIGKILL, the
+    OOM killer): that holder is provably gone, so its running job -> queued now (or -> failed
+    once its attempt budget is spent), not when its lease runs out.
+
+    Only that claim is released: the row must be running with that task on that worker, and
+    the write is fenced with the token read here, so a claim taken meanwhile (another worker,
+    a later delivery) is untouched. ``None`` when no such claim holds the job.
+    """
+    with session_scope() as session:
+        token = session.scalar(
+            select(Job.fencing_token).where(
+                Job.id == job_id,
+                Job.status == JobStatus.RUNNING.value,
+                Job.task_id == task_id,
+                Job.worker == worker,
+            )
+        )
+    if token is None:
+        return None
+    return _release(job_id, problem, "requeued", token, None)
+
+
 def request_cancel(job_id: str, tenant: str | None) -> Job:
-    """Cancel on behalf of a user: queued -> canceled at once; running -> cancel_requested;
-    already canceled -> returned as is; succeeded/failed -> ``InvalidTransition`` (409)."""
+    """Cancel on behalf of a user: queued (or a parent waiting for its pieces, or waiting to be
+    assembled) -> canceled at once; running -> cancel_requested; already canceled -> returned
+    as is; succeeded/failed -> ``InvalidTransition`` (409). A parent's queued children are
+    canceled with it and its running ones asked to stop (``cancel_children``)."""
+    at_once = [JobStatus.QUEUED, JobStatus.WAITING, JobStatus.ASSEMBLING]
     for _ in range(3):  # the status may change between our two conditional UPDATEs
         job = get_job(job_id, tenant)
         now = utcnow()
         with session_scope() as session:
-            values = {"cancel_requested": True, "finished_at": now, "updated_at": now, "stage": "canceled"}
-            if not _write_status(session, job_id, JobStatus.CANCELED, values, only_from=[JobStatus.QUEUED]):
+            values = {"cancel_requested": True, "finished_at": now, "updated_at": now, "stage": "canceled",
+                      "lease_expires_at": None}
+            if not _write_status(session, job_id, JobStatus.CANCELED, values, only_from=at_once):
                 # running: not a status write; the worker sees the flag and calls mark_canceled
                 session.execute(
                     update(Job)
@@ -575,6 +630,7 @@ def request_cancel(job_id: str, tenant: str | None) -> Job:
                     .values(cancel_requested=True, updated_at=now, revision=Job.revision + 1)
                     .execution_options(synchronize_session=False)
                 )
+            _cancel_children(session, job_id, now)
             job = _load(session, job_id)
         if job.status == JobStatus.CANCELED.value or (
             job.status == JobStatus.RUNNING.value and job.cancel_requested
@@ -589,3 +645,187 @@ def request_cancel(job_id: str, tenant: str | None) -> Job:
     raise InvalidTransition(f"Job {job_id} changed status while canceling; try again.", job_id=job_id)
 
 
+# --- fan-out: parent and child jobs (shared.jobs.fanout) --------------------------------
+
+
+@dataclass(frozen=True)
+class NewPiece:
+    """One child job to create: its label (names the piece in problems) and the JSON its
+    piece runner gets back."""
+
+    label: str
+    data: dict[str, Any]
+
+
+def _cancel_children(session: Session, parent_id: str, now: datetime) -> int:
+    """Queued children -> canceled; running ones get ``cancel_requested`` (their workers stop
+    at the next step). Returns how many rows it touched."""
+    canceled = cast(CursorResult[Any], session.execute(
+        update(Job)
+        .where(Job.parent_id == parent_id, allowed_condition(JobStatus.CANCELED, only_from=[JobStatus.QUEUED]))
+        .values(status=JobStatus.CANCELED.value, cancel_requested=True, finished_at=now, updated_at=now,
+                stage="canceled", revision=Job.revision + 1)
+        .execution_options(synchronize_session=False)
+    ))
+    asked = cast(CursorResult[Any], session.execute(
+        update(Job)
+        .where(Job.parent_id == parent_id, Job.status == JobStatus.RUNNING.value, Job.cancel_requested.is_(False))
+        .values(cancel_requested=True, updated_at=now, revision=Job.revision + 1)
+        .execution_options(synchronize_session=False)
+    ))
+    return int(canceled.rowcount or 0) + int(asked.rowcount or 0)
+
+
+def split_job(job_id: str, pieces: list[NewPiece], *, token: int) -> list[Job]:
+    """The holder of ``token`` splits its running job: one queued child job per piece (same
+    tenant, spec, method, queue and priority; ``parent_id`` and ``piece`` =
+    ``{index, total, label, data}``) and the parent running -> waiting with its lease
+    released, in ONE transaction. Returns the children in piece order; the caller sends them
+    to the broker. ``LeaseLost`` when ``token`` no longer holds the job; ``InvalidTransition``
+    when a cancel was requested meanwhile (nothing written: the caller cancels the job)."""
+    if not pieces:
+        raise ValueError("split_job needs at least one piece")
+    now = utcnow()
+    total = len(pieces)
+    with session_scope() as session:
+        parent = _load(session, job_id)
+        values = {"lease_expires_at": None, "worker": None, "step": 0, "total": total, "progress": 0.0,
+                  "stage": f"pieces 0/{total}"}
+        if not _write_status(session, job_id, JobStatus.WAITING, values, args=GuardArgs(token=token),
+                             also=Job.cancel_requested.is_(False)):
+            job = session.get(Job, job_id, populate_existing=True)
+            if job is None or job.status != JobStatus.RUNNING.value or job.fencing_token != token:
+                raise _lease_lost(job_id, token, job)
+            raise InvalidTransition(f"Job {job_id} was asked to cancel; it is not split.", job_id=job_id,
+                                    job_status=job.status)
+        children = [
+            Job(
+                id=new_id(), tenant=parent.tenant, method=parent.method, spec=parent.spec,
+                status=JobStatus.QUEUED.value, queue=parent.queue, priority=parent.priority,
+                progress=0.0, step=0, total=0, stage="", attempts=0, cancel_requested=False,
+                parent_id=job_id, piece={"index": i, "total": total, "label": p.label, "data": p.data},
+                created_at=now, updated_at=now, estimated_cost=0.0,
+            )
+            for i, p in enumerate(pieces)
+        ]
+        session.add_all(children)
+        session.flush()
+        session.expunge_all()
+        return children
+
+
+def children_of(parent_id: str) -> list[Job]:
+    """The child jobs of ``parent_id`` in piece order (empty for a job that was not split)."""
+    with session_scope() as session:
+        rows = list(session.scalars(select(Job).where(Job.parent_id == parent_id)))
+    return sorted(rows, key=lambda j: (j.piece or {}).get("index", 0))
+
+
+@dataclass(frozen=True)
+class PiecesSummary:
+    """How far the children of a parent are: what ``GET /v1/jobs/{id}`` shows."""
+
+    total: int
+    done: int
+    failed: int
+    running: int
+    fraction: float  # mean progress of the children, 0..1
+    children: list[str]
+
+
+def pieces_summary(parent_id: str) -> PiecesSummary | None:
+    """The parent's pieces (one small indexed read), ``None`` when it has none."""
+    with session_scope() as session:
+        rows = list(session.execute(
+            select(Job.id, Job.status, Job.progress, Job.piece).where(Job.parent_id == parent_id)
+        ))
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r.piece or {}).get("index", 0))
+    done = sum(r.status == JobStatus.SUCCEEDED.value for r in rows)
+    fraction = sum(1.0 if r.status == JobStatus.SUCCEEDED.value else float(r.progress or 0.0) for r in rows)
+    return PiecesSummary(
+        total=len(rows), done=done, failed=sum(r.status in CHILD_LOST_STATUSES for r in rows),
+        running=sum(r.status == JobStatus.RUNNING.value for r in rows), fraction=fraction / len(rows),
+        children=[r.id for r in rows],
+    )
+
+
+def _piece_problem(parent_id: str, child: Job) -> dict[str, Any]:
+    piece = child.piece or {}
+    label = piece.get("label") or f"piece {piece.get('index', '?')}"
+    cause = child.error or {}
+    why = cause.get("detail") or ("it was canceled" if child.status == JobStatus.CANCELED.value else child.status)
+    err = PieceFailed(
+        f"{label} (piece {int(piece.get('index', 0)) + 1} of {piece.get('total', '?')}, job {child.id}) "
+        f"{'was canceled' if child.status == JobStatus.CANCELED.value else 'failed'}: {why}",
+        piece_index=piece.get("index"), piece_label=label, child_id=child.id, child_status=child.status,
+        child_problem=cause or None,
+    )
+    return err.to_problem(instance=f"/v1/jobs/{parent_id}")
+
+
+def settle_parent(parent_id: str) -> Job | None:
+    """Decide a waiting parent from its children; safe to call any number of times, from any
+    process, at any moment (the children's workers when a child ends, the sweeper):
+
+    * every child succeeded -> assembling, ``attempts`` reset to 0 (the assembly's own budget);
+    * a child failed or was canceled -> failed with a ``piece-failed`` problem naming the first
+      such piece and why, and the other children canceled;
+    * otherwise the parent's ``step`` / ``progress`` are brought up to the pieces done.
+
+    Each status move is ONE conditional UPDATE on ``status = 'waiting'`` AND its guard, so of
+    two children finishing at the same moment exactly one caller gets the parent back (the
+    other finds it no longer waiting). Returns the parent when THIS call moved it, else None.
+    """
+    now = utcnow()
+    with session_scope() as session:
+        rows = list(session.execute(
+            select(Job.status).where(Job.parent_id == parent_id)
+        ).scalars())
+        if not rows:
+            return None
+        total, done = len(rows), sum(s == JobStatus.SUCCEEDED.value for s in rows)
+        if done == total and _write_status(
+            session, parent_id, JobStatus.ASSEMBLING,
+            {"attempts": 0, "step": done, "total": total, "progress": 1.0, "stage": "assembling"},
+        ):
+            return _load(session, parent_id)
+        lost = session.scalars(
+            select(Job).where(Job.parent_id == parent_id, Job.status.in_(CHILD_LOST_STATUSES))
+        ).all()
+        if lost:
+            first = min(lost, key=lambda j: (j.piece or {}).get("index", 0))
+            values = {"error": _piece_problem(parent_id, first), "finished_at": now, "stage": "failed",
+                      "lease_expires_at": None}
+            if _write_status(session, parent_id, JobStatus.FAILED, values, only_from=[JobStatus.WAITING]):
+                _cancel_children(session, parent_id, now)
+                return _load(session, parent_id)
+            return None
+        session.execute(
+            update(Job)
+            .where(Job.id == parent_id, Job.status == JobStatus.WAITING.value, Job.step != done)
+            .values(step=done, total=total, progress=done / total, stage=f"pieces {done}/{total}",
+                    updated_at=now, revision=Job.revision + 1)
+            .execution_options(synchronize_session=False)
+        )
+    return None
+
+
+def waiting_parents(limit: int = 500) -> list[str]:
+    """Ids of parents waiting for their pieces (the sweeper settles each: a lost trigger)."""
+    with session_scope() as session:
+        return list(session.scalars(
+            select(Job.id).where(Job.status == JobStatus.WAITING.value).order_by(Job.updated_at).limit(limit)
+        ))
+
+
+def count_children(parent_ids: Collection[str]) -> dict[str, int]:
+    """How many child jobs each of ``parent_ids`` has (absent: none)."""
+    if not parent_ids:
+        return {}
+    with session_scope() as session:
+        rows = session.execute(
+            select(Job.parent_id, func.count()).where(Job.parent_id.in_(list(parent_ids))).group_by(Job.parent_id)
+        ).all()
+    return {str(p): int(n) for p, n in rows}

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from shared.db.orm import Job, utcnow
 from shared.jobs.cost import UNIT, CostEstimate
 from shared.jobs.outcomes import RenderOutcome, VideoOutcome, parse_outcome
+from shared.jobs.store import PiecesSummary
 
 
 class ProgressOut(BaseModel):
@@ -68,6 +69,25 @@ class WebhookOut(BaseModel):
     )
 
 
+class PiecesOut(BaseModel):
+    """A job split into pieces (child jobs: image tiles, video chunks) that many workers share."""
+
+    total: int = Field(description="pieces the job was split into")
+    done: int = Field(description="pieces that succeeded")
+    running: int = Field(description="pieces running now")
+    failed: int = Field(description="pieces that failed or were canceled")
+    children: list[str] = Field(description="the child jobs' ids, in piece order (GET /v1/jobs/{id} each)")
+
+
+class PieceOut(BaseModel):
+    """The piece of its parent a child job renders."""
+
+    parent_id: str
+    index: int = Field(description="0-based, in the parent's piece order")
+    total: int
+    label: str
+
+
 class JobOut(BaseModel):
     id: str
     method: str
@@ -97,6 +117,12 @@ class JobOut(BaseModel):
     webhook: WebhookOut | None = Field(
         default=None, description="delivery of the final-status event; null without a webhook"
     )
+    pieces: PiecesOut | None = Field(
+        default=None,
+        description="a job split into child jobs (GET /v1/jobs/{id} and its events): pieces done / total and the "
+        "children's ids; progress then aggregates the children's. Null otherwise (and in lists)",
+    )
+    piece: PieceOut | None = Field(default=None, description="a child job: which piece of which parent it renders")
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
@@ -105,10 +131,13 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def job_out(
-    job: Job, base: str = "", *, position: int | None = None, estimated_start_s: float | None = None
+    job: Job, base: str = "", *, position: int | None = None, estimated_start_s: float | None = None,
+    pieces: PiecesSummary | None = None,
 ) -> JobOut:
     """The public view of a job; ``base`` prefixes links (empty = root-relative); a queued
-    job's place in line when the caller computed it (``api.routes.fleet.queue_placement``)."""
+    job's place in line when the caller computed it (``api.routes.fleet.queue_placement``);
+    a split job's ``pieces`` when the caller read them (``store.pieces_summary``): a waiting
+    parent's progress is then the mean of its children's."""
     now = utcnow()
     queued_until = job.started_at or (now if job.status == "queued" else None)
     running_until = job.finished_at or (now if job.status == "running" else None)
@@ -138,6 +167,17 @@ def job_out(
             )
         else:
             result = ResultOut(metrics=outcome.metrics)
+    progress = ProgressOut(fraction=job.progress, step=job.step, total=job.total, loss=job.loss, stage=job.stage)
+    if pieces is not None and job.status == "waiting":
+        progress = progress.model_copy(update={"fraction": round(pieces.fraction, 4), "step": pieces.done,
+                                               "total": pieces.total, "stage": f"pieces {pieces.done}/{pieces.total}"})
+    if pieces is not None:
+        links["children"] = f"{base}/v1/jobs?parent_id={job.id}"
+    piece = None
+    if job.parent_id is not None and job.piece:
+        piece = PieceOut(parent_id=job.parent_id, index=int(job.piece.get("index", 0)),
+                         total=int(job.piece.get("total", 0)), label=str(job.piece.get("label", "")))
+        links["parent"] = f"{base}/v1/jobs/{job.parent_id}"
     return JobOut(
         id=job.id,
         method=job.method,
@@ -147,7 +187,7 @@ def job_out(
         priority=job.priority,
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
-        progress=ProgressOut(fraction=job.progress, step=job.step, total=job.total, loss=job.loss, stage=job.stage),
+        progress=progress,
         timings=TimingsOut(
             created_at=job.created_at,
             started_at=job.started_at,
@@ -163,6 +203,9 @@ def job_out(
         position=position,
         estimated_start_s=estimated_start_s,
         webhook=webhook_out(job),
+        pieces=PiecesOut(total=pieces.total, done=pieces.done, running=pieces.running, failed=pieces.failed,
+                         children=pieces.children) if pieces is not None else None,
+        piece=piece,
     )
 
 

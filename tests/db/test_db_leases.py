@@ -199,3 +199,25 @@ def test_given_a_renewal_slower_than_half_the_lease_expect_settings_refused() ->
     with pytest.raises(ValidationError, match="at most half of lease_ttl_s"):
         Settings(lease_ttl_s=5, lease_renew_s=3)
     assert Settings(lease_ttl_s=6, lease_renew_s=3).lease_renew_s == 3
+
+
+def test_given_a_dead_pool_process_when_its_worker_releases_it_expect_only_that_claim_requeued(db_url: str) -> None:
+    """The worker main process names the task and itself: a claim of another task or another
+    worker is left alone; the dead claim's job is queued again at once, its old token fenced."""
+    job, _ = store.create_job("t1", SPEC)
+    claim = store.claim_job(job.id, task_id="m1", worker="w1")
+    assert claim is not None
+    before = snapshot(job.id)
+
+    # when the wrong worker or the wrong task reports a dead process, expect nothing written
+    assert store.release_dead_process(job.id, task_id="m1", worker="w2", problem=PROBLEM) is None
+    assert store.release_dead_process(job.id, task_id="m9", worker="w1", problem=PROBLEM) is None
+    assert snapshot(job.id) == before
+
+    # when the holder's own worker reports it, expect queued now (no lease left) and the old token refused
+    released = store.release_dead_process(job.id, task_id="m1", worker="w1", problem=PROBLEM)
+    assert released is not None and released.status == "queued" and released.lease_expires_at is None
+    with pytest.raises(LeaseLost):
+        store.record_progress(job.id, token=claim.fencing_token, step=1, total=2)
+    again = store.claim_job(job.id, task_id="m1", worker="w1")  # the message Celery puts back
+    assert again is not None and again.fencing_token == claim.fencing_token + 1 and again.attempts == 2

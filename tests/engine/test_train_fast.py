@@ -129,6 +129,29 @@ def test_cancel_stops_before_a_step(tiny_datasets: tuple[Path, Path], tmp_path: 
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
+def test_stopped_between_checkpoints_saves_the_steps_it_completed(
+    two_steps, tiny_datasets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A hand-back at a worker's graceful leave stops the run like a cancel: no step is lost."""
+    # given a run that checkpoints only every 50 steps and is stopped once 2 steps are done
+    spec = _spec(tiny_datasets, 4).model_copy(update={"checkpoint_every": 50})
+    reported: list[Progress] = []
+    saved: list[Path] = []
+    ctx = EngineContext(work_dir=tmp_path, progress=reported.append, on_checkpoint=saved.append,
+                        is_canceled=lambda: len(reported) >= 2)
+    # when it runs, expect it to stop and to have checkpointed exactly those 2 steps
+    with pytest.raises(JobCanceled):
+        train_fast.run(spec, ctx)
+    assert saved == [tmp_path / "checkpoint.pt"]
+    state = load_checkpoint(tmp_path / "checkpoint.pt", kind="fast")
+    assert state["training"]["step"] == 2 and state["training"]["history"].shape == (2, 4)
+    # the same network as an uninterrupted 2-step run
+    work2, _, _, _ = two_steps
+    straight = load_checkpoint(work2 / "checkpoint.pt", kind="fast")["state_dict"]
+    for k, v in state["state_dict"].items():
+        assert torch.allclose(v, straight[k], atol=1e-6), k
+
+
 def test_loss_curve_is_an_image(two_steps) -> None:
     import io
 

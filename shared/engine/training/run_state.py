@@ -8,7 +8,8 @@ bookkeeping, which lives here:
   training time so far), so a resumed run ends where an uninterrupted one would;
 - ``TrainingRun.record`` / ``save``: per-step loss rows folded into the history, and that
   resumable checkpoint written atomically (every ``checkpoint_every`` steps, at the end,
-  and when ``ctx.max_seconds`` stops the run early);
+  when ``ctx.max_seconds`` stops the run early, and when the job is stopped between steps:
+  a worker's graceful leave hands a training job back without losing a step);
 - ``TrainingRun.finish``: the run's metrics, the slim final checkpoint ``work_dir/<name>.pt``
   (no optimizer state) and the ``TrainResult`` with its loss curve.
 """
@@ -16,6 +17,8 @@ bookkeeping, which lives here:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from shared.engine.context import EngineContext
 from shared.engine.device import inference_dtype, pick_device
 from shared.engine.results import TrainResult
 from shared.engine.training.plots import loss_curve_png
+from shared.errors import JobCanceled
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -116,6 +120,9 @@ class TrainingRun:
     def __post_init__(self) -> None:
         fresh = torch.zeros(0, len(self.columns))
         self.step = self.resumed.step if self.resumed else 0
+        self.saved_step = self.step  # the step of the newest checkpoint in the work dir
+        #: called first by ``save``: a trainer that holds losses back (on the device) records them
+        self.flush: Callable[[], None] | None = None
         self.history = self.resumed.history if self.resumed and self.resumed.history is not None else fresh  # (N, K)
         self.seconds_before = self.resumed.seconds if self.resumed else 0.0
         self.resumed_from = self.resumed.step if self.resumed else None
@@ -143,6 +150,20 @@ class TrainingRun:
         self.ctx.check_cancel()
         return not self.out_of_time()
 
+    @contextmanager
+    def saved_when_stopped(self) -> Iterator[None]:
+        """Around the training loop: a run stopped at any cancel point (canceled, handed back at
+        a worker's graceful leave, its lease lost) checkpoints the steps it completed since the
+        last save before it stops; the worker uploads that only while its claim holds. A step
+        cut in its forward or backward pass never reached ``optimizer.step``, so the saved
+        network and optimizer are those of ``step`` whole steps."""
+        try:
+            yield
+        except JobCanceled:
+            if self.step > self.saved_step:
+                self.save()
+            raise
+
     def record(self, terms: list[float]) -> float:
         """Keep one step's weighted loss terms; returns their total."""
         total = sum(terms)
@@ -151,6 +172,8 @@ class TrainingRun:
 
     def save(self) -> None:
         """Fold the recorded steps into the history and write ``work_dir/checkpoint.pt``."""
+        if self.flush is not None:
+            self.flush()
         if self.rows:
             self.history = torch.cat([self.history, *self.rows])  # (N, K)
             self.rows.clear()
@@ -173,6 +196,7 @@ class TrainingRun:
             },
             meta=self._meta(seconds),
         )
+        self.saved_step = self.step
         self.ctx.on_checkpoint(self.checkpoint_path)
 
     def finish(self, curve_title: str, **metrics_extra: Any) -> TrainResult:

@@ -185,26 +185,28 @@ def run(spec: TrainAdainSpec, ctx: EngineContext) -> TrainResult:
         ctx.report(n, spec.steps, lc + ls, stage="train", content=lc, style=ls)
         pending.clear()
 
+    run.flush = drain  # every checkpoint holds the losses of its steps
     try:
-        while run.next_step():
-            lr = learning_rate(spec, run.step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            c = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
-            s = to_unit(styles.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
-            loss_c, loss_s = adain_losses(vgg, decoder, c, s, device, dtype)
-            loss = loss_c + spec.style_weight * loss_s
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            run.step += 1
-            pending.append((run.step, lr, torch.stack([loss_c.detach(), spec.style_weight * loss_s.detach()])))
-            if len(pending) >= sync_every:
-                drain()
-            if run.step % spec.checkpoint_every == 0 or run.step == spec.steps:
-                drain()
-                log.flush()
-                run.save()
+        with run.saved_when_stopped():
+            while run.next_step():
+                lr = learning_rate(spec, run.step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                c = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
+                s = to_unit(styles.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
+                loss_c, loss_s = adain_losses(vgg, decoder, c, s, device, dtype)
+                loss = loss_c + spec.style_weight * loss_s
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                run.step += 1
+                pending.append((run.step, lr, torch.stack([loss_c.detach(), spec.style_weight * loss_s.detach()])))
+                if len(pending) >= sync_every:
+                    drain()
+                if run.step % spec.checkpoint_every == 0 or run.step == spec.steps:
+                    drain()
+                    log.flush()
+                    run.save()
         drain()
     finally:
         log.close()

@@ -156,26 +156,27 @@ def run(spec: TrainFastSpec, ctx: EngineContext) -> TrainResult:
         resumed=resumed,
     )
 
-    while run.next_step():
-        style_index = run.step % len(spec.styles)
-        content = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
-        loss_c, loss_s, loss_tv = perceptual_losses(
-            spec, net, vgg, content, style_index, targets[style_index], device, dtype
-        )
-        loss = loss_c + loss_s + loss_tv
-        if not torch.isfinite(loss):
-            raise EngineError(
-                f"training diverged at step {run.step + 1} (loss {float(loss.detach())}); lower the learning rate"
+    with run.saved_when_stopped():
+        while run.next_step():
+            style_index = run.step % len(spec.styles)
+            content = to_unit(contents.batch(spec.batch_size, spec.image_size, gen), device)  # (B, 3, S, S)
+            loss_c, loss_s, loss_tv = perceptual_losses(
+                spec, net, vgg, content, style_index, targets[style_index], device, dtype
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        run.step += 1
-        terms = [float(loss_c.detach()), float(loss_s.detach()), float(loss_tv.detach())]
-        total = run.record(terms)
-        ctx.report(run.step, spec.steps, total, stage="train", content=terms[0], style=terms[1], tv=terms[2])
-        if run.step % spec.checkpoint_every == 0 or run.step == spec.steps:
-            run.save()
+            loss = loss_c + loss_s + loss_tv
+            if not torch.isfinite(loss):
+                raise EngineError(
+                    f"training diverged at step {run.step + 1} (loss {float(loss.detach())}); lower the learning rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            run.step += 1
+            terms = [float(loss_c.detach()), float(loss_s.detach()), float(loss_tv.detach())]
+            total = run.record(terms)
+            ctx.report(run.step, spec.steps, total, stage="train", content=terms[0], style=terms[1], tv=terms[2])
+            if run.step % spec.checkpoint_every == 0 or run.step == spec.steps:
+                run.save()
 
     return run.finish(
         f"CIN network {spec.name}: {run.step} steps, {len(spec.styles)} styles",
