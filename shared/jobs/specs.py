@@ -320,6 +320,11 @@ class VideoSpec(JobSpecModel):
         0.35, ge=0, le=0.95,
         description="weight of the previous stylized frame, warped by optical flow (0 = per-frame stylization)",
     )
+    chunk_frames: int | None = Field(
+        None, ge=4, le=100_000,
+        description="frames per piece when the job is split across workers; empty = sized to about half a "
+        "minute of GPU work; a clip of one piece is rendered unsplit",
+    )
 
     @model_validator(mode="after")
     def _outputs_match_render(self) -> VideoSpec:

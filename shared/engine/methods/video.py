@@ -11,16 +11,19 @@ Entry points:
 
 * ``run(spec, ctx) -> VideoResult``: the whole clip in one job (the renderer runs over the clip
   in windows, so memory holds one window of frames, not the clip).
-* For a fleet (parent and child jobs): ``split(spec, data)`` plans the chunks,
-  ``render_chunk(spec, chunk, ctx)`` renders one (every output's kept frames as a near-lossless
-  intermediate mp4, no audio), and ``assemble(spec, pieces, data)`` concatenates the chunks'
-  kept frames in order and encodes each output once with the input's audio.
+* For a fleet (parent and child jobs, ``shared.engine.fanout``; the registry's ``FanOut``):
+  ``split(spec, ctx)`` plans the chunks (``plan_video``; one chunk: None, the job runs unsplit),
+  ``run_piece(spec, piece, ctx)`` renders one (``render_chunk``: every output's kept frames as a
+  near-lossless intermediate mp4, no audio), and ``assemble(spec, pieces, ctx)`` concatenates
+  the chunks' kept frames in order and encodes each output once with the input's audio
+  (``assemble_chunks``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict
 from itertools import islice
 from typing import Any
 
@@ -29,6 +32,7 @@ from PIL import Image
 
 from shared.engine.context import EngineContext
 from shared.engine.device import pick_device
+from shared.engine.fanout import Piece, PieceOutput, PieceResult, SplitPlan
 from shared.engine.results import VideoOutput, VideoResult
 from shared.engine.video import media
 from shared.engine.video.chunks import (
@@ -142,13 +146,45 @@ def _metrics(spec: VideoSpec, ctx: EngineContext, info: media.VideoStreamInfo, s
 # --- a fleet: split, render a chunk, assemble ---------------------------------------------
 
 
-def split(spec: VideoSpec, data: bytes, chunk_frames: int | None = None, overlap: int = DEFAULT_OVERLAP,
-          ) -> list[Chunk]:
-    """The chunks of ``spec``'s video: each seconds to a minute of GPU work (``chunk_frames_for``)."""
+def plan_video(spec: VideoSpec, data: bytes, overlap: int = DEFAULT_OVERLAP) -> list[Chunk]:
+    """The chunks of ``spec``'s video: ``spec.chunk_frames`` kept frames each, or seconds to a
+    minute of GPU work (``chunk_frames_for``)."""
     info = media.stream_info(data)
     size = media.output_size(info.width, info.height, spec.size)
-    n = chunk_frames or chunk_frames_for(len(spec.outputs()), *size)
+    n = spec.chunk_frames or chunk_frames_for(len(spec.outputs()), *size)
     return plan_chunks(info.frames, n, overlap)
+
+
+def split(spec: VideoSpec, ctx: EngineContext) -> SplitPlan | None:
+    """The fan-out splitter: one piece per chunk; None (run unsplit) for a clip of one chunk."""
+    chunks = plan_video(spec, ctx.read_input(spec.content))
+    if len(chunks) <= 1:
+        return None
+    return SplitPlan([
+        Piece(f"chunk {c.index + 1} of {len(chunks)} (frames {c.start}-{c.stop - 1}, warm-up from {c.warm_start})",
+              asdict(c))
+        for c in chunks
+    ])
+
+
+def run_piece(spec: VideoSpec, piece: Piece, ctx: EngineContext) -> PieceResult:
+    """The fan-out piece: one chunk, ``<output>.mp4`` per output (kept frames only)."""
+    started = time.perf_counter()
+    chunk = Chunk(**piece.data)
+    videos = render_chunk(spec, chunk, ctx)
+    files = {f"{name}.mp4": video for (name, _), video in zip(spec.outputs(), videos, strict=True)}
+    return PieceResult(files, metrics={"chunk": chunk.index, "frames": chunk.kept, "warm_up": chunk.warm_up,
+                                       "seconds": round(time.perf_counter() - started, 3)})
+
+
+def assemble(spec: VideoSpec, pieces: Sequence[PieceOutput], ctx: EngineContext) -> VideoResult:
+    """The fan-out assembler: every chunk's kept frames in order, one final video per output."""
+    chunks = [Chunk(**p.data) for p in pieces]
+    files = [[p.read(f"{name}.mp4") for name, _ in spec.outputs()] for p in pieces]
+    result = assemble_chunks(spec, chunks, files, ctx.read_input(spec.content))
+    piece_seconds = [float(p.metrics.get("seconds") or 0.0) for p in pieces]
+    result.metrics.update(piece_seconds=piece_seconds, device=str(pick_device(ctx.device)))
+    return result
 
 
 def render_chunk(spec: VideoSpec, chunk: Chunk, ctx: EngineContext) -> list[bytes]:
@@ -169,8 +205,8 @@ def render_chunk(spec: VideoSpec, chunk: Chunk, ctx: EngineContext) -> list[byte
     return pieces
 
 
-def assemble(spec: VideoSpec, chunks: Sequence[Chunk], pieces: Sequence[Sequence[bytes]], data: bytes,
-             ) -> VideoResult:
+def assemble_chunks(spec: VideoSpec, chunks: Sequence[Chunk], pieces: Sequence[Sequence[bytes]], data: bytes,
+                    ) -> VideoResult:
     """The final videos from every chunk's pieces (``pieces[c][k]``: chunk c, output k), in chunk
     order, with the audio of the input ``data``; ``EngineError`` if the frames do not add up."""
     started = time.perf_counter()
