@@ -90,7 +90,7 @@ def _noisy_stylizer(strength: float = 0.15):
     rng = np.random.default_rng(0)
 
     def stylize(frames: np.ndarray) -> np.ndarray:  # (B, H, W, 3) uint8 -> float: content + fresh noise
-        noise = rng.normal(0, strength, frames.shape[:3] + (1,))
+        noise = rng.normal(0, strength, (*frames.shape[:3], 1))
         return np.clip(frames / 255.0 + noise, 0, 1).astype(np.float32)
 
     return stylize
