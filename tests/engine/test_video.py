@@ -169,3 +169,19 @@ def test_given_clip_when_rendered_unsplit_and_fanned_out_expect_same_count_rate_
     styles = [media.decode_frames(v.video)[6].astype(float) for v in whole.videos]
     assert np.abs(styles[0] - styles[1]).mean() > 10.0  # two styles, two different videos
     assert video.split(spec.model_copy(update={"chunk_frames": 100}), ctx) is None  # one chunk: unsplit
+
+
+def test_given_cli_render_video_with_two_styles_expect_two_mp4s_and_posters(tmp_path: Path) -> None:
+    from shared.cli import main as cli
+
+    clip = tmp_path / "clip.webm"
+    clip.write_bytes(clips.write_clip(clips.shapes_frames(48, 32, 6), 6, "webm"))
+    argv = ["render", "video", str(clip), "--style", "1", "--style", "4", "--size", "48", "--device", "cpu",
+            "--quiet", "-o", str(tmp_path / "out.mp4")]
+    assert cli.main(argv) == 0
+    for name in ("style-01", "style-04"):
+        check = media.inspect_encoded((tmp_path / f"out-{name}.mp4").read_bytes())
+        assert (check.frames, check.fps, check.width, check.height) == (6, Fraction(6), 48, 32)
+        assert check.audio_s is not None  # the webm's Opus track, now AAC
+        assert (tmp_path / f"out-{name}.png").is_file()
+    assert cli.main([*argv[:-1], str(tmp_path / "out.png")]) != 0  # a video job writes mp4

@@ -85,7 +85,9 @@ def camera_frames(
         cw, ch = width * base * zoom, height * base * zoom
         cx = sw * (0.4 + 0.2 * s)
         cy = sh * (0.45 + 0.05 * math.sin(math.pi * s))
-        box = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
+        cx = min(max(cx, cw / 2), sw - cw / 2)  # the crop stays inside the photo
+        cy = min(max(cy, ch / 2), sh - ch / 2)
+        box = (max(0.0, cx - cw / 2), max(0.0, cy - ch / 2), min(sw, cx + cw / 2), min(sh, cy + ch / 2))
         frame = np.asarray(
             Image.fromarray(src).resize((width, height), Image.Resampling.BILINEAR, box=box)
         ).copy()
