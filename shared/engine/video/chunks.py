@@ -23,7 +23,7 @@ from shared.engine.video.coherent import FrameStylizer, blend_sequence, frame_pa
 from shared.engine.video.flow import FramePair, frame_pair
 
 #: Frames rendered before each chunk's first kept frame (dropped again).
-DEFAULT_OVERLAP = 6
+DEFAULT_OVERLAP = 8
 #: Frame renders (frames x outputs) at 512 x 512 that one chunk holds: about half a minute on a
 #: mid-range GPU for ``fast`` (which renders ~100 frames/s there), a few seconds on a fast one.
 CHUNK_RENDER_BUDGET = 1200

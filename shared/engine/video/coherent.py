@@ -12,19 +12,23 @@ after the other, never looking ahead). We do the same at the output of any of ou
 (``fast`` with a style or a mix, ``adain`` with style images), with no training:
 
     b_t = m_t * (c * W_t(y_{t-1}) + (1 - c) * s_t) + (1 - m_t) * s_t
-    y_t = R(b_t; s_t)
+    y_t = L(b_t) + (s_t - L(s_t))
 
 ``s_t`` the network's stylization of input frame t, ``W_t`` the backward warp (bicubic) by DIS
 flow of the INPUT frames (t -> t-1), ``m_t`` Ruder's occlusion mask (forward-backward
-consistency and motion boundaries), feathered so its edges leave no seam, and ``c`` the
-coherence (0 = per-frame stylization). ``b`` is an exponential moving average of the network's
-strokes along the motion. A network's strokes are only partly consistent from one frame to
-the next, and averaging partly uncorrelated strokes lowers their contrast: the style fades
-(measured: the Gram style loss rises by half at c = 0.5). ``R`` gives the strokes their
-energy back: in each band of a small Laplacian stack, the blend's band is scaled by the ratio
-of the local (Gaussian-windowed) band energy of ``s_t`` to its own, so the output keeps the
-temporally stable stroke pattern of ``b_t`` with the stroke contrast of the network's own
-frame (our addition; ``bench/flicker.py`` measures both flicker and style loss).
+consistency and motion boundaries), feathered so its edges leave no seam, ``c`` the coherence
+(0 = per-frame stylization) and ``L`` a Gaussian low-pass (sigma ``DETAIL_SIGMA`` px).
+
+The blend ``b`` is an exponential moving average of the network's output along the motion. A
+network's strokes are only partly consistent from one frame to the next, and averaging partly
+uncorrelated strokes draws double, ghosted strokes and lowers their contrast: blending whole
+frames, the Gram style loss of the frames rose by 40-90 % for a 30-45 % flicker cut (measured
+with ``bench/flicker.py``). So only the coarse band is carried over time (where a stroke is,
+its colour and shading: most of what flickers), and the fine band (the strokes' texture, finer
+than ``DETAIL_SIGMA``) is the network's own for frame t: the flicker still falls by about a
+third while the style loss stays within a few per cent of per-frame stylization (our choice of
+band split, measured in ``bench/flicker.py``; Ruder et al. and Chen et al. blend whole frames
+or whole feature maps).
 
 Chunks: a clip split into chunks (``shared.engine.video.chunks``) starts each chunk a few
 frames early (``overlap``); those warm-up frames build up ``y`` and are dropped, so the chain
@@ -43,11 +47,9 @@ from shared.engine.video.flow import FramePair, frame_pair
 #: (B, H, W, 3) uint8 RGB frames -> (B, H, W, 3) float32 RGB in [0, 1]
 FrameStylizer = Callable[[np.ndarray], np.ndarray]
 
-DEFAULT_COHERENCE = 0.35
 FEATHER_PX = 2
-#: Laplacian bands of the energy restoration (Gaussian sigmas, px) and the most one band is amplified.
-BAND_SIGMAS = (0.7, 1.4, 2.8)
-MAX_GAIN = 3.0
+#: Detail finer than this (Gaussian sigma, px) is always the network's own for the frame.
+DETAIL_SIGMA = 2.0
 
 
 def frame_pairs(frames: Sequence[np.ndarray], check: Callable[[], None] = lambda: None) -> list[FramePair | None]:
@@ -66,26 +68,8 @@ def _feather(mask: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(eroded, (k, k), 0)[..., None]  # (H, W, 1)
 
 
-def _bands(image: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Laplacian stack of (H, W, 3): the bands (finest first) and the low-pass rest."""
-    bands, cur = [], image
-    for sigma in BAND_SIGMAS:
-        low = cv2.GaussianBlur(cur, (0, 0), sigma)
-        bands.append(cur - low)
-        cur = low
-    return bands, cur
-
-
-def restore_energy(blend: np.ndarray, stylized: np.ndarray) -> np.ndarray:
-    """``blend`` (H, W, 3) with, band by band, the local stroke energy of ``stylized`` (H, W, 3)."""
-    b_bands, out = _bands(blend)
-    s_bands, _ = _bands(stylized)
-    for bb, sb, sigma in zip(b_bands, s_bands, BAND_SIGMAS, strict=True):
-        window = max(2.0, 2.0 * sigma)
-        e_b = np.sqrt(cv2.GaussianBlur(bb * bb, (0, 0), window) + 1e-7)  # (H, W, 3)
-        e_s = np.sqrt(cv2.GaussianBlur(sb * sb, (0, 0), window) + 1e-7)  # (H, W, 3)
-        out = out + bb * np.clip(e_s / e_b, 0.0, MAX_GAIN)
-    return out
+def _low(image: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), DETAIL_SIGMA)  # (H, W, 3)
 
 
 def blend_sequence(
@@ -102,8 +86,9 @@ def blend_sequence(
             y = s.astype(np.float32)
         else:
             m = coherence * _feather(pair.mask)  # (H, W, 1)
+            s = s.astype(np.float32)
             b = m * pair.warp_previous(prev) + (1.0 - m) * s  # (H, W, 3)
-            y = restore_energy(b, s.astype(np.float32)).astype(np.float32)  # (H, W, 3)
+            y = (_low(b) + (s - _low(s))).astype(np.float32)  # (H, W, 3): coarse band carried, detail new
         out.append(y)
         prev = y
     return out
