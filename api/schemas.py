@@ -35,7 +35,7 @@ class InputOut(BaseModel):
     width: int | None
     height: int | None
     content_type: str
-    kind: str = Field(description="image | archive")
+    kind: str = Field(description="image | archive | video")
     created_at: datetime
 
 

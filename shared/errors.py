@@ -90,6 +90,18 @@ class ArchiveTooLarge(PayloadTooLarge):
     title, slug = "Archive too large", "archive-too-large"
 
 
+class VideoTooLarge(PayloadTooLarge):
+    """A video over one of the ``Settings.video_max_*`` limits (``limit`` names the setting)."""
+
+    title, slug = "Video too large", "video-too-large"
+
+
+class InvalidVideo(StylefarmError):
+    """A video upload without a video stream, with a codec FFmpeg cannot decode, or damaged."""
+
+    status, title, slug = 422, "Invalid video", "invalid-video"
+
+
 class UnsupportedMediaType(StylefarmError):
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
 

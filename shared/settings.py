@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # an 8192 x 8192 image (the largest render, shared.jobs.specs.MAX_OUTPUT_SIDE) may be uploaded
     max_upload_bytes: int = 200 * 1024 * 1024
     max_pixels: int = 8192 * 8192
+    # a video input (POST /v1/inputs: mp4, mov, webm, animated GIF; shared.videos)
+    video_max_seconds: float = Field(30.0, gt=0, description="longest video input, in seconds")
+    video_max_frames: int = Field(1800, gt=0, description="most frames of a video input")
+    video_max_side: int = Field(1920, gt=0, description="longest side of a video input, in pixels")
     default_tenant: str = "default"
     api_keys: str = Field(
         "", description="comma-separated key=tenant pairs (single-machine setups); more keys live hashed in SQL "

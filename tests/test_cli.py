@@ -80,6 +80,7 @@ def test_unset_options_leave_the_model_defaults(method: str, images, capsys) -> 
         "masked": ["render", "masked", images["content"], "--region", f"{images['style']}:{images['mask']}"],
         "fast": ["render", "fast", images["content"]],
         "adain": ["render", "adain", images["content"], "--style", images["style"]],
+        "video": ["render", "video", images["content"]],
         "train-fast": ["train", "fast", "--style", images["style"], "--dataset", images["dir"], "--name", "m"],
         "train-adain": ["train", "adain", "--content-dataset", images["dir"], "--style-dataset", images["dir"],
                         "--name", "m"],

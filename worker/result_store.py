@@ -1,12 +1,14 @@
 """Store what the engine produced and describe it as a typed outcome (``shared.jobs.outcomes``).
 
-* ``store_result``: either of the two below, by the kind of result.
+* ``store_result``: one of the three below, by the kind of result.
 * ``store_render_result``: the image as a PNG at ``result_key(tenant, job_id, RENDER_NAME)``
   (a retried job overwrites the same key) -> ``RenderOutcome``.
 * ``store_train_result``: the checkpoint uploaded to ``model_key`` and registered in the
   model registry under the spec's name, the loss curve at ``LOSS_CURVE_NAME`` ->
   ``TrainOutcome``. The model id hashes the job id and the checkpoint, so a retry that
   produces the same file registers the same model.
+* ``store_video_result``: each output video as ``<name>.mp4`` and its poster as ``<name>.png``
+  under the job's result prefix -> ``VideoOutcome``.
 * ``trained_model_name``: the model name a training spec names.
 * ``check_model_name_free``: a training job fails at its start, not after hours, when its
   model name belongs to another job.
@@ -20,22 +22,34 @@ from pathlib import Path
 from typing import Any
 
 from shared.checksums import sha256_file
-from shared.engine.results import RenderFile, RenderResult, TrainResult
+from shared.engine.results import RenderFile, RenderResult, TrainResult, VideoResult
 from shared.errors import Conflict, EngineError, NotFound
 from shared.imaging import png_bytes
 from shared.jobs import model_registry
-from shared.jobs.outcomes import JobOutcome, RenderKeys, RenderOutcome, TrainKeys, TrainOutcome, json_safe
+from shared.jobs.outcomes import (
+    JobOutcome,
+    RenderKeys,
+    RenderOutcome,
+    TrainKeys,
+    TrainOutcome,
+    VideoFile,
+    VideoOutcome,
+    json_safe,
+)
 from shared.jobs.specs import JobSpecModel, TrainAdainSpec, TrainFastSpec
 from shared.storage import LOSS_CURVE_NAME, RENDER_NAME, checkpoint_key, model_key, result_key
 from worker.job_runtime import JobRuntime
 
 
-def store_result(rt: JobRuntime, spec: JobSpecModel, result: RenderResult | RenderFile | TrainResult) -> JobOutcome:
+def store_result(rt: JobRuntime, spec: JobSpecModel, result: RenderResult | RenderFile | TrainResult | VideoResult,
+                 ) -> JobOutcome:
     """Store ``result`` of the job ``spec`` describes; a training spec names its model."""
     if isinstance(result, TrainResult):
         return store_train_result(rt, trained_model_name(spec), result)
     if isinstance(result, RenderFile):
         return store_render_file(rt, result)
+    if isinstance(result, VideoResult):
+        return store_video_result(rt, result)
     return store_render_result(rt, result)
 
 
@@ -46,6 +60,19 @@ def store_render_file(rt: JobRuntime, result: RenderFile) -> RenderOutcome:
     return RenderOutcome(keys=RenderKeys(image=key), width=result.width, height=result.height,
                          size_bytes=Path(result.path).stat().st_size, content_type="image/png",
                          metrics=result.metrics)
+
+
+def store_video_result(rt: JobRuntime, result: VideoResult) -> VideoOutcome:
+    files = []
+    for v in result.videos:
+        video_key = result_key(rt.tenant, rt.job_id, f"{v.name}.mp4")
+        poster_key = result_key(rt.tenant, rt.job_id, f"{v.name}.png")
+        rt.storage.put_bytes(video_key, v.video, "video/mp4")
+        rt.storage.put_bytes(poster_key, png_bytes(v.poster.convert("RGB")), "image/png")
+        files.append(VideoFile(name=v.name, video=video_key, poster=poster_key, frames=v.frames, fps=v.fps,
+                               duration_s=v.duration_s, width=v.width, height=v.height, audio=v.audio,
+                               size_bytes=len(v.video)))
+    return VideoOutcome(videos=files, metrics=result.metrics)
 
 
 def trained_model_name(spec: JobSpecModel) -> str:

@@ -1,4 +1,4 @@
-"""``/v1/inputs``: upload images and dataset archives once, refer to them by sha256."""
+"""``/v1/inputs``: upload images, dataset archives and videos once, refer to them by sha256."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from shared.archives import ArchiveLimits
 from shared.errors import PayloadTooLarge
 from shared.jobs import inputs, quotas
 from shared.storage import input_key
+from shared.videos import VideoLimits
 
 router = APIRouter(prefix="/v1/inputs", tags=["inputs"])
 CHUNK = 1024 * 1024
@@ -45,7 +46,7 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
         400, 401, 413, 422, 429, 503,
         others={200: {"description": "The same bytes were uploaded before", "model": InputOut}},
     ),
-    summary="Upload an image or a zip/tar archive of images",
+    summary="Upload an image, a zip/tar archive of images or a video",
 )
 async def upload_input(
     request: Request,
@@ -53,13 +54,17 @@ async def upload_input(
     tenant: TenantDep,
     settings: SettingsDep,
     storage: StorageDep,
-    file: UploadFile = File(description="PNG, JPEG, WEBP, BMP or TIFF image, or zip/tar of images"),
+    file: UploadFile = File(
+        description="PNG, JPEG, WEBP, BMP or TIFF image, zip/tar of images, or video (mp4, mov, webm, animated GIF)"
+    ),
 ) -> InputOut:
     """Identical bytes are stored once: the id is the sha256 of the content; 201 when new,
     200 when the tenant already uploaded them (and the stored object is written again if it
     went missing). An archive over a ``Settings.archive_*`` cap answers 413
     ``archive-too-large``, a damaged member 422 ``invalid-image``, each naming the member;
-    storage failures answer 503 ``storage-unavailable`` with ``Retry-After``."""
+    storage failures answer 503 ``storage-unavailable`` with ``Retry-After``. A video over a
+    ``Settings.video_max_*`` limit (duration, frame count, longest side) answers 413
+    ``video-too-large``, one without a decodable video stream 422 ``invalid-video``."""
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     # The multipart envelope adds a little; anything far above the cap is refused unread.
@@ -78,7 +83,10 @@ async def upload_input(
         return input_out(existing)
 
     await run_in_threadpool(quotas.check_upload, tenant, len(data), settings)
-    info = await run_in_threadpool(inspect_upload, data, settings.max_pixels, ArchiveLimits.from_settings(settings))
+    info = await run_in_threadpool(
+        inspect_upload, data, settings.max_pixels, ArchiveLimits.from_settings(settings),
+        VideoLimits.from_settings(settings),
+    )
     key = input_key(tenant, sha256)
     # Bytes first, row second: a row never points at a missing object (an orphan object
     # after a crash is harmless, the next identical upload overwrites it).

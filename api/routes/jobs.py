@@ -21,7 +21,7 @@ from shared.db.orm import Job
 from shared.errors import Conflict, InvalidSpec, ModelUnavailable, NotFound
 from shared.jobs import inputs, model_registry, quotas, store
 from shared.jobs.methods import METHOD_NAMES, estimate_cost, job_spec_adapter, parse_spec
-from shared.jobs.outcomes import parse_outcome
+from shared.jobs.outcomes import VideoOutcome, parse_outcome
 from shared.jobs.specs import (
     BUILTIN_FAST_MODEL,
     DEFAULT_ADAIN_MODEL,
@@ -48,9 +48,9 @@ def _base(settings: SettingsDep) -> str:
 
 
 def _check_refs(tenant: str, spec: JobSpecModel, storage: Storage) -> None:
-    """Every input the spec names must be the tenant's: images as images, datasets as
-    archives or as a storage prefix holding at least one image."""
-    images, datasets = spec.image_refs(), []
+    """Every input the spec names must be the tenant's: images as images, videos as videos,
+    datasets as archives or as a storage prefix holding at least one image."""
+    images, videos, datasets = spec.image_refs(), spec.video_refs(), []
     problems: list[str] = []
     for ref in spec.dataset_refs():
         name = dataset_prefix_name(ref)  # InvalidSpec when malformed
@@ -60,13 +60,16 @@ def _check_refs(tenant: str, spec: JobSpecModel, storage: Storage) -> None:
         prefix = dataset_prefix(tenant, name)
         if not prefix_dataset_images(storage.list(prefix, limit=1000), prefix):
             problems.append(f"dataset {ref!r}: no images directly under {prefix} in storage")
-    found = inputs.find_inputs(tenant, images + datasets)
-    missing = [r for r in dict.fromkeys(images + datasets) if r not in found]
+    found = inputs.find_inputs(tenant, images + videos + datasets)
+    missing = [r for r in dict.fromkeys(images + videos + datasets) if r not in found]
     for ref in missing:
         problems.append(f"input {ref!r} does not exist; upload it with POST /v1/inputs")
     for ref in images:
         if ref in found and found[ref].kind != "image":
-            problems.append(f"input {ref!r} is an archive, but an image is needed here")
+            problems.append(f"input {ref!r} is an {found[ref].kind}, but an image is needed here")
+    for ref in videos:
+        if ref in found and found[ref].kind != "video":
+            problems.append(f"input {ref!r} is an {found[ref].kind}, but a video is needed here")
     for ref in datasets:
         if ref in found and found[ref].kind != "archive":
             problems.append(f"input {ref!r} is an image, but a dataset (zip/tar archive) is needed here")
@@ -286,6 +289,34 @@ async def read_result(job_id: str, tenant: TenantDep, settings: SettingsDep, sto
             job_status=job.status,
         )
     return await serve_blob(storage, result_image_key(job), settings.presign_expiry_s)
+
+
+@router.get(
+    "/{job_id}/files/{name}",
+    response_class=Response,
+    responses=problem_responses(
+        401, 404, 409, 503,
+        others={**BLOB_RESPONSES, 200: {"description": "The file itself (local storage)",
+                                        "content": {"video/mp4": {}, "image/png": {}}}},
+    ),
+)
+async def read_result_file(job_id: str, name: str, tenant: TenantDep, settings: SettingsDep,
+                           storage: StorageDep) -> Response:
+    """One file a succeeded job produced, by name: a video job's ``<output>.mp4`` and its poster
+    ``<output>.png`` (``result.videos`` links them). 404 problem for a name the job did not make."""
+    job = await run_in_threadpool(store.get_job, job_id, tenant)
+    if job.status != JobStatus.SUCCEEDED or job.result is None:
+        raise Conflict(
+            f"Job {job.id} is {job.status}; its files are available once it has succeeded.",
+            job_id=job.id,
+            job_status=job.status,
+        )
+    outcome = parse_outcome(job.result)
+    files = outcome.files() if isinstance(outcome, VideoOutcome) else {}
+    if name not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise NotFound(f"Job {job.id} produced no file named {name!r} (its files: {known}).", job_id=job.id)
+    return await serve_blob(storage, files[name], settings.presign_expiry_s)
 
 
 @router.get(

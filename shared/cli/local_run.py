@@ -87,7 +87,7 @@ def cancel_on_sigint(on_first: Callable[[], None] = lambda: None) -> Iterator[th
 
 def check_local_refs(spec: Any) -> None:
     """Every file a spec names must exist (an early, clear error instead of a traceback)."""
-    for ref in spec.image_refs():
+    for ref in [*spec.image_refs(), *spec.video_refs()]:
         path = Path(ref).expanduser()
         if not path.is_file():
             raise InvalidImage(f"{ref}: no such file" if not path.exists() else f"{ref}: not a file")

@@ -168,7 +168,11 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
         _err(f"{args.command} {args.method}: -o/--output is required (or use --print-spec)")
         return EXIT_USAGE
     training = REGISTRY[spec.method].trains
-    if not training and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+    is_video = spec.method == "video"
+    if is_video and args.output.suffix.lower() != ".mp4":
+        _err(f"-o {args.output}: a video job writes H.264 mp4; end the name with .mp4")
+        return EXIT_USAGE
+    if not training and not is_video and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         _err(f"-o {args.output}: unknown image type; end the name with one of {', '.join(OUTPUT_SUFFIXES)}")
         return EXIT_USAGE
     try:
@@ -220,6 +224,15 @@ def _cmd_run(args: argparse.Namespace, options: list[FieldOption]) -> int:
             steps = f"step {result.metrics['steps']} of {spec.steps}"
             _err(f"stopped at {steps} (--max-minutes); rerun the same command to go on from "
                  f"{work_dir / 'checkpoint.pt'}")
+    elif is_video:
+        for video in result.videos:  # one output: the path given; several: <stem>-<output>.mp4
+            path = args.output if len(result.videos) == 1 else args.output.with_name(
+                f"{args.output.stem}-{video.name}.mp4")
+            path.write_bytes(video.video)
+            video.poster.save(path.with_suffix(".png"))
+            print(f"wrote {path} and its poster ({video.width}x{video.height}, {video.frames} frames at "
+                  f"{video.fps} fps, audio {'yes' if video.audio else 'none'})", file=sys.stderr)
+        print(f"in {seconds:.1f}s  {_format_metrics(result.metrics)}".rstrip(), file=sys.stderr)
     else:
         result.image.save(args.output)
         w, h = result.image.size

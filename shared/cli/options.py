@@ -14,6 +14,7 @@ Mapping of field types to options:
 - ``list[Region]``              -> repeatable ``--region STYLE[@STYLE_MASK]:MASK[:WEIGHT]``
 - ``list[str]``                 -> repeatable ``--<singular> VALUE``
 - ``dict[int, float]``          -> ``--mix 3:0.5,12:0.5``
+- ``list[int]``                 -> ``--style 3 --style 7`` (repeated)
 - a required ``content`` image  -> the positional ``CONTENT`` argument
 
 An unknown field type raises at parser build time, so a new spec field never goes missing
@@ -309,6 +310,9 @@ def field_option(name: str, info: FieldInfo, taken: set[str]) -> FieldOption:
             return FieldOption(name, (sflag,), {**kw, "type": parse_region_token,
                                                 "metavar": "STYLE[@STYLE_MASK]:MASK[:WEIGHT]",
                                                 "help": _help(info, "repeat for each region (white in MASK = STYLE)")})
+        if item is int:
+            return FieldOption(name, (sflag,), {**kw, "type": _scalar_parser(int, False, "N"), "metavar": "N",
+                                                "help": _help(info, "repeat for several")})
         if item is str:
             return FieldOption(name, (sflag,), {**kw, "metavar": "PATH" if item_is_ref else "TEXT",
                                                 "help": _help(info, "repeat for several")})

@@ -112,12 +112,12 @@ class Client:
         return Input.model_validate(self._json("POST", "/v1/inputs", idempotent=True, files=files))
 
     def with_uploads(self, spec: Mapping[str, Any] | JobSpecModel) -> dict[str, Any]:
-        """The spec as JSON, with every image and dataset it names that is a local file
+        """The spec as JSON, with every image, video and dataset it names that is a local file
         uploaded and replaced by its input id. Input ids and ``prefix:NAME`` datasets stay;
         anything else is an ``InvalidImage`` (a path that does not exist, a folder)."""
         model = spec if isinstance(spec, JobSpecModel) else parse_spec(dict(spec))
         ids: dict[str, str] = {}
-        for ref in [*model.image_refs(), *model.dataset_refs()]:
+        for ref in [*model.image_refs(), *model.video_refs(), *model.dataset_refs()]:
             path = Path(ref).expanduser()
             if ref in ids or INPUT_ID.match(ref) or ref.startswith(DATASET_PREFIX):
                 continue

@@ -110,7 +110,7 @@ class ModelRow(Base):
 
 
 class Input(Base):
-    """An uploaded file (image or dataset archive), stored once per tenant by content hash."""
+    """An uploaded file (image, dataset archive or video), stored once per tenant by content hash."""
 
     __tablename__ = "inputs"
     __table_args__ = (UniqueConstraint("tenant", "sha256", name="uq_inputs_tenant_sha256"),)
@@ -121,7 +121,7 @@ class Input(Base):
     key: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger)
     content_type: Mapped[str] = mapped_column(String(100))
-    kind: Mapped[str] = mapped_column(String(16))  # "image" | "archive"
+    kind: Mapped[str] = mapped_column(String(16))  # "image" | "archive" | "video"
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -37,3 +37,26 @@ class RenderFile:
     width: int
     height: int
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VideoOutput:
+    """One rendered video (a style, or a mix): H.264 mp4 bytes and a poster frame."""
+
+    name: str
+    video: bytes
+    poster: Image.Image
+    frames: int
+    fps: str  # the frame rate as a fraction, "30000/1001"
+    duration_s: float
+    width: int
+    height: int
+    audio: bool
+
+
+@dataclass
+class VideoResult:
+    """Every video a ``video`` job rendered, in the order of its spec's outputs."""
+
+    videos: list[VideoOutput]
+    metrics: dict[str, Any] = field(default_factory=dict)

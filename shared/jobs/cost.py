@@ -48,6 +48,7 @@ from shared.jobs.specs import (
     OptimizeSpec,
     TrainAdainSpec,
     TrainFastSpec,
+    VideoSpec,
 )
 
 UNIT = "reference GPU-seconds"
@@ -183,6 +184,22 @@ def adain_cost(spec: AdainSpec) -> float:
     encode = vgg_fraction(["relu4_1"]) * CPU_S_PER_MP["vgg_f"]
     styles = len(spec.styles) * encode * _mp(spec.style_size)
     return JOB_OVERHEAD_S + _cpu_to_gpu(encode * _mp(spec.size) + styles + CPU_S_PER_MP["decoder_f"] * _mp(spec.size))
+
+
+#: The cost model sees the spec, not the clip: a video job is priced as a clip of this many frames
+#: (20 s at 30 fps), 16:9 at the spec's size, plus the optical flow and encoding per frame.
+VIDEO_ASSUMED_FRAMES = 600
+VIDEO_FRAME_OVERHEAD_S = 0.01
+
+
+def video_cost(spec: VideoSpec) -> float:
+    mp = _mp(spec.size) * 9 / 16
+    if spec.render == "fast":
+        per_frame = CPU_S_PER_MP["fast_f"] * mp
+    else:
+        per_frame = (vgg_fraction(["relu4_1"]) * CPU_S_PER_MP["vgg_f"] + CPU_S_PER_MP["decoder_f"]) * mp
+    outputs = len(spec.outputs())
+    return JOB_OVERHEAD_S + VIDEO_ASSUMED_FRAMES * (_cpu_to_gpu(per_frame) * outputs + VIDEO_FRAME_OVERHEAD_S)
 
 
 def train_fast_cost(spec: TrainFastSpec) -> float:

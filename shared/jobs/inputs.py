@@ -28,8 +28,8 @@ def add_input(
 ) -> tuple[Input, bool]:
     """Record an uploaded file once per (tenant, sha256); returns ``(input, created)``."""
     check_tenant(tenant)
-    if kind not in ("image", "archive"):
-        raise ValueError(f"input kind must be 'image' or 'archive', not {kind!r}")
+    if kind not in ("image", "archive", "video"):
+        raise ValueError(f"input kind must be 'image', 'archive' or 'video', not {kind!r}")
     row = Input(
         tenant=tenant,
         sha256=sha256,

@@ -36,6 +36,7 @@ from shared.jobs.specs import (
     OptimizeSpec,
     TrainAdainSpec,
     TrainFastSpec,
+    VideoSpec,
 )
 
 
@@ -133,6 +134,9 @@ REGISTRY: dict[str, Method] = {
                fanout=_tiled("fast")),
         Method("adain", AdainSpec, "shared.engine.methods.adain:run", (300, 360), cost=cost.adain_cost,
                fanout=_tiled("adain")),
+        Method("video", VideoSpec, "shared.engine.methods.video:run", (1800, 1900), cost=cost.video_cost,
+               fanout=FanOut("shared.engine.methods.video:split", "shared.engine.methods.video:run_piece",
+                             "shared.engine.methods.video:assemble")),
         Method("train-fast", TrainFastSpec, "shared.engine.training.train_fast:run",
                (3 * _HOUR, 3 * _HOUR + 600), trains=True, cost=cost.train_fast_cost),
         Method("train-adain", TrainAdainSpec, "shared.engine.training.train_adain:run",

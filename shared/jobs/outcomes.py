@@ -7,11 +7,14 @@ and never reads the JSON by key. ``kind`` tells the two apart:
 * ``RenderOutcome`` (``kind="render"``): the PNG at ``keys.image``, its size and metrics.
 * ``TrainOutcome`` (``kind="train"``): the registered model, its checkpoint, the loss-curve
   plot (``keys.loss_curve``) and metrics.
+* ``VideoOutcome`` (``kind="video"``): one mp4 and one poster PNG per output video (a style or
+  a mix), each named, with its frame count, frame rate, duration, size and audio.
 * ``PieceOutcome`` (``kind="piece"``): one piece of a fanned-out job (a child job), its files
   by name.
 
-``GET /v1/jobs/{id}/result`` serves ``outcome.image_key``: the render, or a training job's
-loss curve.
+``GET /v1/jobs/{id}/result`` serves ``outcome.image_key``: the render, a training job's
+loss curve, or a video job's first poster; ``GET /v1/jobs/{id}/files/{name}`` serves any file
+an outcome lists in ``files()`` (a video job's mp4s and posters).
 
 Rows written before this module had no ``kind`` (a training row's ``kind`` was its model
 kind) and stored the render size as ``bytes``; ``parse_outcome`` reads them too. Pydantic
@@ -27,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
-OUTCOME_KINDS = ("render", "train", "piece")
+OUTCOME_KINDS = ("render", "train", "video", "piece")
 #: The file of a piece that ``GET /v1/jobs/{id}/result`` serves for a child job, if it has one.
 PIECE_IMAGE = "image.png"
 MAX_METRIC_LIST = 1000
@@ -113,6 +116,51 @@ class TrainOutcome(_Outcome):
         return self.keys.loss_curve
 
 
+class VideoFile(BaseModel):
+    """One output video of a ``video`` job and its poster frame."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="the output: 'style-NN' (a fast style), 'image-N' (an adain style image) or 'mix'")
+    video: str = Field(description="storage key of the H.264 mp4")
+    poster: str = Field(description="storage key of the poster frame PNG")
+    frames: int
+    fps: str = Field(description="frame rate as a fraction, e.g. '30000/1001'")
+    duration_s: float
+    width: int
+    height: int
+    audio: bool = Field(description="whether the video carries the input's audio track")
+    size_bytes: int = Field(description="size of the mp4")
+
+    @property
+    def video_file(self) -> str:
+        return f"{self.name}.mp4"
+
+    @property
+    def poster_file(self) -> str:
+        return f"{self.name}.png"
+
+
+class VideoOutcome(_Outcome):
+    """A video rendered in N styles: one mp4 and poster per output."""
+
+    kind: Literal["video"] = "video"
+    videos: list[VideoFile] = Field(min_length=1)
+
+    @property
+    def image_key(self) -> str:
+        """The image ``GET /v1/jobs/{id}/result`` serves: the first video's poster."""
+        return self.videos[0].poster
+
+    def files(self) -> dict[str, str]:
+        """File name -> storage key of everything the job produced (``GET /v1/jobs/{id}/files/{name}``)."""
+        out: dict[str, str] = {}
+        for v in self.videos:
+            out[v.video_file] = v.video
+            out[v.poster_file] = v.poster
+        return out
+
+
 class PieceOutcome(_Outcome):
     """One piece of a fanned-out job (a child job: a tile, a video chunk): the files it
     stored, by name (``shared.engine.fanout.PieceResult``); its parent's assembler reads them."""
@@ -126,8 +174,9 @@ class PieceOutcome(_Outcome):
         return self.keys.get(PIECE_IMAGE)
 
 
-JobOutcome = Annotated[RenderOutcome | TrainOutcome | PieceOutcome, Field(discriminator="kind")]
-_outcome_adapter: TypeAdapter[RenderOutcome | TrainOutcome | PieceOutcome] = TypeAdapter(JobOutcome)
+AnyOutcome = RenderOutcome | TrainOutcome | VideoOutcome | PieceOutcome
+JobOutcome = Annotated[AnyOutcome, Field(discriminator="kind")]
+_outcome_adapter: TypeAdapter[AnyOutcome] = TypeAdapter(JobOutcome)
 
 
 def _from_legacy_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,7 +197,7 @@ def _from_legacy_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def parse_outcome(row: Mapping[str, Any]) -> RenderOutcome | TrainOutcome | PieceOutcome:
+def parse_outcome(row: Mapping[str, Any]) -> AnyOutcome:
     """The outcome stored in ``jobs.result`` (today's rows and rows written before
     ``kind``); raises ``pydantic.ValidationError`` for a row of neither shape."""
     if row.get("kind") not in OUTCOME_KINDS:

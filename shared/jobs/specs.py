@@ -105,6 +105,10 @@ class JobSpecModel(_Spec):
         """Every registered model the spec names."""
         return []
 
+    def video_refs(self) -> list[str]:
+        """Every video input the spec names."""
+        return []
+
 
 class StyleRef(_Spec):
     """One style image and how much it counts."""
@@ -287,6 +291,103 @@ class AdainSpec(_OutputSize):
 
     def model_refs(self) -> list[ModelRef]:
         return [ModelRef(self.model, "adain-decoder", [])]
+
+
+# --- video ------------------------------------------------------------------------------
+
+MAX_VIDEO_OUTPUTS = 8  # videos one job renders (styles, or one mix)
+MAX_VIDEO_SIDE = 1920
+FastStyleIndex = Annotated[int, Field(ge=0, le=MAX_FAST_STYLES - 1)]
+
+
+class VideoSpec(JobSpecModel):
+    """A video input rendered in N styles: one video per style (or one for a mix), each with the
+    input's frame rate, frame count, duration and audio, plus a poster frame PNG.
+
+    ``render`` names the feed-forward method: ``fast`` (``model`` a CIN model; ``styles`` its style
+    indices, one video each, or ``mix`` one video of a weighted mix; neither: style 0) or ``adain`` (``style_images``,
+    one video each, or all blended by their weights into one with ``mix_images``). Frames are made
+    temporally coherent (``shared.engine.video.coherent``; ``coherence`` 0 = per-frame).
+    """
+
+    method: Literal["video"] = "video"
+    content: ImageRef = Field(description="the video input (POST /v1/inputs: mp4, mov, webm, animated GIF)")
+    render: Literal["fast", "adain"] = "fast"
+    size: int = Field(512, ge=MIN_SIDE, le=MAX_VIDEO_SIDE, description="longest side of the output video in pixels")
+    model: str | None = Field(
+        None, min_length=1, max_length=1024,
+        description=f"model id or name; default {BUILTIN_FAST_MODEL} (fast) or {DEFAULT_ADAIN_MODEL} (adain)",
+    )
+    styles: list[FastStyleIndex] | None = Field(
+        None, min_length=1, max_length=MAX_VIDEO_OUTPUTS, description="fast: style indices, one video each"
+    )
+    mix: dict[FastStyleIndex, Annotated[float, Field(ge=0, le=MAX_LOSS_WEIGHT)]] | None = Field(
+        None, max_length=MAX_FAST_STYLES, description="fast: style index -> weight, one video of the mix",
+        json_schema_extra={"propertyNames": {"pattern": "^([0-9]|[1-5][0-9]|6[0-3])$"}, "minProperties": 1},
+    )
+    style_images: list[StyleRef] | None = Field(
+        None, min_length=1, max_length=MAX_VIDEO_OUTPUTS, description="adain: style images, one video each"
+    )
+    mix_images: bool = Field(False, description="adain: one video with all style images blended by weight")
+    strength: float = Field(1.0, ge=0, le=1, description="fast: blend of stylized output with the content")
+    alpha: float = Field(1.0, ge=0, le=1, description="adain: content-style trade-off")
+    style_size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="adain: longest side of the style images")
+    preserve_color: bool = Field(False, description="fast: keep the content's colours")
+    coherence: float = Field(
+        0.75, ge=0, le=0.95,
+        description="weight of the previous stylized frame, warped by optical flow (0 = per-frame stylization)",
+    )
+    chunk_frames: int | None = Field(
+        None, ge=4, le=100_000,
+        description="frames per piece when the job is split across workers; empty = sized to about half a "
+        "minute of GPU work; a clip of one piece is rendered unsplit",
+    )
+
+    @model_validator(mode="after")
+    def _outputs_match_render(self) -> VideoSpec:
+        if self.render == "fast":
+            if self.style_images is not None or self.mix_images:
+                raise ValueError("style_images and mix_images are for render='adain'; fast takes styles or mix")
+            if self.styles is not None and self.mix is not None:
+                raise ValueError("render='fast' takes either styles (one video each) or mix (one video), not both")
+            if self.mix is not None and sum(self.mix.values()) <= 0:
+                raise ValueError("mix weights must not all be zero")
+            if self.styles is not None and len(set(self.styles)) != len(self.styles):
+                raise ValueError("styles: each style index may be named once")
+        else:
+            if self.styles is not None or self.mix is not None:
+                raise ValueError("styles and mix are for render='fast'; adain takes style_images")
+            if self.style_images is None:
+                raise ValueError("render='adain' needs style_images")
+        return self
+
+    @property
+    def model_ref(self) -> str:
+        return self.model or (BUILTIN_FAST_MODEL if self.render == "fast" else DEFAULT_ADAIN_MODEL)
+
+    def outputs(self) -> list[tuple[str, dict[int, float] | list[StyleRef]]]:
+        """One (name, what to render) per output video: fast style weights or adain style refs."""
+        if self.render == "fast":
+            if self.mix is not None:
+                total = sum(self.mix.values())
+                return [("mix", {k: w / total for k, w in self.mix.items() if w > 0})]
+            return [(f"style-{i:02d}", {i: 1.0}) for i in self.styles or [0]]
+        images = list(self.style_images or [])
+        if self.mix_images:
+            return [("mix", images)]
+        return [(f"image-{i + 1}", [ref]) for i, ref in enumerate(images)]
+
+    def image_refs(self) -> list[str]:
+        return _unique([r for s in self.style_images or [] for r in s.refs()])
+
+    def video_refs(self) -> list[str]:
+        return [self.content]
+
+    def model_refs(self) -> list[ModelRef]:
+        if self.render == "fast":
+            indices = sorted({i for _, weights in self.outputs() if isinstance(weights, dict) for i in weights})
+            return [ModelRef(self.model_ref, "fast", indices)]
+        return [ModelRef(self.model_ref, "adain-decoder", [])]
 
 
 # --- training --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from shared.db.orm import Job, utcnow
 from shared.jobs.cost import UNIT, CostEstimate
-from shared.jobs.outcomes import RenderOutcome, parse_outcome
+from shared.jobs.outcomes import RenderOutcome, VideoOutcome, parse_outcome
 from shared.jobs.store import PiecesSummary
 
 
@@ -30,10 +30,23 @@ class TimingsOut(BaseModel):
     run_seconds: float | None = Field(description="running time of the latest attempt; so far while running")
 
 
+class VideoOut(BaseModel):
+    name: str = Field(description="'style-NN' (a fast style), 'image-N' (an adain style image) or 'mix'")
+    video: str = Field(description="link to the H.264 mp4")
+    poster: str = Field(description="link to the poster frame PNG")
+    frames: int
+    fps: str = Field(description="frame rate as a fraction, e.g. '30000/1001'")
+    duration_s: float
+    width: int
+    height: int
+    audio: bool
+
+
 class ResultOut(BaseModel):
     width: int | None = Field(default=None, description="of the output image; null for training jobs")
     height: int | None = Field(default=None, description="of the output image; null for training jobs")
     metrics: dict[str, Any] = Field(default_factory=dict)
+    videos: list[VideoOut] | None = Field(default=None, description="a video job's output videos; null otherwise")
 
 
 class CostOut(BaseModel):
@@ -141,6 +154,17 @@ def job_out(
         outcome = parse_outcome(job.result)
         if isinstance(outcome, RenderOutcome):
             result = ResultOut(width=outcome.width, height=outcome.height, metrics=outcome.metrics)
+        elif isinstance(outcome, VideoOutcome):
+            files = f"{self_link}/files"
+            result = ResultOut(
+                width=outcome.videos[0].width, height=outcome.videos[0].height, metrics=outcome.metrics,
+                videos=[
+                    VideoOut(name=v.name, video=f"{files}/{v.video_file}", poster=f"{files}/{v.poster_file}",
+                             frames=v.frames, fps=v.fps, duration_s=v.duration_s, width=v.width, height=v.height,
+                             audio=v.audio)
+                    for v in outcome.videos
+                ],
+            )
         else:
             result = ResultOut(metrics=outcome.metrics)
     progress = ProgressOut(fraction=job.progress, step=job.step, total=job.total, loss=job.loss, stage=job.stage)

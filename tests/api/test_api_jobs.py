@@ -260,7 +260,7 @@ def test_given_succeeded_job_expect_result_png_and_summary(client: TestClient, s
     # when it is read, expect its summary and a link that serves the PNG
     body = client.get(f"/v1/jobs/{job_id}").json()
     assert body["status"] == "succeeded" and body["progress"]["fraction"] == 1.0
-    assert body["result"] == {"width": 20, "height": 10, "metrics": {"ms": 5}}
+    assert body["result"] == {"width": 20, "height": 10, "metrics": {"ms": 5}, "videos": None}
     assert body["links"]["result"] == f"/v1/jobs/{job_id}/result"
     response = client.get(body["links"]["result"])
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
@@ -289,7 +289,7 @@ def test_given_result_row_written_before_outcome_kinds_expect_same_summary_and_p
 
     # when it is read, expect the same summary and PNG as for today's rows
     body = client.get(f"/v1/jobs/{job_id}").json()
-    assert body["result"] == {"width": 20, "height": 10, "metrics": {"ms": 5}}
+    assert body["result"] == {"width": 20, "height": 10, "metrics": {"ms": 5}, "videos": None}
     assert client.get(f"/v1/jobs/{job_id}/result").content == png
 
 
@@ -326,7 +326,7 @@ def test_given_succeeded_training_job_expect_loss_curve_served_and_model_linked(
 
     # when it is read, expect no image size, its metrics, a model link and the curve as result
     body = client.get(f"/v1/jobs/{job_id}").json()
-    assert body["result"] == {"width": None, "height": None, "metrics": {"final_loss": 2.5}}
+    assert body["result"] == {"width": None, "height": None, "metrics": {"final_loss": 2.5}, "videos": None}
     assert body["model_id"] == model_id and body["links"]["model"] == f"/v1/models/{model_id}"
     assert client.get(body["links"]["result"]).content == curve
 

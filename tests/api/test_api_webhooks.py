@@ -144,7 +144,7 @@ def test_given_receiver_failing_once_expect_event_delivered_after_one_retry(
     assert event["type"] == "job.succeeded" and event["timestamp"].endswith("Z")
     assert event["data"] == {k: v for k, v in view.items() if k != "webhook"}  # the job as GET shows it
     assert event["data"]["links"]["result"] == f"/v1/jobs/{job['id']}/result"
-    assert event["data"]["result"] == {"width": 8, "height": 6, "metrics": {}}
+    assert event["data"]["result"] == {"width": 8, "height": 6, "metrics": {}, "videos": None}
 
 
 def test_given_rotated_secret_expect_next_attempt_signed_with_the_new_one(
