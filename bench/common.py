@@ -34,9 +34,7 @@ def cpu_info() -> dict[str, Any]:
     model, flags = platform.processor() or "?", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("?", ""):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("model name"):
+            if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
             elif line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
@@ -181,8 +179,9 @@ class Goal:
     def line(self) -> str:
         op = ">=" if self.higher_is_better else "<="
         got = "n/a" if self.measured is None else f"{self.measured:.3g}"
-        return f"{'MET   ' if self.met else 'MISSED'} {self.name}: {got}{self.unit} (goal {op} {self.target:g}{self.unit})" + (
-            f"  [{self.note}]" if self.note else "")
+        mark = "MET   " if self.met else "MISSED"
+        note = f"  [{self.note}]" if self.note else ""
+        return f"{mark} {self.name}: {got}{self.unit} (goal {op} {self.target:g}{self.unit}){note}"
 
 
 def finish(report: dict[str, Any], goals: list[Goal], json_path: Path | None) -> int:

@@ -38,7 +38,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Goal, finish, flops_of, interleaved, machine, measure_peak, print_machine, print_peak, psnr, table  # noqa: E402
+from bench.common import (
+    Goal,
+    finish,
+    flops_of,
+    interleaved,
+    machine,
+    measure_peak,
+    print_machine,
+    print_peak,
+    psnr,
+    table,
+)
 
 PSNR_FLOOR = 40.0
 
@@ -249,7 +260,8 @@ def bench_optimize(size: int, iters: int, repeat: int, peak: dict) -> list[dict]
 
     def run_ours() -> Any:
         res = run_engine(spec, EngineContext(read_input=lambda ref: data[ref], precision="auto"))
-        box["ours"] = (int(res.metrics.get("evaluations", iters)), res.metrics.get("loss"), res.metrics.get("precision"))
+        m = res.metrics
+        box["ours"] = (int(m.get("evaluations", iters)), m.get("loss"), m.get("precision"))
         return res
 
     med, _ = interleaved({"ref Gatys, 1 eval/iter, fp32": run_ref, "ours": run_ours}, repeat)
@@ -270,8 +282,8 @@ def bench_optimize(size: int, iters: int, repeat: int, peak: dict) -> list[dict]
 
 COLUMNS = [("method", "method", ""), ("size", "px", "d"), ("variant", "variant", ""), ("wall_s", "wall s", ".4f"),
            ("cpu_s", "CPU s", ".4f"), ("gflop", "GFLOP", ".2f"), ("gflops", "GFLOP/s", ".0f"),
-           ("peak_frac", "of conv peak", ".0%"), ("ref_over_ours_cpu", "ref/ours", ".2f"), ("psnr_db", "PSNR dB", ".1f"),
-           ("evals_per_iter", "evals/iter", ".2f")]
+           ("peak_frac", "of conv peak", ".0%"), ("ref_over_ours_cpu", "ref/ours", ".2f"),
+           ("psnr_db", "PSNR dB", ".1f"), ("evals_per_iter", "evals/iter", ".2f")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,8 +33,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Goal, finish, flops_of, interleaved, machine, measure_peak, print_machine, print_peak, psnr, table  # noqa: E402
-from bench.engine import auto_name, decode_fit, inputs  # noqa: E402
+from bench.common import (
+    Goal,
+    finish,
+    flops_of,
+    interleaved,
+    machine,
+    measure_peak,
+    print_machine,
+    print_peak,
+    psnr,
+    table,
+)
+from bench.engine import auto_name, decode_fit, inputs
 
 GOAL_PEAK_FRACTION = 0.60
 PSNR_FLOOR = 40.0
@@ -136,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         rows += r
     report["rows"], report["extras"] = rows, extras
     print()
-    table(rows, [("size", "px", "d"), ("variant", "variant", ""), ("wall_s", "wall s", ".4f"), ("cpu_s", "CPU s", ".4f"),
-                 ("gflop", "GFLOP", ".2f"), ("gflops", "GFLOP/s", ".0f"), ("peak_frac", "of conv peak", ".0%"),
+    table(rows, [("size", "px", "d"), ("variant", "variant", ""), ("wall_s", "wall s", ".4f"),
+                 ("cpu_s", "CPU s", ".4f"), ("gflop", "GFLOP", ".2f"), ("gflops", "GFLOP/s", ".0f"),
+                 ("peak_frac", "of conv peak", ".0%"),
                  ("vs_eager_fp32", "x eager fp32", ".2f"), ("psnr_db", "PSNR dB", ".1f")])
     for size, ex in extras.items():
         if ex["compile_s"] is not None:
@@ -149,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     an = auto_name(__import__("shared.engine.device", fromlist=["x"]).inference_dtype(torch.device("cpu"), "auto"))
     for r in rows:
         if r["size"] == 512 and r["variant"] == f"engine {an}":
+            p = peak["float32" if r["dtype"] == "fp32" else "bfloat16"]["conv_gflops"]
             goals.append(Goal("fast 512 px engine path, fraction of conv peak", r["peak_frac"], GOAL_PEAK_FRACTION,
-                              note=f"{r['dtype']} peak {peak['float32' if r['dtype'] == 'fp32' else 'bfloat16']['conv_gflops']:.0f} GFLOP/s"))
+                              note=f"{r['dtype']} peak {p:.0f} GFLOP/s"))
         if r["psnr_db"] is not None and "engine" in r["variant"]:
-            goals.append(Goal(f"fast {r['size']} {r['variant']} PSNR vs fp32 eager", r["psnr_db"], PSNR_FLOOR, unit=" dB"))
+            goals.append(Goal(f"fast {r['size']} {r['variant']} PSNR vs fp32 eager", r["psnr_db"], PSNR_FLOOR,
+                              unit=" dB"))
     return finish(report, goals, args.json)
 
 

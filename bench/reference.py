@@ -23,7 +23,9 @@ Everything runs plainly: fp32, NCHW, eager, ``torch.no_grad`` where no gradient 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,11 +64,11 @@ class TransformerNet(nn.Module):
                  norm_last: bool = True, sigmoid_out: bool = True) -> None:
         super().__init__()
         c = list(channels)
-        self.down = nn.ModuleList([_Conv(3, c[0], 9)] + [_Conv(a, b, 3, 2) for a, b in zip(c, c[1:], strict=False)])
+        self.down = nn.ModuleList([_Conv(3, c[0], 9)] + [_Conv(a, b, 3, 2) for a, b in itertools.pairwise(c)])
         self.res = nn.ModuleList([nn.ModuleList([_Conv(c[-1], c[-1], 3), _Conv(c[-1], c[-1], 3, relu=False)])
                                   for _ in range(n_res)])
         ups = [c[-1], *up]
-        self.up = nn.ModuleList([_Conv(a, b, 3, upsample=True) for a, b in zip(ups, ups[1:], strict=False)])
+        self.up = nn.ModuleList([_Conv(a, b, 3, upsample=True) for a, b in itertools.pairwise(ups)])
         self.out = _Conv(ups[-1], 3, 9, norm=norm_last, relu=False)
         self.sigmoid_out = sigmoid_out
 
@@ -168,8 +170,8 @@ class AdainDecoder(nn.Module):
     """The mirrored VGG decoder of Huang & Belongie 2017 (Sec. 6.1): reflection-padded 3x3 convs,
     nearest 2x upsampling where the encoder pools, no normalization."""
 
-    PLAN = [(512, 256), "U", (256, 256), (256, 256), (256, 256), (256, 128), "U", (128, 128), (128, 64), "U",
-            (64, 64), (64, 3)]
+    PLAN: ClassVar[list] = [(512, 256), "U", (256, 256), (256, 256), (256, 256), (256, 128), "U",
+                            (128, 128), (128, 64), "U", (64, 64), (64, 3)]
 
     def __init__(self, kernels: list[tuple[torch.Tensor, torch.Tensor]], upsample: str = "nearest") -> None:
         super().__init__()
