@@ -52,7 +52,7 @@ from shared.engine import style_cache
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.color import match_color
 from shared.engine.context import EngineContext, cancel_point
-from shared.engine.device import autocast, inference_dtype, pick_device
+from shared.engine.device import autocast, inference_dtype, pick_device, to_device
 from shared.engine.images import (
     check_mask_aspect,
     crop_to,
@@ -221,7 +221,7 @@ def _encode(
 ) -> torch.Tensor:
     """relu4_1 features (fp32) of ``rgb`` (1, 3, H, W), padded to a multiple of 8 when ``pad``
     (content: the decoder must give back every pixel); style images need no padding."""
-    x = rgb.to(device)  # (1, 3, H, W)
+    x = to_device(rgb, device)  # (1, 3, H, W): pinned, non-blocking on CUDA
     if pad:
         x, _ = pad_to_multiple(x, ENCODER_STRIDE)  # (1, 3, H8, W8)
     x = x.contiguous(memory_format=torch.channels_last)
