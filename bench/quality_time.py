@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="256 px, 100 steps")
     p.add_argument("--no-masked", action="store_true")
     p.add_argument("--no-adam", action="store_true")
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the team's image folder (default: ../shared/data of the checkout or of its parent)")
     p.add_argument("--out", type=Path, default=Path("/tmp/stylefarm-quality-time"))
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
@@ -123,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     size, steps = (256, 100) if a.quick else (a.size, a.steps)
     half = max(1, steps // 2)
-    data, note = pair(a.data if a.data.is_dir() else None)
+    root = Path(__file__).resolve().parents[1]
+    found = a.data or next((d for d in (root.parent / "shared" / "data", root.parent.parent / "shared" / "data")
+                            if d.is_dir()), None)
+    data, note = pair(found if found is not None and found.is_dir() else None)
     report: dict[str, Any] = {"machine": machine(), "pair": note, "size": size, "steps": steps}
     print(f"{note}, {size} px, {steps} steps | load average {report['machine']['loadavg']}")
     base = {"content": "content", "styles": [{"image": "style"}], "size": size}
