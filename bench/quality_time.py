@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--quick", action="store_true", help="256 px, 100 steps")
+    p.add_argument("--alt-steps", type=int, default=None, help="iterations of the other strategies (default steps/2)")
+    p.add_argument("--no-levels", action="store_true")
     p.add_argument("--no-masked", action="store_true")
     p.add_argument("--no-adam", action="store_true")
     p.add_argument("--data", type=Path, default=None,
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     size, steps = (256, 100) if a.quick else (a.size, a.steps)
-    half = max(1, steps // 2)
+    half = a.alt_steps or max(1, steps // 2)
     root = Path(__file__).resolve().parents[1]
     found = a.data or next((d for d in (root.parent / "shared" / "data", root.parent.parent / "shared" / "data")
                             if d.is_dir()), None)
@@ -131,11 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(), "pair": note, "size": size, "steps": steps}
     print(f"{note}, {size} px, {steps} steps | load average {report['machine']['loadavg']}")
     base = {"content": "content", "styles": [{"image": "style"}], "size": size}
-    specs = {
-        "reference L-BFGS": OptimizeSpec(**base, steps=steps),
-        f"L-BFGS levels=2, {half}/level": OptimizeSpec(**base, steps=half, levels=2),
-        f"L-BFGS init=adain, {half}": OptimizeSpec(**base, steps=half, init="adain"),
-    }
+    specs = {"reference L-BFGS": OptimizeSpec(**base, steps=steps)}
+    if not a.no_levels:
+        specs[f"L-BFGS levels=2, {half}/level"] = OptimizeSpec(**base, steps=half, levels=2)
+    specs[f"L-BFGS init=adain, {half}"] = OptimizeSpec(**base, steps=half, init="adain")
     if not a.no_adam:
         specs[f"Adam, {steps}"] = OptimizeSpec(**base, steps=steps, optimizer="adam")
     regions = [{"style": {"image": "style"}, "mask": "mask"}, {"style": {"image": "style2"}, "mask": "mask_inv"}]
