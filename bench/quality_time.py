@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -145,8 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         f"masked init=adain, {half}": MaskedSpec(content="content", regions=regions, size=size, steps=half,
                                                  mode="joint", init="adain"),
     }
-    runs = [run(n, s, data) for n, s in specs.items()]
-    mruns = [run(n, s, data) for n, s in masked.items()]
+    partial = a.out / "partial.jsonl"  # each finished run at once: a long run cut short keeps what it measured
+    a.out.mkdir(parents=True, exist_ok=True)
+    partial.write_text("")
+    runs, mruns = [], []
+    for group, todo in ((runs, specs), (mruns, masked)):
+        for n, s in todo.items():
+            group.append(run(n, s, data))
+            with partial.open("a") as fh:
+                fh.write(json.dumps({k: v for k, v in group[-1].items() if k != "image"}) + "\n")
     rows, goals = [], []
     for group, rs in (("optimize", runs), ("masked", mruns)):
         if not rs:
