@@ -12,6 +12,14 @@ Workers run on CUDA GPUs in production and on the CPU here. ``pick_device`` turn
 
 Optimization-based methods (Gatys) keep their pixel parameters and losses in fp32 and use
 autocast only for the VGG forward pass.
+
+On CUDA (reasoning in docs/performance.md, "The GPU path"): ``pick_device`` turns on cuDNN's
+benchmark mode once per process (each new input shape is autotuned once, then reused: Gatys
+runs hundreds of evaluations of one shape, training thousands, and a farm's feed-forward
+jobs fall into a few common sizes); ``to_device`` copies host tensors through pinned memory
+with ``non_blocking=True``, so the copy overlaps the host's next work instead of stalling it.
+cuDNN's TF32 convolutions stay at PyTorch's default (on); TF32 matmuls stay off, so Gram
+matrices keep fp32 precision.
 """
 
 from __future__ import annotations
@@ -27,13 +35,30 @@ def pick_device(preference: str = "auto") -> torch.device:
     """``auto`` = the first CUDA GPU when there is one, else the CPU."""
     pref = (preference or "auto").lower()
     if pref == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(pref)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from shared.errors import EngineError
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            from shared.errors import EngineError
 
-        raise EngineError(f"device '{preference}' was asked for but no CUDA GPU is available")
+            raise EngineError(f"device '{preference}' was asked for but no CUDA GPU is available")
+        _configure_cuda()
     return device
+
+
+@functools.cache
+def _configure_cuda() -> None:
+    """Once per process: cuDNN autotunes each convolution shape on first use and keeps the winner."""
+    torch.backends.cudnn.benchmark = True
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device``; a CPU tensor bound for CUDA goes through pinned memory without blocking
+    the host (the caching host allocator keeps the pinned copy alive until the copy is done)."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 @functools.cache

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from shared.engine.device import to_device
 from shared.errors import InvalidImage, InvalidMask
 from shared.jobs.shapes import ASPECT_TOLERANCE, fit_size, mask_mismatch
 
@@ -88,7 +89,7 @@ def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Ten
     if arr.ndim == 2:
         arr = arr[:, :, None]
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)  # (1, C, H, W)
-    return t.to(device)
+    return to_device(t, device)
 
 
 def to_image(t: torch.Tensor) -> Image.Image:

@@ -159,7 +159,12 @@ class GatysParams(_OutputSize):
         max_length=len(VGG_LAYERS),
         json_schema_extra={"uniqueItems": True},
     )
-    init: Literal["content", "noise", "style"] = "content"
+    init: Literal["content", "noise", "style", "adain"] = Field(
+        "content",
+        description="starting pixels: the content, seeded noise, the style(s), or the built-in AdaIN decoder's "
+        "rendering of the same content and styles (regions included), which reaches a given loss in fewer "
+        "iterations (docs/performance.md, quality per second)",
+    )
     style_scale: float = Field(1.0, ge=0.1, le=4.0, description="style image size relative to the output")
     preserve_color: Literal["none", "luminance", "histogram"] = "none"
     levels: int = Field(1, ge=1, le=4, description="coarse-to-fine resolution levels (1 = single scale)")

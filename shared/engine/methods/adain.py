@@ -52,13 +52,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from shared.engine import style_cache
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.color import match_color
 from shared.engine.context import EngineContext, cancel_point
-from shared.engine.device import autocast, inference_dtype, pick_device
+from shared.engine.device import autocast, inference_dtype, pick_device, to_device
 from shared.engine.guided import guided_upsample, working_size
 from shared.engine.images import (
     check_mask_aspect,
@@ -246,7 +247,7 @@ def _encode(
 ) -> torch.Tensor:
     """relu4_1 features (fp32) of ``rgb`` (1, 3, H, W), padded to a multiple of 8 when ``pad``
     (content: the decoder must give back every pixel); style images need no padding."""
-    x = rgb.to(device)  # (1, 3, H, W)
+    x = to_device(rgb, device)  # (1, 3, H, W): pinned, non-blocking on CUDA
     if pad:
         x, _ = pad_to_multiple(x, ENCODER_STRIDE)  # (1, 3, H8, W8)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -318,6 +319,44 @@ def _target(
         stylized = adain_from_stats(content_feat, mean, std, content_stats=content_stats)  # (1, 512, h, w)
         t = coverage * stylized + (1 - coverage) * content_feat  # (1, 512, h, w)
     return alpha * t + (1 - alpha) * content_feat  # (1, 512, h, w)
+
+
+def render_images(
+    content: Image.Image,
+    styles: Sequence[tuple[Image.Image, float, Image.Image | None]],
+    out_wh: tuple[int, int],
+    ctx: EngineContext,
+    device: torch.device,
+    dtype: torch.dtype,
+    model: str = DEFAULT_ADAIN_MODEL,
+    style_size: int | None = None,
+) -> torch.Tensor:
+    """AdaIN of decoded images, for other methods (Gatys' ``init="adain"``): (1, 3, H, W) in [0, 1].
+
+    ``styles``: (style image, weight, content-region mask or None); with regions, each style's
+    AdaIN applies inside its region (Sec. 7, spatial control), uncovered pixels keep the content.
+    Style statistics are not cached here (one call per job). ``style_size`` defaults to the
+    ``adain`` spec's.
+    """
+    style_size = style_size or AdainSpec.model_fields["style_size"].default
+    decoder, vgg_weights = load_decoder(model, ctx, device)
+    vgg = load_vgg19(vgg_weights, device)
+    content_t = to_tensor(resize(content, out_wh), device)  # (1, 3, H, W)
+    with torch.inference_mode():
+        stats = []
+        for image, _, _ in styles:
+            s = to_tensor(resize(image.convert("RGB"), fit_size(*image.size, style_size)))  # (1, 3, h, w)
+            stats.append(mean_std(_encode(vgg, s, device, dtype, pad=False)))
+        masks = None
+        if any(region is not None for _, _, region in styles):
+            full = [to_tensor(resize(r.convert("L"), out_wh), device) if r is not None
+                    else torch.ones_like(content_t[:, :1]) for _, _, r in styles]  # (1, 1, H, W) each
+            masks = [_feature_mask(m) for m in full]
+        content_feat = _encode(vgg, content_t, device, dtype)  # (1, 512, h, w)
+        t = _target(content_feat, stats, [w for _, w, _ in styles], masks, 1.0)  # (1, 512, h, w)
+        with autocast(device, dtype):
+            out = decoder(t.contiguous(memory_format=torch.channels_last))  # (1, 3, H8, W8)
+        return crop_to(out.float(), (out_wh[1], out_wh[0])).clamp(0, 1).clone()  # (1, 3, H, W)
 
 
 def run(spec: AdainSpec, ctx: EngineContext) -> RenderResult:

@@ -19,11 +19,13 @@ Models: the built-in ``multistyle26`` (26 styles, converted once per process fro
 takes ~0.05 s, so there is no on-disk cache) or any ``fast`` checkpoint that
 ``ctx.resolve_model`` finds (e.g. one written by ``shared.engine.training.train_fast``).
 
-Speed: inference runs under ``torch.inference_mode`` with channels-last tensors and, where
-``inference_dtype`` says so, bf16 (instance-norm statistics, gamma/beta and the output
-sigmoid stay fp32). On the built-in model bf16 gives 55-60 dB PSNR against fp32 on a
-photo (the engine's contract is >= 40 dB). ``bench/engine.py`` measures our fp32 eager module,
-this optimized path and onnxruntime on the wheel's ONNX file side by side.
+Speed: inference runs the network's ``InferencePlan`` (``shared.engine.nets.transformer_infer``:
+sub-pixel upsampling convolutions and a space-to-depth last layer, the same arithmetic in
+shapes the CPU runs faster) under ``torch.inference_mode`` with channels-last tensors and,
+where ``inference_dtype`` says so, bf16 (instance-norm statistics, gamma/beta and the output
+sigmoid stay fp32). On the built-in model bf16 gives 55-60 dB PSNR against fp32 on a photo
+(the engine's contract is >= 40 dB). ``bench/fast_peak.py`` measures it against the eager
+module and the machine's convolution peak; ``bench/engine.py`` against Johnson et al.'s network.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import collections
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +46,11 @@ import torch.nn.functional as F
 from shared.engine.checkpoint import load_checkpoint
 from shared.engine.color import combine_luminance, luminance
 from shared.engine.context import EngineContext
-from shared.engine.device import autocast, inference_dtype, pick_device
+from shared.engine.device import inference_dtype, pick_device
 from shared.engine.guided import guided_upsample, working_size
 from shared.engine.images import crop_to, decode_image, fit_size, pad_to_multiple, resize, to_image, to_tensor
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.nets.transformer_infer import InferencePlan
 from shared.engine.results import RenderResult
 from shared.errors import InvalidSpec, ModelUnavailable
 from shared.jobs.specs import BUILTIN_FAST_MODEL, FastSpec
@@ -175,16 +179,32 @@ def stylize_tensor(
 ) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1], any H and W -> stylized (B, 3, H, W) fp32 in [0, 1].
 
-    Pads to the network's multiple (reflection), runs channels-last under inference mode and
-    autocast to ``dtype`` (a no-op for fp32), crops back.
+    Pads to the network's multiple (reflection), runs the network's ``InferencePlan``
+    (sub-pixel / space-to-depth convolutions, channels-last, in ``dtype``) under inference
+    mode, crops back. Several images of one size go through in one batch.
     """
     device = image.device
     with torch.inference_mode():
         x, hw = _pad_input(image.float(), net.config)  # (B, 3, H', W')
         x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            y = net(x, style_weights.to(device))  # (B, 3, H', W')
+        y = inference_plan(net, dtype, device)(x, style_weights.to(device))  # (B, 3, H', W')
         return crop_to(y.float(), hw).contiguous()  # (B, 3, H, W)
+
+
+_plans: weakref.WeakKeyDictionary[CINTransformer, dict[tuple, InferencePlan]] = weakref.WeakKeyDictionary()
+
+
+def inference_plan(net: CINTransformer, dtype: torch.dtype, device: torch.device) -> InferencePlan:
+    """The network's ``InferencePlan`` for ``dtype`` on ``device``: kept with a frozen network
+    (the cached models), built afresh for one whose weights may still change (training)."""
+    if any(p.requires_grad for p in net.parameters()):
+        return InferencePlan(net, dtype, device)
+    key = (dtype, str(device))
+    with _models_lock:
+        plans = _plans.setdefault(net, {})
+        if key not in plans:
+            plans[key] = InferencePlan(net, dtype, device)
+        return plans[key]
 
 
 # --- colour and strength ----------------------------------------------------------------

@@ -384,6 +384,18 @@ def initial_image(kind: str, content255: torch.Tensor, styles255: list[torch.Ten
     return out.clamp(0, 255)
 
 
+def adain_init(content: Image.Image, styles: list[StyleInput], wh: tuple[int, int], ctx: EngineContext,
+               device: torch.device) -> torch.Tensor:
+    """``init="adain"``: the built-in AdaIN decoder's rendering of the same content and styles
+    (blend weights, and regions as AdaIN's spatial control; style masks are not used for the
+    start point), (1, 3, h, w) in [0, 1]. A feed-forward start already has the style's colours
+    and textures, so L-BFGS spends its iterations on what AdaIN gets wrong."""
+    from shared.engine.methods.adain import render_images
+
+    return render_images(content, [(st.image, st.weight, st.region) for st in styles], wh, ctx, device,
+                         inference_dtype(device, ctx.precision)).to(device)
+
+
 # --- one render ------------------------------------------------------------------------
 
 
@@ -460,6 +472,8 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
         if x255 is None and init01 is not None:
             x0 = F.interpolate(init01.to(device) * 255.0, size=(h, w), mode="bicubic", align_corners=False)
             x0 = x0.clamp(0, 255)  # (1, 3, h, w)
+        elif x255 is None and params.init == "adain":
+            x0 = _prep_content(prep, adain_init(content, styles, (w, h), ctx, device)) * 255.0  # (1, 3, h, w)
         elif x255 is None:
             x0 = initial_image(params.init, c_in * 255.0, styles255, regions, generator,
                                grey=params.preserve_color == "luminance")

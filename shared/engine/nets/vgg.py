@@ -159,10 +159,9 @@ class VGG19Features(nn.Module):
 
 @functools.lru_cache(maxsize=4)
 def _cached(weights: str, device: str, dtype: torch.dtype) -> VGG19Features:
-    net = VGG19Features(weights).to(device=device, dtype=dtype)
-    if torch.device(device).type == "cpu" or dtype != torch.float32:
-        net = net.to(memory_format=torch.channels_last)
-    return net
+    # channels_last everywhere: oneDNN's fast CPU kernels and cuDNN's tensor-core (NHWC) kernels
+    # under bf16/fp16 autocast both want it; autocast casts the fp32 weights once per forward.
+    return VGG19Features(weights).to(device=device, dtype=dtype).to(memory_format=torch.channels_last)
 
 
 def load_vgg19(

@@ -1,0 +1,335 @@
+"""The service's own cost around the engine, on a real farm (tests/harness.py: PostgreSQL,
+Redis, the moto S3 server, the API under uvicorn, Celery prefork workers with one thread).
+
+    python bench/service.py [--quick] [--tiny 20] [--clients 50] [--seed-jobs 10000] [--requests 40]
+                            [--batch 8] [--json F]
+
+1. Latency of a tiny job (``fast``, 32 px), one at a time on one idle worker: submit-to-start
+   (``started_at - created_at`` of the row) and finish-to-result (the client holds the PNG,
+   minus ``finished_at``; the client polls every 10 ms, which bounds that figure's resolution).
+2. Per-job overhead: a 512 px ``fast`` job end to end at the client (POST to PNG in hand)
+   against the engine's own seconds for it (``metrics.seconds`` from the worker, load +
+   network + image): ``overhead = end_to_end - engine``, as a fraction of ``engine``.
+3. Tiny jobs per second per worker: ``--tiny`` jobs submitted at once, first start to last finish.
+4. API latency with ``--clients`` concurrent clients (asyncio, one connection each) against a
+   database holding ``--seed-jobs`` finished jobs (copied rows) and no worker: each client
+   alternates ``POST /v1/jobs`` and ``GET /v1/jobs/{id}`` of a random job, ``--requests`` of each.
+5. 1 vs 2 worker processes on the same batch of ``--batch`` 512 px ``fast`` jobs (2 cores: the
+   machine's other tenants share them, so the ratio is an upper bound on what is lost to them).
+
+Exit status 1 when a goal is missed: overhead < 5 %, get p99 < 50 ms, create p99 < 100 ms,
+2 workers >= 1.8x one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+for _p in (REPO, REPO / "tests"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from bench.common import Goal, cpu_info, finish, table  # noqa: E402
+
+from harness import PostgresServer, RedisServer, S3Server, start_farm  # noqa: E402
+
+POLL_S = 0.01
+
+
+def _png(side: int, seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((side, side, 3)) * 255).astype(np.uint8)  # (H, W, 3)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _photo() -> bytes:
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _ts(s: str | None) -> float:
+    """An API timestamp (UTC; naive ones are UTC too) -> epoch seconds."""
+    if not s:
+        return float("nan")
+    d = datetime.fromisoformat(str(s).replace("Z", "+00:00"))
+    return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+
+
+def pct(v: list[float], q: float) -> float:
+    return float(np.percentile(v, q)) if v else float("nan")
+
+
+def run_to_result(farm: Any, spec: dict) -> dict:
+    """POST, poll every POLL_S until final, GET the PNG: client and server timestamps."""
+    t_submit = time.time()
+    job = farm.create(spec)
+    job = farm.wait(job["id"], interval=POLL_S, timeout=600)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job {job['id']} {job['status']}: {job.get('problem')}")
+    farm.result_png(job["id"])
+    t_result = time.time()
+    return {"submit": t_submit, "result": t_result, "created": _ts(job["timings"]["created_at"]),
+            "started": _ts(job["timings"]["started_at"]), "finished": _ts(job["timings"]["finished_at"]),
+            "engine_s": float((job.get("result") or {}).get("metrics", {}).get("seconds", float("nan")))}
+
+
+def latency_phase(farm: Any, tiny: int, content_tiny: str, content_512: str, n512: int) -> dict:
+    spec_tiny = {"method": "fast", "content": content_tiny, "size": 32, "style": 1}
+    spec_512 = {"method": "fast", "content": content_512, "size": 512, "style": 1}
+    for _ in range(2):  # warm-up: model load, first connections
+        run_to_result(farm, spec_tiny)
+        run_to_result(farm, spec_512)
+    tiny_runs = [run_to_result(farm, spec_tiny) for _ in range(tiny)]
+    big_runs = [run_to_result(farm, spec_512) for _ in range(n512)]
+    s2s = [r["started"] - r["created"] for r in tiny_runs]
+    f2r = [r["result"] - r["finished"] for r in tiny_runs]
+    tiny_e2e = [r["result"] - r["submit"] for r in tiny_runs]
+    tiny_engine = [r["engine_s"] for r in tiny_runs]
+    big_e2e = [r["result"] - r["submit"] for r in big_runs]
+    big_engine = [r["engine_s"] for r in big_runs]
+    overhead = [e - g for e, g in zip(big_e2e, big_engine, strict=True)]
+    return {
+        "submit_to_start_ms": {"p50": 1000 * statistics.median(s2s), "p99": 1000 * pct(s2s, 99)},
+        "finish_to_result_ms": {"p50": 1000 * statistics.median(f2r), "p99": 1000 * pct(f2r, 99)},
+        "tiny_end_to_end_ms": {"p50": 1000 * statistics.median(tiny_e2e),
+                               "engine_p50": 1000 * statistics.median(tiny_engine)},
+        "fast512": {"end_to_end_s": statistics.median(big_e2e), "engine_s": statistics.median(big_engine),
+                    "overhead_s": statistics.median(overhead),
+                    "overhead_fraction": statistics.median(overhead) / statistics.median(big_engine)},
+        "fixed_overhead_fraction_from_tiny": (statistics.median(tiny_e2e) - statistics.median(tiny_engine))
+        / statistics.median(big_engine),
+    }
+
+
+def throughput_phase(farm: Any, n: int, content: str) -> dict:
+    ids = [farm.create({"method": "fast", "content": content, "size": 32, "style": i % 26})["id"] for i in range(n)]
+    jobs = [farm.wait(i, interval=0.05, timeout=600) for i in ids]
+    start = min(_ts(j["timings"]["started_at"]) for j in jobs)
+    end = max(_ts(j["timings"]["finished_at"]) for j in jobs)
+    return {"jobs": n, "seconds": end - start, "jobs_per_s": n / (end - start)}
+
+
+def batch_phase(farm: Any, n: int, content: str) -> float:
+    ids = [farm.create({"method": "fast", "content": content, "size": 512, "style": i % 26})["id"] for i in range(n)]
+    jobs = [farm.wait(i, interval=0.1, timeout=1200) for i in ids]
+    return max(_ts(j["timings"]["finished_at"]) for j in jobs) - min(_ts(j["timings"]["created_at"]) for j in jobs)
+
+
+# --- API under concurrency -------------------------------------------------------------------
+
+
+def seed_rows(db_url: str, template_id: str, n: int) -> None:
+    """Copy one finished job row ``n`` times (new ids, spread creation times) in one statement."""
+    from sqlalchemy import create_engine, text
+
+    from shared.db.orm import Job
+    from shared.db.session import normalize_url
+
+    cols = [c.name for c in Job.__table__.columns]
+    expr = {
+        "id": "md5(random()::text || g::text)",
+        "created_at": "created_at - (g || ' seconds')::interval",
+        "idempotency_key": "NULL",
+    }
+    select_cols = ", ".join(expr.get(c, c) for c in cols)
+    sql = (f"INSERT INTO jobs ({', '.join(cols)}) SELECT {select_cols} "
+           "FROM jobs, generate_series(1, :n) AS g WHERE id = :t")
+    engine = create_engine(normalize_url(db_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), {"n": n, "t": template_id})
+            conn.execute(text("ANALYZE jobs"))
+    finally:
+        engine.dispose()
+
+
+async def api_clients(api_url: str, clients: int, requests: int, spec: dict, ids: list[str]) -> dict[str, list[float]]:
+    lat: dict[str, list[float]] = {"create": [], "get": []}
+    errors: list[str] = []
+
+    async def one(i: int) -> None:
+        rng = random.Random(i)
+        async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+            for _ in range(requests):
+                t = time.perf_counter()
+                r = await client.post("/v1/jobs", json=spec)
+                lat["create"].append(1000 * (time.perf_counter() - t))
+                if r.status_code != 202:
+                    errors.append(f"create {r.status_code}")
+                else:
+                    ids.append(r.json()["id"])
+                t = time.perf_counter()
+                r = await client.get(f"/v1/jobs/{rng.choice(ids)}")
+                lat["get"].append(1000 * (time.perf_counter() - t))
+                if r.status_code != 200:
+                    errors.append(f"get {r.status_code}")
+
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    if errors:
+        print(f"API errors: {len(errors)} (first: {errors[:3]})")
+    return lat
+
+
+def api_phase(farm: Any, clients: int, seed_jobs: int, requests: int, content: str) -> dict:
+    spec = {"method": "fast", "content": content, "size": 32, "style": 1}
+    template = farm.create(spec)["id"]
+    from sqlalchemy import create_engine, text
+
+    from shared.db.session import normalize_url
+
+    engine = create_engine(normalize_url(farm.db_url))
+    with engine.begin() as conn:  # a finished job to copy (no worker in this farm)
+        conn.execute(text("UPDATE jobs SET status = 'succeeded', started_at = created_at, finished_at = created_at "
+                          "WHERE id = :i"), {"i": template})
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM jobs"))]
+    t = time.perf_counter()
+    seed_rows(farm.db_url, template, seed_jobs)
+    seeded_s = time.perf_counter() - t
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(text(f"SELECT id FROM jobs ORDER BY random() LIMIT {min(seed_jobs, 2000)}"))]
+        total = conn.execute(text("SELECT count(*) FROM jobs")).scalar()
+    engine.dispose()
+    asyncio.run(api_clients(farm.api_url, 5, 5, spec, list(ids)))  # warm-up
+    api = next(p for p in farm.stack.processes if p.name == "api")
+    from load import tree_cpu_s
+
+    cpu0, t = tree_cpu_s(api.pid), time.perf_counter()
+    lat = asyncio.run(api_clients(farm.api_url, clients, requests, spec, list(ids)))
+    seconds, api_cpu = time.perf_counter() - t, tree_cpu_s(api.pid) - cpu0
+    n = len(lat["create"]) + len(lat["get"])
+    return {"jobs_in_db": total, "seed_s": round(seeded_s, 2), "clients": clients, "seconds": seconds,
+            "requests_per_s": n / seconds, "api_cpu_ms_per_request": 1000 * api_cpu / n,
+            "api_cores_used": api_cpu / seconds,
+            **{f"{op}_ms": {"p50": statistics.median(v), "p99": pct(v, 99), "n": len(v)} for op, v in lat.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", type=int, default=20)
+    p.add_argument("--n512", type=int, default=5)
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--seed-jobs", type=int, default=10000)
+    p.add_argument("--requests", type=int, default=20, help="creates (and as many gets) per client")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--quick", action="store_true", help="5 tiny, 2 x 512, 10 clients, 1000 rows, batch 4")
+    p.add_argument("--api-only", action="store_true", help="only the API phase")
+    p.add_argument("--backend", choices=["postgres-s3", "sqlite-local"], default="postgres-s3",
+                   help="sqlite-local: where PostgreSQL is not installed (the API phase then does not run)")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args(argv)
+    if a.quick:
+        a.tiny, a.n512, a.clients, a.seed_jobs, a.requests, a.batch = 5, 2, 10, 1000, 5, 4
+    report: dict[str, Any] = {"machine": {"cpu": cpu_info(), "loadavg": [round(x, 2) for x in os.getloadavg()]},
+                              "settings": {k: v for k, v in vars(a).items() if k != "json"}}
+    print(f"CPU {report['machine']['cpu']} | load average {report['machine']['loadavg']}")
+    base = Path(tempfile.mkdtemp(prefix="stylefarm-service-"))
+    redis = pg = s3 = None
+    farms: list[Any] = []
+    try:
+        redis = RedisServer.start(base)
+        if a.backend == "postgres-s3":
+            pg, s3 = PostgresServer.start(), S3Server.start(base)
+            # API under concurrency: no worker, so created jobs stay queued and nothing renders
+            # tenant budgets out of the way: the API test creates thousands of queued jobs with no worker
+            big = {"STYLEFARM_QUOTA_MAX_QUEUED_JOBS": "1000000", "STYLEFARM_QUOTA_MAX_JOBS_IN_FLIGHT": "1000000",
+                   "STYLEFARM_QUOTA_MAX_COST_IN_FLIGHT": "1e12"}
+            api_farm = start_farm("postgres-s3", home=base / "api", redis=redis, postgres=pg, s3=s3, workers=0,
+                                  extra_env=big)
+            farms.append(api_farm)
+            c = api_farm.upload(_png(32, 1), "tiny.png")
+            report["api"] = api_phase(api_farm, a.clients, a.seed_jobs, a.requests, c)
+            api_farm.close()
+            farms.remove(api_farm)
+            print(f"API: {report['api']}")
+            report["loadavg_after_api"] = [round(x, 2) for x in os.getloadavg()]
+
+        if a.api_only:
+            return finish(report, [Goal("API get p99", report["api"]["get_ms"]["p99"], 50, higher_is_better=False,
+                                        unit=" ms"),
+                                   Goal("API create p99", report["api"]["create_ms"]["p99"], 100,
+                                        higher_is_better=False, unit=" ms")], a.json)
+        farm = start_farm(a.backend, home=base / "run", redis=redis, postgres=pg, s3=s3, workers=1)
+        farms.append(farm)
+        tiny = farm.upload(_png(32, 2), "tiny.png")
+        photo = farm.upload(_photo(), "astronaut.png")
+        report["latency"] = latency_phase(farm, a.tiny, tiny, photo, a.n512)
+        print(f"latency: {report['latency']}")
+        report["throughput"] = throughput_phase(farm, max(10, 2 * a.tiny), tiny)
+        print(f"throughput: {report['throughput']}")
+        report["loadavg_before_batch"] = [round(x, 2) for x in os.getloadavg()]
+        one = batch_phase(farm, a.batch, photo)
+        farm.add_worker("run-w2")
+        batch_phase(farm, 2, photo)  # the new worker's warm-up (model load)
+        two = batch_phase(farm, a.batch, photo)
+        report["workers"] = {"batch": a.batch, "one_worker_s": one, "two_workers_s": two, "speedup": one / two,
+                             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+        print(f"workers: {report['workers']}")
+    finally:
+        for f in farms:
+            f.close()
+        for server in (s3, redis, pg):
+            if server is not None:
+                server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+    lat, w = report["latency"], report["workers"]
+    nan = {"p50": float("nan"), "p99": float("nan")}
+    api = report.get("api") or {"clients": 0, "jobs_in_db": 0, "create_ms": nan, "get_ms": nan}
+    rows = [
+        {"what": "submit-to-start, tiny job (p50 / p99)", "value": f"{lat['submit_to_start_ms']['p50']:.0f} / "
+                                                                  f"{lat['submit_to_start_ms']['p99']:.0f} ms"},
+        {"what": "finish-to-result, tiny job (p50 / p99)", "value": f"{lat['finish_to_result_ms']['p50']:.0f} / "
+                                                                    f"{lat['finish_to_result_ms']['p99']:.0f} ms"},
+        {"what": "tiny job end to end (engine part)", "value": f"{lat['tiny_end_to_end_ms']['p50']:.0f} ms "
+                                                               f"({lat['tiny_end_to_end_ms']['engine_p50']:.0f} ms)"},
+        {"what": "512 px fast: end to end / engine", "value": f"{lat['fast512']['end_to_end_s']:.3f} / "
+                                                               f"{lat['fast512']['engine_s']:.3f} s"},
+        {"what": "per-job overhead / 512 px fast job", "value": f"{lat['fast512']['overhead_fraction']:.1%}"},
+        {"what": "tiny jobs per second, one worker", "value": f"{report['throughput']['jobs_per_s']:.1f}"},
+        {"what": f"API create p50 / p99 ({api['clients']} clients, {api['jobs_in_db']} jobs)",
+         "value": f"{api['create_ms']['p50']:.0f} / {api['create_ms']['p99']:.0f} ms"},
+        {"what": "API get p50 / p99", "value": f"{api['get_ms']['p50']:.0f} / {api['get_ms']['p99']:.0f} ms"},
+        {"what": f"batch of {w['batch']} x 512 px: 1 worker / 2 workers", "value": f"{w['one_worker_s']:.1f} / "
+                                                                                 f"{w['two_workers_s']:.1f} s"},
+    ]
+    print()
+    table(rows, [("what", "measure", ""), ("value", "value", "")])
+    goals = [
+        Goal("per-job overhead as a fraction of a 512 px fast job", lat["fast512"]["overhead_fraction"], 0.05,
+             higher_is_better=False),
+        *([Goal("API get p99", api["get_ms"]["p99"], 50, higher_is_better=False, unit=" ms"),
+           Goal("API create p99", api["create_ms"]["p99"], 100, higher_is_better=False, unit=" ms")]
+          if "api" in report else []),
+        Goal("2 workers vs 1 on one batch", w["speedup"], 1.8, unit="x",
+             note="2 cores shared with other processes"),
+    ]
+    return finish(report, goals, a.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The fast network's inference plan computes the eager network's function (sub-pixel, space-to-depth)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared.engine.methods import fast
+from shared.engine.nets.transformer import CINTransformer, TransformerConfig
+from shared.engine.nets.transformer_infer import InferencePlan, space_to_depth_weight, subpixel_weight
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(F.mse_loss(a.float(), b.float()))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def test_subpixel_weight_equals_upsample_reflect_pad_conv() -> None:
+    # given a random 3x3 kernel and a low-resolution map
+    torch.manual_seed(0)
+    w = torch.randn(5, 7, 3, 3, dtype=torch.float64)
+    x = torch.randn(2, 7, 6, 9, dtype=torch.float64)
+    # when both forms run
+    up = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    ref = F.conv2d(F.pad(up, (1, 1, 1, 1), mode="reflect"), w)  # (2, 5, 12, 18)
+    got = F.pixel_shuffle(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), subpixel_weight(w)), 2)
+    # expect the same numbers
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [5, 9])
+def test_space_to_depth_weight_equals_the_direct_convolution(k: int) -> None:
+    # given a random k x k kernel and an even-sized padded input
+    torch.manual_seed(1)
+    w = torch.randn(3, 4, k, k, dtype=torch.float64)
+    x = torch.randn(1, 4, 10 + k - 1, 14 + k - 1, dtype=torch.float64)
+    x = F.pad(x, (0, (k - 1) % 2, 0, (k - 1) % 2))  # even sides for the unshuffle
+    # when both forms run
+    ref = F.conv2d(x, w)
+    got = F.pixel_shuffle(F.conv2d(F.pixel_unshuffle(x, 2), space_to_depth_weight(w)), 2)
+    # expect the same numbers where both are defined
+    h, wd = min(ref.shape[-2], got.shape[-2]), min(ref.shape[-1], got.shape[-1])
+    assert h >= 10 and wd >= 14
+    assert torch.allclose(got[..., :h, :wd], ref[..., :h, :wd], atol=1e-10)
+
+
+def test_plan_matches_the_eager_network_in_fp32_and_bf16() -> None:
+    # given a randomly initialised default network (32-64-128, 9x9 last conv to 3 channels) and 2 styles
+    torch.manual_seed(2)
+    net = CINTransformer(TransformerConfig(n_styles=2)).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # non-trivial gamma/beta
+    x = torch.rand(2, 3, 40, 48)
+    vec = net.style_vector({0: 0.3, 1: 0.7})
+    with torch.inference_mode():
+        ref = net(x, vec)  # (2, 3, 40, 48) eager fp32
+        # when the plan runs in fp32 and bf16
+        y32 = InferencePlan(net, torch.float32, "cpu")(x, vec)
+        ybf = InferencePlan(net, torch.bfloat16, "cpu")(x, vec)
+    # expect fp32 identical to rounding, bf16 within the engine's 40 dB contract
+    kinds = {s.kind for s in InferencePlan(net, torch.float32, "cpu").expand}
+    assert kinds == {"subpixel", "s2d"}
+    assert _psnr(y32, ref) > 90.0
+    assert _psnr(ybf, ref) >= 40.0
+
+
+def test_stylize_tensor_of_the_builtin_model_matches_its_eager_forward() -> None:
+    # given the built-in model and a smooth test image
+    model = fast.load_fast_model("multistyle26")
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 72), indexing="ij")
+    x = torch.stack([yy, xx, (yy * xx) ** 0.5]).unsqueeze(0)  # (1, 3, 64, 72)
+    vec = model.net.style_vector(7)
+    # when the engine's path runs (the plan) and the eager module runs
+    y = fast.stylize_tensor(model.net, x, vec, torch.float32)
+    with torch.inference_mode():
+        ref = model.net(x.contiguous(), vec)
+    # expect >= 40 dB (it is ~130 in fp32), and the plan is cached per dtype
+    assert _psnr(y, ref) >= 40.0
+    assert fast.inference_plan(model.net, torch.float32, torch.device("cpu")) is fast.inference_plan(
+        model.net, torch.float32, torch.device("cpu"))
