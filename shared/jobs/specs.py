@@ -339,7 +339,7 @@ class VideoSpec(JobSpecModel):
     style_size: int = Field(512, ge=MIN_SIDE, le=MAX_SIDE, description="adain: longest side of the style images")
     preserve_color: bool = Field(False, description="fast: keep the content's colours")
     coherence: float = Field(
-        0.75, ge=0, le=0.95,
+        0.6, ge=0, le=0.95,
         description="weight of the previous stylized frame, warped by optical flow (0 = per-frame stylization)",
     )
     chunk_frames: int | None = Field(

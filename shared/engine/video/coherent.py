@@ -25,10 +25,11 @@ uncorrelated strokes draws double, ghosted strokes and lowers their contrast: bl
 frames, the Gram style loss of the frames rose by 40-90 % for a 30-45 % flicker cut (measured
 with ``bench/flicker.py``). So only the coarse band is carried over time (where a stroke is,
 its colour and shading: most of what flickers), and the fine band (the strokes' texture, finer
-than ``DETAIL_SIGMA``) is the network's own for frame t: the flicker still falls by about a
-third while the style loss stays within a few per cent of per-frame stylization (our choice of
-band split, measured in ``bench/flicker.py``; Ruder et al. and Chen et al. blend whole frames
-or whole feature maps).
+than ``DETAIL_SIGMA``) is the network's own for frame t (our choice of band split; Ruder et al.
+and Chen et al. blend whole frames or whole feature maps). Measured on a 256 px clip
+(``bench/flicker.py``, c = 0.6): the flicker falls by a third for ``fast`` at about the
+per-frame style loss; for ``adain`` with a strongly textured style by a fifth, its style loss
+10-12 % above per-frame (most of adain's flicker is in the fine strokes, which stay new).
 
 Chunks: a clip split into chunks (``shared.engine.video.chunks``) starts each chunk a few
 frames early (``overlap``); those warm-up frames build up ``y`` and are dropped, so the chain
@@ -49,7 +50,7 @@ FrameStylizer = Callable[[np.ndarray], np.ndarray]
 
 FEATHER_PX = 2
 #: Detail finer than this (Gaussian sigma, px) is always the network's own for the frame.
-DETAIL_SIGMA = 2.0
+DETAIL_SIGMA = 1.5
 
 
 def frame_pairs(frames: Sequence[np.ndarray], check: Callable[[], None] = lambda: None) -> list[FramePair | None]:
