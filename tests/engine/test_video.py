@@ -109,6 +109,21 @@ def test_given_a_flickering_stylizer_expect_coherent_frames_to_flicker_less(shap
     assert all(np.array_equal(a, b) for a, b in zip(same, per_frame, strict=True))  # coherence 0 = per-frame
 
 
+def test_given_restore_contrast_expect_the_coarse_band_contrast_of_the_blend_back_and_still_less_flicker(
+        shapes) -> None:
+    def local_std(frames: list[np.ndarray]) -> float:  # the coarse band's std around its local mean
+        lows = [coherent._low(f.astype(np.float32)) for f in frames[1:]]
+        return float(np.mean([(lo - coherent._window(lo)).std() for lo in lows]))
+
+    pairs = coherent.frame_pairs(shapes)
+    per_frame = coherent.stylize_batched(shapes, _noisy_stylizer())
+    plain = coherent.blend_sequence(per_frame, pairs, 0.75)
+    restored = coherent.blend_sequence(per_frame, pairs, 0.75, restore_contrast=True)
+    assert local_std(plain) < 0.97 * local_std(per_frame)  # the blend washes the coarse band out
+    assert local_std(restored) > local_std(plain) and local_std(restored) >= 0.97 * local_std(per_frame)
+    assert metrics.flicker(restored, pairs) < 0.9 * metrics.flicker(per_frame, pairs)
+
+
 def test_given_stylized_frames_expect_flicker_zero_for_the_input_warped_along_its_own_flow() -> None:
     big = clips._texture(120, 80, seed=5)
     frames = [big[10:58, 10 + 2 * t : 74 + 2 * t] for t in range(4)]
