@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=256, help="clip width (height = 3/4)")
     ap.add_argument("--frames", type=int, default=40)
-    ap.add_argument("--coherence", type=float, default=None, help="default: the spec's default")
+    ap.add_argument("--coherence", type=float, default=None, help="default: the spec's default for each render")
     ap.add_argument("--sweep", default="", help="comma-separated extra coherence values to print (no goal)")
     ap.add_argument("--strip", type=Path, default=Path("flicker_strip.png"))
     ap.add_argument("--device", default="auto")
@@ -135,10 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from shared.engine.context import EngineContext
+    from shared.engine.methods.video import RESTORE_CONTRAST
     from shared.engine.video import clips, coherent, metrics, stylizers
-    from shared.jobs.specs import StyleRef, VideoSpec
-
-    c_default = VideoSpec.model_fields["coherence"].default if args.coherence is None else args.coherence
+    from shared.jobs.specs import DEFAULT_COHERENCE, StyleRef
     print(cpu_line())
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device}")
     photo, photo_src = _photo("chicago.jpg", "astronaut")
@@ -158,18 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     ctx.read_input = inputs.__getitem__
     reference = np.ascontiguousarray(_photo("coffee.png", "coffee")[0][::2, ::2][:height, :width])
     renders = [
-        ("fast style 3", stylizers.fast_stylizer("multistyle26", {3: 1.0}, ctx), None),
-        ("fast mix 3+17", stylizers.fast_stylizer("multistyle26", {3: 0.5, 17: 0.5}, ctx), None),
-        (f"adain {Path(style_src).name}", stylizers.adain_stylizer("adain-default", [StyleRef(image="style.png")],
-                                                                      ctx, style_size=256), style_bytes),
+        ("fast", "fast style 3", stylizers.fast_stylizer("multistyle26", {3: 1.0}, ctx), None),
+        ("fast", "fast mix 3+17", stylizers.fast_stylizer("multistyle26", {3: 0.5, 17: 0.5}, ctx), None),
+        ("adain", f"adain {Path(style_src).name}",
+         stylizers.adain_stylizer("adain-default", [StyleRef(image="style.png")], ctx, style_size=256), style_bytes),
     ]
     sweep = [float(v) for v in args.sweep.split(",") if v.strip()]
-    print(f"\ncoherence {c_default} (goals: flicker <= {FLICKER_GOAL:.0%} of per-frame, "
+    print(f"\ncoherence {args.coherence or DEFAULT_COHERENCE} (goals: flicker <= {FLICKER_GOAL:.0%} of per-frame, "
           f"style loss <= {STYLE_GOAL:.0%} of per-frame)")
     print(f"{'render':26} {'row':16} {'flicker':>9} {'ratio':>7} {'style loss':>12} {'ratio':>7}  s")
     ok = True
     strip_rows: list[tuple[str, list[np.ndarray]]] = [("input", frames)]
-    for name, stylize, style in renders:
+    for render, name, stylize, style in renders:
+        c_default = DEFAULT_COHERENCE[render] if args.coherence is None else args.coherence
+        restore = render in RESTORE_CONTRAST
         t0 = time.perf_counter()
         per = coherent.stylize_batched(frames, stylize)
         t_net = time.perf_counter() - t0
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:26} {'per-frame':16} {f_per:9.2f} {1:7.2f} {s_per:12.5g} {1:7.2f}  {t_net:.1f} (network)")
         for c in [c_default, *sweep]:
             t0 = time.perf_counter()
-            coh = coherent.blend_sequence(per, pairs, c)
+            coh = coherent.blend_sequence(per, pairs, c, restore_contrast=restore)
             t_blend = time.perf_counter() - t0
             f_coh, s_coh = metrics.flicker(coh, pairs), metrics.style_loss(coh, target)
             fr, sr = f_coh / f_per, s_coh / s_per
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             if goal and name.startswith("fast style"):
                 strip_rows += [("per-frame", per), (f"coherent {c:g}", coh)]
                 ok &= _chunk_boundaries(per, pairs, c, f_per, coh)
+            if goal and render == "adain":
+                strip_rows += [("adain per-frame", per), (f"adain coh {c:g}", coh)]
     picks = [round(i * (len(frames) - 1) / 5) for i in range(6)]
     _strip(strip_rows, picks).save(args.strip)
     print(f"\nstrip (frames {picks}; rows input / per-frame / coherent): {args.strip}")

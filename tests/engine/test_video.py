@@ -109,6 +109,21 @@ def test_given_a_flickering_stylizer_expect_coherent_frames_to_flicker_less(shap
     assert all(np.array_equal(a, b) for a, b in zip(same, per_frame, strict=True))  # coherence 0 = per-frame
 
 
+def test_given_restore_contrast_expect_the_coarse_band_contrast_of_the_blend_back_and_still_less_flicker(
+        shapes) -> None:
+    def local_std(frames: list[np.ndarray]) -> float:  # the coarse band's std around its local mean
+        lows = [coherent._low(f.astype(np.float32)) for f in frames[1:]]
+        return float(np.mean([(lo - coherent._window(lo)).std() for lo in lows]))
+
+    pairs = coherent.frame_pairs(shapes)
+    per_frame = coherent.stylize_batched(shapes, _noisy_stylizer())
+    plain = coherent.blend_sequence(per_frame, pairs, 0.75)
+    restored = coherent.blend_sequence(per_frame, pairs, 0.75, restore_contrast=True)
+    assert local_std(plain) < 0.95 * local_std(per_frame)  # the blend washes the coarse band out (0.92x here)
+    assert local_std(restored) > local_std(plain) and local_std(restored) >= 0.96 * local_std(per_frame)
+    assert metrics.flicker(restored, pairs) < 0.9 * metrics.flicker(per_frame, pairs)
+
+
 def test_given_stylized_frames_expect_flicker_zero_for_the_input_warped_along_its_own_flow() -> None:
     big = clips._texture(120, 80, seed=5)
     frames = [big[10:58, 10 + 2 * t : 74 + 2 * t] for t in range(4)]
@@ -189,3 +204,16 @@ def test_given_cli_render_video_with_two_styles_expect_two_mp4s_and_posters(tmp_
         assert check.audio_s is not None  # the webm's Opus track, now AAC
         assert (tmp_path / f"out-{name}.png").is_file()
     assert cli.main([*argv[:-1], str(tmp_path / "out.png")]) != 0  # a video job writes mp4
+
+
+def test_given_no_coherence_expect_the_render_default_and_a_given_one_kept() -> None:
+    from shared.jobs.specs import DEFAULT_COHERENCE
+
+    fast = parse_spec({"method": "video", "content": "clip.mp4"})
+    adain = parse_spec({"method": "video", "content": "clip.mp4", "render": "adain",
+                        "style_images": [{"image": "s.png"}]})
+    given = parse_spec({"method": "video", "content": "clip.mp4", "render": "adain", "coherence": 0.3,
+                        "style_images": [{"image": "s.png"}]})
+    assert fast.coherence is None and fast.coherence_value == DEFAULT_COHERENCE["fast"] == 0.6
+    assert adain.coherence_value == DEFAULT_COHERENCE["adain"] == 0.7
+    assert given.coherence_value == 0.3

@@ -48,6 +48,10 @@ from shared.errors import EngineError, InvalidVideo
 from shared.jobs.specs import StyleRef, VideoSpec
 
 BATCH = 4
+#: Renders whose coherent frames get the coarse band's local contrast back (``coherent.blend_sequence``):
+#: adain's blended strokes lose contrast (style loss +12 % at coherence 0.6 without it, +7 % at 0.7 with it;
+#: ``bench/flicker.py``); fast's do not (restoring it raised fast's style loss by 13-46 %).
+RESTORE_CONTRAST = frozenset({"adain"})
 
 
 def build_stylizers(spec: VideoSpec, ctx: EngineContext) -> list[FrameStylizer]:
@@ -120,7 +124,8 @@ def run(spec: VideoSpec, ctx: EngineContext) -> VideoResult:
     ctx.check_cancel()
     outputs = _Outputs(spec, info.fps, data if info.has_audio else None, info.frames, media.FINAL_CRF)
     total = info.frames * len(stylizers)
-    renderer = CoherentRenderer(stylizers, spec.coherence, BATCH, ctx.check_cancel)
+    renderer = CoherentRenderer(stylizers, spec.coherence_value, BATCH, ctx.check_cancel,
+                                spec.render in RESTORE_CONTRAST)
     on_frames = _progress(ctx, total)
     window = chunk_frames_for(len(stylizers), *size)
     for frames in _batched(media.iter_frames(data, size), window):
@@ -137,7 +142,7 @@ def _metrics(spec: VideoSpec, ctx: EngineContext, info: media.VideoStreamInfo, s
     seconds = time.perf_counter() - started
     return {
         "render": spec.render, "model": spec.model_ref, "outputs": [n for n, _ in spec.outputs()],
-        "coherence": spec.coherence, "frames": frames, "fps": str(info.fps), "width": size[0], "height": size[1],
+        "coherence": spec.coherence_value, "frames": frames, "fps": str(info.fps), "width": size[0], "height": size[1],
         "audio": info.has_audio, "device": str(pick_device(ctx.device)), "seconds": round(seconds, 3),
         "frames_per_second": round(frames * len(spec.outputs()) / max(seconds, 1e-9), 3), **extra,
     }
@@ -198,8 +203,8 @@ def render_chunk(spec: VideoSpec, chunk: Chunk, ctx: EngineContext) -> list[byte
         raise InvalidVideo(f"chunk {chunk.index}: frames [{chunk.warm_start}, {chunk.stop}) are not all decodable")
     stylizers = build_stylizers(spec, ctx)
     total = len(frames) * len(stylizers)
-    per_output = render_chunk_frames(frames, chunk, stylizers, spec.coherence, BATCH, ctx.check_cancel,
-                                     _progress(ctx, total))
+    per_output = render_chunk_frames(frames, chunk, stylizers, spec.coherence_value, BATCH, ctx.check_cancel,
+                                     _progress(ctx, total), spec.render in RESTORE_CONTRAST)
     pieces = [media.encode_mp4(kept, info.fps, None, media.INTERMEDIATE_CRF) for kept in per_output]
     ctx.report(total + 1, total + 1, stage="encode")
     return pieces

@@ -71,9 +71,10 @@ class CoherentRenderer:
     """Online coherent rendering of several outputs (styles) of the same clip."""
 
     def __init__(self, stylizers: Sequence[FrameStylizer], coherence: float, batch: int = 4,
-                 check: Callable[[], None] = lambda: None) -> None:
+                 check: Callable[[], None] = lambda: None, restore_contrast: bool = False) -> None:
         self.stylizers = list(stylizers)
         self.coherence = coherence
+        self.restore_contrast = restore_contrast
         self.batch = batch
         self.check = check
         self._last_input: np.ndarray | None = None
@@ -96,7 +97,7 @@ class CoherentRenderer:
         out = []
         for k, stylize in enumerate(self.stylizers):
             per_frame = stylize_batched(frames, stylize, self.batch, self.check, on_frames)
-            coherent = blend_sequence(per_frame, pairs, self.coherence, self._last_output[k])
+            coherent = blend_sequence(per_frame, pairs, self.coherence, self._last_output[k], self.restore_contrast)
             self._last_output[k] = coherent[-1]
             out.append([to_uint8(y) for y in coherent])
         self._last_input = frames[-1]
@@ -107,11 +108,12 @@ class CoherentRenderer:
 def render_chunk(
     frames: Sequence[np.ndarray], chunk: Chunk, stylizers: Sequence[FrameStylizer], coherence: float,
     batch: int = 4, check: Callable[[], None] = lambda: None, on_frames: Callable[[int], None] = lambda n: None,
+    restore_contrast: bool = False,
 ) -> list[list[np.ndarray]]:
     """The kept frames of ``chunk`` for each stylizer; ``frames`` are input frames
     [chunk.warm_start, chunk.stop) in order."""
     if len(frames) != chunk.stop - chunk.warm_start:
         raise ValueError(f"chunk {chunk.index}: got {len(frames)} frames for [{chunk.warm_start}, {chunk.stop})")
-    renderer = CoherentRenderer(stylizers, coherence, batch, check)
+    renderer = CoherentRenderer(stylizers, coherence, batch, check, restore_contrast)
     outputs = renderer.feed(frames, on_frames)
     return [frames_of[chunk.warm_up :] for frames_of in outputs]

@@ -26,10 +26,14 @@ frames, the Gram style loss of the frames rose by 40-90 % for a 30-45 % flicker 
 with ``bench/flicker.py``). So only the coarse band is carried over time (where a stroke is,
 its colour and shading: most of what flickers), and the fine band (the strokes' texture, finer
 than ``DETAIL_SIGMA``) is the network's own for frame t (our choice of band split; Ruder et al.
-and Chen et al. blend whole frames or whole feature maps). Measured on a 256 px clip
-(``bench/flicker.py``, c = 0.6): the flicker falls by a third for ``fast`` at about the
-per-frame style loss; for ``adain`` with a strongly textured style by a fifth, its style loss
-10-12 % above per-frame (most of adain's flicker is in the fine strokes, which stay new).
+and Chen et al. blend whole frames or whole feature maps). Averaging still lowers the coarse
+band's contrast where the two frames' strokes disagree; with ``restore_contrast`` (used for
+``adain``) the blended coarse band's local std (window sigma ``CONTRAST_SIGMA``) is raised back
+to the network's own for frame t (never lowered; our choice). Measured on a 256 px clip
+(``bench/flicker.py``): ``fast`` at c = 0.6, flicker 0.66x of per-frame at 0.88x its style loss
+(restoring contrast there raised its style loss); ``adain`` with a strongly textured style at
+c = 0.7 with the contrast restored, flicker 0.77x at 1.07x the style loss (without: 0.79x / 1.12x
+at c = 0.6; most of adain's flicker is in the fine strokes, which stay new).
 
 Chunks: a clip split into chunks (``shared.engine.video.chunks``) starts each chunk a few
 frames early (``overlap``); those warm-up frames build up ``y`` and are dropped, so the chain
@@ -51,6 +55,10 @@ FrameStylizer = Callable[[np.ndarray], np.ndarray]
 FEATHER_PX = 2
 #: Detail finer than this (Gaussian sigma, px) is always the network's own for the frame.
 DETAIL_SIGMA = 1.5
+#: The window (Gaussian sigma, px) over which the coarse band's local contrast is restored.
+CONTRAST_SIGMA = 8.0
+#: At most this much contrast is given back (the blend of two uncorrelated frames at 0.5 lowers it by 1/sqrt(2)).
+MAX_CONTRAST_GAIN = 2.0
 
 
 def frame_pairs(frames: Sequence[np.ndarray], check: Callable[[], None] = lambda: None) -> list[FramePair | None]:
@@ -73,13 +81,29 @@ def _low(image: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), DETAIL_SIGMA)  # (H, W, 3)
 
 
+def _restore_contrast(low_b: np.ndarray, low_s: np.ndarray) -> np.ndarray:
+    """``low_b`` with its local contrast (std around the local mean, Gaussian window of sigma
+    ``CONTRAST_SIGMA``) raised back to ``low_s``'s where the blend lowered it (gain 1 to
+    ``MAX_CONTRAST_GAIN``; never lowered): (H, W, 3) -> (H, W, 3)."""
+    mean_b, mean_s = _window(low_b), _window(low_s)  # (H, W, 3)
+    var_b = np.maximum(_window((low_b - mean_b) ** 2), 1e-6)  # (H, W, 3)
+    var_s = _window((low_s - mean_s) ** 2)  # (H, W, 3)
+    gain = np.clip(np.sqrt(var_s / var_b), 1.0, MAX_CONTRAST_GAIN)  # (H, W, 3)
+    return mean_b + (low_b - mean_b) * gain
+
+
+def _window(image: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), CONTRAST_SIGMA)  # (H, W, 3)
+
+
 def blend_sequence(
     stylized: Sequence[np.ndarray], pairs: Sequence[FramePair | None], coherence: float,
-    previous: np.ndarray | None = None,
+    previous: np.ndarray | None = None, restore_contrast: bool = False,
 ) -> list[np.ndarray]:
     """The coherent outputs (H, W, 3) float32 in [0, 1] of per-frame stylizations ``stylized``
     (same shape), online: each uses only the output before it. ``pairs[t]`` links input frame
-    t-1 to t (``pairs[0]`` links ``previous``'s input to the first frame, or is None)."""
+    t-1 to t (``pairs[0]`` links ``previous``'s input to the first frame, or is None);
+    ``restore_contrast``: give the coarse band back the local contrast the blend took from it."""
     out: list[np.ndarray] = []
     prev = previous
     for s, pair in zip(stylized, pairs, strict=True):
@@ -89,7 +113,9 @@ def blend_sequence(
             m = coherence * _feather(pair.mask)  # (H, W, 1)
             s = s.astype(np.float32)
             b = m * pair.warp_previous(prev) + (1.0 - m) * s  # (H, W, 3)
-            y = (_low(b) + (s - _low(s))).astype(np.float32)  # (H, W, 3): coarse band carried, detail new
+            low_s = _low(s)  # (H, W, 3)
+            low_b = _restore_contrast(_low(b), low_s) if restore_contrast else _low(b)  # (H, W, 3)
+            y = (low_b + (s - low_s)).astype(np.float32)  # (H, W, 3): coarse band carried, detail new
         out.append(y)
         prev = y
     return out
