@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -475,3 +476,24 @@ def metric_total(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (0 when there are none)."""
     want = set(labels.items())
     return sum(v for (n, lbls), v in samples.items() if n == name and want <= lbls)
+
+
+def race(n: int, fn: Callable[[int], object]) -> list[object]:
+    """Run ``fn(0) .. fn(n-1)`` on ``n`` threads released at one barrier: their results, or the
+    exception each raised (racing workers, for the conditional updates of ``shared.jobs.store``)."""
+    barrier = threading.Barrier(n)
+    results: list[object] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except Exception as exc:  # collected for the assertions
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results

@@ -3,14 +3,13 @@ by a piece, canceled with its children; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-
 import pytest
 
 from shared.errors import InvalidTransition, LeaseLost
 from shared.jobs import store
 from shared.jobs.status import JobStatus
+
+from harness import race
 
 SPEC = {"method": "fast", "content": "b" * 64, "size": 2048}
 PROBLEM = {"type": "https://stylefarm.dev/problems/engine-error", "title": "x", "status": 500, "detail": "out of ink"}
@@ -34,25 +33,6 @@ def finish_child(child_id: str, ok: bool = True) -> None:
         store.succeed_job(child_id, PIECE_RESULT, token=job.fencing_token)
     else:
         store.fail_job(child_id, PROBLEM, token=job.fencing_token)
-
-
-def race(n: int, fn: Callable[[int], object]) -> list[object]:
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except Exception as exc:  # collected for the assertions
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
 
 
 def test_given_running_parent_when_split_expect_waiting_children_queued_lease_released(db_url: str) -> None:

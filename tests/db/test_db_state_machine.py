@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +11,8 @@ from shared.errors import IdempotencyKeyReused, InvalidTransition, LeaseLost, No
 from shared.jobs import status as job_status
 from shared.jobs import store
 from shared.jobs.status import JobStatus
+
+from harness import race
 
 SPEC = {"method": "fast", "content": "a" * 64}
 PROBLEM = {"type": "https://stylefarm.dev/problems/engine-error", "title": "x", "status": 500, "detail": "boom"}
@@ -357,29 +358,10 @@ def test_given_nan_loss_expect_stored_as_null(db_url: str) -> None:
 # --- races -----------------------------------------------------------------------------
 
 
-def _race(n: int, fn: Callable[[int], object]) -> list[object]:
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except Exception as exc:  # collected for the assertions
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
-
-
 def test_given_queued_when_workers_race_to_claim_expect_exactly_one_winner(db_url: str) -> None:
     for _ in range(3):
         job_id = make(JobStatus.QUEUED)
-        results = _race(8, lambda i, job_id=job_id: store.claim_job(job_id, task_id=f"task-{i}", worker=f"w{i}"))
+        results = race(8, lambda i, job_id=job_id: store.claim_job(job_id, task_id=f"task-{i}", worker=f"w{i}"))
         winners = [r for r in results if r is not None]
         assert len(winners) == 1, results
         job = store.get_job(job_id)
@@ -389,7 +371,7 @@ def test_given_queued_when_workers_race_to_claim_expect_exactly_one_winner(db_ur
 def test_given_running_when_workers_race_to_finish_expect_exactly_one(db_url: str) -> None:
     job_id = make(JobStatus.RUNNING)
     ops = [FINISHERS["succeed"], FINISHERS["fail"], FINISHERS["mark_canceled"], FINISHERS["requeue"]] * 2
-    results = _race(len(ops), lambda i: ops[i](job_id))
+    results = race(len(ops), lambda i: ops[i](job_id))
     assert sum(not isinstance(r, Exception) for r in results) == 1, results
     assert all(isinstance(r, InvalidTransition) for r in results if isinstance(r, Exception))
 
@@ -417,7 +399,7 @@ def test_given_same_key_other_body_expect_reused_error(db_url: str) -> None:
 
 
 def test_given_racing_creates_with_one_key_expect_one_job(db_url: str) -> None:
-    results = _race(6, lambda i: store.create_job("t1", SPEC, idempotency_key="race"))
+    results = race(6, lambda i: store.create_job("t1", SPEC, idempotency_key="race"))
     assert not any(isinstance(r, Exception) for r in results), results
     assert len({r[0].id for r in results}) == 1 and sum(r[1] for r in results) == 1
 
