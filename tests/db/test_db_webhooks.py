@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import redis
 from standardwebhooks import Webhook
-from test_db_state_machine import _race  # n threads released together
 
 from shared.db.orm import utcnow
 from shared.jobs import store
@@ -18,7 +17,10 @@ from shared.settings import Settings
 from shared.webhooks import dispatch, secrets, state
 from shared.webhooks.state import AttemptRecord, WebhookState
 
-from harness import RedisServer
+from harness import (
+    RedisServer,
+    race,  # n threads released together
+)
 
 SPEC = {"method": "fast", "content": "a" * 64}
 HOOK = "http://127.0.0.1:9/hook"
@@ -47,7 +49,7 @@ def test_given_final_job_when_many_claim_at_once_expect_one_attempt(db_url: str)
     job_id = finished_job()
     revision = store.get_job(job_id).revision
 
-    claims = _race(6, lambda i: state.claim_attempt(job_id))
+    claims = race(6, lambda i: state.claim_attempt(job_id))
 
     assert not [c for c in claims if isinstance(c, Exception)], claims
     won = [c for c in claims if c is not None]
@@ -86,7 +88,7 @@ def test_given_stale_attempt_result_expect_dropped(db_url: str) -> None:
 
 def test_given_final_job_when_notified_twice_expect_due_once(db_url: str) -> None:
     job_id = finished_job()
-    assert _race(4, lambda i: state.mark_due(job_id)).count(True) == 1
+    assert race(4, lambda i: state.mark_due(job_id)).count(True) == 1
     assert store.get_job(job_id).webhook_next_attempt_at is not None
     assert not state.mark_due(finished_job(webhook=None))  # no webhook: nothing to send
 
@@ -117,7 +119,7 @@ def test_given_lost_messages_expect_found_by_the_sweep(db_url: str) -> None:
 
 
 def test_given_tenant_expect_secret_made_once_and_rotated(db_url: str) -> None:
-    made = _race(4, lambda i: secrets.get_secret("t1").secret)
+    made = race(4, lambda i: secrets.get_secret("t1").secret)
     assert len(set(made)) == 1
     secret = made[0]
     assert secret.startswith("whsec_") and Webhook(secret).sign("m", utcnow(), "{}").startswith("v1,")
