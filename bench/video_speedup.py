@@ -32,22 +32,6 @@ if str(REPO) not in sys.path:
 GOAL = 1.5
 
 
-def cpu_line() -> str:
-    flags: set[str] = set()
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"CPU {model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512'}, " \
-           f"load {os.getloadavg()[0]:.1f}"
-
-
 def _ctx(clip: bytes, work: Path) -> Any:
     from shared.engine.context import EngineContext
 
@@ -79,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
 
+    from bench.common import machine, print_machine
     from shared.engine.fanout import PieceOutput
     from shared.engine.methods import video
     from shared.engine.video import media
     from shared.engine.video.clips import camera_frames, write_clip
     from shared.jobs.specs import VideoSpec
 
-    print(cpu_line())
+    print_machine(machine())
     clip = write_clip(camera_frames(args.size, args.size * 3 // 4, args.frames), 24, "mp4", tone_hz=330.0)
     spec = VideoSpec(content="clip", size=args.size, styles=[3, 17, 19, 7][: args.styles], chunk_frames=args.chunk)
     with tempfile.TemporaryDirectory() as tmp:
