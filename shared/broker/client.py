@@ -87,7 +87,9 @@ def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | Non
     if method in REGISTRY:
         options["soft_time_limit"], options["time_limit"] = REGISTRY[method].time_limits
     try:
-        with app.connection_for_write() as conn:
+        # a pooled connection (Celery's broker pool): a new Redis connection per job cost the API a
+        # connect and a queue declaration on every submit; a stale one reconnects in publish's retry
+        with app.pool.acquire(block=True, timeout=CONNECT_TIMEOUT_S) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.5, timeout=CONNECT_TIMEOUT_S)
             app.send_task(
                 RUN_JOB_TASK_NAME,

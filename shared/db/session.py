@@ -87,6 +87,15 @@ def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
+#: Connections each process keeps open. The API answers up to 40 requests at once (its thread
+#: pool); with SQLAlchemy's default 5 kept, every request beyond the fifth concurrent one opened
+#: and closed a PostgreSQL connection (a server process fork and a handshake). 16 kept + 16 more
+#: under load per process, opened only when needed: an API replica and a few workers stay far
+#: below PostgreSQL's default max_connections (100).
+PG_POOL_SIZE = 16
+PG_POOL_OVERFLOW = 16
+
+
 def _create_engine(url: str, statement_timeout_ms: int = 0) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -111,6 +120,8 @@ def _create_engine(url: str, statement_timeout_ms: int = 0) -> Engine:
             parsed,
             pool_pre_ping=True,  # drop connections a restarted PostgreSQL has closed
             pool_timeout=PG_POOL_TIMEOUT_S,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_POOL_OVERFLOW,
             connect_args=connect_args,
         )
     return create_engine(parsed, pool_pre_ping=True)

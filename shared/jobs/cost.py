@@ -157,9 +157,10 @@ def gatys_cpu_seconds(params: GatysParams, n_styles: int) -> float:
     frac = vgg_fraction([*params.content_layers, *params.style_layers])
     evals = LBFGS_EVALS_PER_STEP if params.optimizer == "lbfgs" else 1.0
     total = 0.0
-    for side in _level_sides(params.size, params.levels):
+    sides = _level_sides(params.size, params.levels)
+    for i, side in enumerate(sides):
         style_side = min(MAX_SIDE, max(MIN_SIDE, side * params.style_scale))
-        optimize = params.steps * evals * CPU_S_PER_MP["vgg_fb"] * _mp(side)
+        optimize = params.level_steps(i, len(sides)) * evals * CPU_S_PER_MP["vgg_fb"] * _mp(side)
         targets = CPU_S_PER_MP["vgg_f"] * (_mp(side) + n_styles * _mp(style_side))
         total += frac * (optimize + targets)
     return total

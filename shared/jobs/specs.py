@@ -168,12 +168,21 @@ class GatysParams(_OutputSize):
     style_scale: float = Field(1.0, ge=0.1, le=4.0, description="style image size relative to the output")
     preserve_color: Literal["none", "luminance", "histogram"] = "none"
     levels: int = Field(1, ge=1, le=4, description="coarse-to-fine resolution levels (1 = single scale)")
+    coarse_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS,
+        description="iterations at each coarser level when levels > 1 (default: steps); a level at half the "
+        "side costs about a quarter per iteration, so many coarse and few fine iterations is the cheap schedule",
+    )
     seed: int | None = Field(0, ge=0, le=MAX_SEED, description="random seed; same seed and device give the same pixels")
 
     @field_validator("content_layers", "style_layers")
     @classmethod
     def _layers_once(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _unique_layers(v)
+
+    def level_steps(self, level: int, n_levels: int) -> int:
+        """Iterations at level ``level`` (0 = coarsest) of ``n_levels``: the last is ``steps``."""
+        return self.steps if level == n_levels - 1 or self.coarse_steps is None else self.coarse_steps
 
 
 class OptimizeSpec(GatysParams):

@@ -736,9 +736,23 @@ class PiecesSummary:
 def pieces_summary(parent_id: str) -> PiecesSummary | None:
     """The parent's pieces (one small indexed read), ``None`` when it has none."""
     with session_scope() as session:
-        rows = list(session.execute(
-            select(Job.id, Job.status, Job.progress, Job.piece).where(Job.parent_id == parent_id)
-        ))
+        return _pieces_summary(session, parent_id)
+
+
+def get_job_with_pieces(job_id: str, tenant: str | None = None) -> tuple[Job, PiecesSummary | None]:
+    """``get_job`` and, for a job that is not itself a piece, ``pieces_summary``, in one session
+    (one pooled connection: what ``GET /v1/jobs/{id}`` reads)."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            raise NotFound(f"No job with id {job_id!r}.", job_id=job_id)
+        return job, (_pieces_summary(session, job_id) if job.parent_id is None else None)
+
+
+def _pieces_summary(session: Session, parent_id: str) -> PiecesSummary | None:
+    rows = list(session.execute(
+        select(Job.id, Job.status, Job.progress, Job.piece).where(Job.parent_id == parent_id)
+    ))
     if not rows:
         return None
     rows.sort(key=lambda r: (r.piece or {}).get("index", 0))

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 
 from shared.engine.methods import fast
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
-from shared.engine.nets.transformer_infer import InferencePlan, space_to_depth_weight, subpixel_weight
+from shared.engine.nets.transformer_infer import (
+    InferencePlan,
+    pad_channels_last,
+    space_to_depth_weight,
+    subpixel_weight,
+)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -30,6 +35,24 @@ def test_subpixel_weight_equals_upsample_reflect_pad_conv() -> None:
     # expect the same numbers
     assert got.shape == ref.shape
     assert torch.allclose(got, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("pad", [1, 2, 4])
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pad_channels_last_equals_aten_pad(pad: int, mode: str, channels_last: bool, dtype: torch.dtype) -> None:
+    # given a batch of two odd-sized maps, in either memory layout
+    torch.manual_seed(2)
+    x = torch.randn(2, 5, 7, 11).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    # when padded by the slice-copy version and by ATen's kernels
+    got = pad_channels_last(x, pad, mode)
+    ref = F.pad(x, (pad,) * 4, mode=mode)
+    # expect exactly the same values, channels-last out
+    assert torch.equal(got, ref)
+    assert got.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("k", [5, 9])

@@ -82,6 +82,25 @@ def test_levels_run_coarse_to_fine(engine_ctx) -> None:
     assert result.image.size == fit_size(48, 40, 64)
 
 
+def test_coarse_steps_set_the_iterations_of_the_coarser_levels(engine_ctx) -> None:
+    # given a two-level render with 3 coarse and 2 fine iterations
+    ctx = engine_ctx()
+    spec = _spec(size=64, levels=2, steps=2, coarse_steps=3)
+    # when it runs
+    result = optimize.run(spec, ctx)
+    # expect 3 reports at the coarse level, then 2 at full size, all counting to 5
+    assert [r.stage for r in ctx.reports] == ["level 1/2"] * 3 + ["level 2/2"] * 2
+    assert [r.total for r in ctx.reports] == [5] * 5
+    assert result.metrics["iterations"] == 5
+    # and the cost model counts the cheap coarse iterations as such
+    from shared.jobs.cost import gatys_cpu_seconds
+
+    more_fine = gatys_cpu_seconds(_spec(size=512, levels=2, steps=300, coarse_steps=300), 1)
+    fewer_fine = gatys_cpu_seconds(_spec(size=512, levels=2, steps=150, coarse_steps=300), 1)
+    assert fewer_fine < more_fine
+    assert gatys_cpu_seconds(_spec(size=512, levels=2, steps=300), 1) == more_fine  # default: steps
+
+
 def test_luminance_preservation_keeps_the_content_chroma(engine_ctx, memory_refs) -> None:
     # when only the luminance is stylized
     result = optimize.run(_spec(preserve_color="luminance", steps=4), engine_ctx())

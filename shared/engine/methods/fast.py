@@ -185,8 +185,7 @@ def stylize_tensor(
     """
     device = image.device
     with torch.inference_mode():
-        x, hw = _pad_input(image.float(), net.config)  # (B, 3, H', W')
-        x = x.contiguous(memory_format=torch.channels_last)
+        x, hw = _pad_input(image.float(), net.config)  # (B, 3, H', W'); the plan makes it channels-last
         y = inference_plan(net, dtype, device)(x, style_weights.to(device))  # (B, 3, H', W')
         return crop_to(y.float(), hw).contiguous()  # (B, 3, H, W)
 

@@ -252,8 +252,9 @@ LBFGS_HISTORY = 20  # L-BFGS-B correction pairs (m); 50 gives the same losses wi
 
 
 def optimize_pixels(x0: torch.Tensor, objective: LossFn, params: GatysParams, ctx: EngineContext,
-                    counter: StepCounter, stage: str) -> tuple[torch.Tensor, dict[str, float]]:
-    """Run ``params.steps`` iterations from ``x0`` (1, 3, H, W) on the 0-255 scale.
+                    counter: StepCounter, stage: str,
+                    steps: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Run ``steps`` (default ``params.steps``) iterations from ``x0`` (1, 3, H, W) on the 0-255 scale.
 
     The pixels stay inside ``PIXEL_RANGE`` at every iteration (bound-constrained L-BFGS-B, or
     projected Adam), so the losses the optimizer sees are those of a valid image. Reports
@@ -262,11 +263,12 @@ def optimize_pixels(x0: torch.Tensor, objective: LossFn, params: GatysParams, ct
     """
     lo, hi = PIXEL_RANGE
     x0 = x0.detach().clamp(lo, hi).contiguous()  # (1, 3, H, W)
+    steps = params.steps if steps is None else steps
     if params.optimizer == "lbfgs":
-        x, last = _run_lbfgsb(x0, objective, params.steps, ctx, counter, stage)
+        x, last = _run_lbfgsb(x0, objective, steps, ctx, counter, stage)
     else:
         x = x0.clone().requires_grad_(True)
-        last = _run_adam(x, objective, params, ctx, counter, stage)
+        last = _run_adam(x, objective, params, steps, ctx, counter, stage)
         x = x.detach()
     if not math.isfinite(last.get("loss", math.nan)):
         raise EngineError(f"the optimization diverged at {stage} (loss {last.get('loss')}); lower the weights")
@@ -280,14 +282,14 @@ def _report(ctx: EngineContext, counter: StepCounter, stage: str, parts: dict, x
                content=parts["content"], style=parts["style"], tv=parts["tv"])
 
 
-def _run_adam(x: torch.Tensor, objective: LossFn, params: GatysParams, ctx: EngineContext,
+def _run_adam(x: torch.Tensor, objective: LossFn, params: GatysParams, steps: int, ctx: EngineContext,
               counter: StepCounter, stage: str) -> dict[str, float]:
     """Projected Adam: each step is followed by a projection onto ``PIXEL_RANGE`` (Adam keeps no
     curvature model that a projection could upset)."""
     lo, hi = PIXEL_RANGE
     opt = torch.optim.Adam([x], lr=params.learning_rate)
     parts: dict[str, float] = {}
-    for _ in range(params.steps):
+    for _ in range(steps):
         ctx.check_cancel()
         opt.zero_grad(set_to_none=True)
         total, parts = objective(x)
@@ -479,7 +481,8 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
                                grey=params.preserve_color == "luminance")
         else:
             x0 = F.interpolate(x255, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 255)
-        x255, last = optimize_pixels(x0, objective, params, ctx, counter, stage)
+        x255, last = optimize_pixels(x0, objective, params, ctx, counter, stage,
+                                     steps=params.level_steps(li, len(sizes)))
     assert x255 is not None
     x01 = x255 / 255.0  # (1, 3, H, W)
     if prep.mode == "luminance":
@@ -492,7 +495,7 @@ def render(params: GatysParams, content: Image.Image, content_digest: str, style
         "tv_loss": delivered["tv"],
         "loss": delivered["loss"],
         "optimizer_loss": last.get("loss"),
-        "iterations": params.steps * len(sizes),
+        "iterations": sum(params.level_steps(i, len(sizes)) for i in range(len(sizes))),
         "levels": [list(s) for s in sizes],
         "optimizer": params.optimizer,
         "evaluations": last.get("evaluations", params.steps) if params.optimizer == "lbfgs" else params.steps,
@@ -527,7 +530,8 @@ def _cache_hits() -> int:
 def total_steps(params: GatysParams, content: Image.Image) -> int:
     """Iterations of one render of ``content`` (all levels)."""
     block = deepest_block(list(params.style_layers) + list(params.content_layers))
-    return params.steps * len(level_sizes(*content.size, params.size, params.levels, 2 ** (block - 1)))
+    n = len(level_sizes(*content.size, params.size, params.levels, 2 ** (block - 1)))
+    return sum(params.level_steps(i, n) for i in range(n))
 
 
 __all__ = [

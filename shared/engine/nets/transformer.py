@@ -124,12 +124,17 @@ class ConditionalInstanceNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(n_styles, channels))  # (S, C)
         self.beta = nn.Parameter(torch.zeros(n_styles, channels))  # (S, C)
 
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+    def affine(self, style_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta) of the style mix ``style_weights`` (B, S): fp32 (B, C) each."""
         sw = style_weights.float()  # (B, S)
         # elementwise mix, not a matmul: autocast would run ``@`` in bf16 and round the tables
         gamma = (sw.unsqueeze(-1) * self.gamma.float()).sum(1)  # (B, S, C) -> (B, C)
         beta = (sw.unsqueeze(-1) * self.beta.float()).sum(1)  # (B, S, C) -> (B, C)
+        return gamma, beta
+
+    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        gamma, beta = self.affine(style_weights)  # (B, C) each
         if b == 1 or x.is_contiguous():
             # Instance norm of (B, C, H, W) is batch norm of (1, B*C, H, W) with batch
             # statistics. The CPU and CUDA batch-norm kernels compute the statistics in fp32
