@@ -179,34 +179,48 @@ def seed_rows(db_url: str, template_id: str, n: int) -> None:
         engine.dispose()
 
 
+async def _connected(api_url: str, n: int) -> list[httpx.AsyncClient]:
+    """``n`` clients, each connected (one request answered) before the clock starts: building 50
+    httpx clients (an SSL context each) blocks the event loop for about a second, which would show
+    up as the first requests' latency although the API never saw them late."""
+    pool = [httpx.AsyncClient(base_url=api_url, timeout=60) for _ in range(n)]
+    await asyncio.gather(*(c.get("/healthz") for c in pool))
+    return pool
+
+
+async def _timed(lat: list[float], errors: list[str], ok: int, request: Any) -> httpx.Response:
+    """Await ``request``; its latency (ms) into ``lat``, a status other than ``ok`` into ``errors``."""
+    t = time.perf_counter()
+    r = await request
+    lat.append(1000 * (time.perf_counter() - t))
+    if r.status_code != ok:
+        errors.append(f"{r.request.method} {r.status_code}")
+    return r
+
+
+async def _run_clients(api_url: str, clients: int, one: Any) -> None:
+    """Run ``one(i, client)`` for each of ``clients`` connected clients, then close them."""
+    pool = await _connected(api_url, clients)
+    try:
+        await asyncio.gather(*(one(i, c) for i, c in enumerate(pool)))
+    finally:
+        await asyncio.gather(*(c.aclose() for c in pool))
+
+
 async def api_clients(api_url: str, clients: int, requests: int, spec: dict, ids: list[str]) -> dict[str, list[float]]:
+    """Saturated: each client alternates a create and a get of a random job, with no pause."""
     lat: dict[str, list[float]] = {"create": [], "get": []}
     errors: list[str] = []
 
-    pool = [httpx.AsyncClient(base_url=api_url, timeout=60) for _ in range(clients)]  # before the clock
-    await asyncio.gather(*(c.get("/healthz") for c in pool))
-
-    async def one(i: int) -> None:
+    async def one(i: int, client: httpx.AsyncClient) -> None:
         rng = random.Random(i)
-        client = pool[i]
-        try:
-            for _ in range(requests):
-                t = time.perf_counter()
-                r = await client.post("/v1/jobs", json=spec)
-                lat["create"].append(1000 * (time.perf_counter() - t))
-                if r.status_code != 202:
-                    errors.append(f"create {r.status_code}")
-                else:
-                    ids.append(r.json()["id"])
-                t = time.perf_counter()
-                r = await client.get(f"/v1/jobs/{rng.choice(ids)}")
-                lat["get"].append(1000 * (time.perf_counter() - t))
-                if r.status_code != 200:
-                    errors.append(f"get {r.status_code}")
-        finally:
-            await client.aclose()
+        for _ in range(requests):
+            r = await _timed(lat["create"], errors, 202, client.post("/v1/jobs", json=spec))
+            if r.status_code == 202:
+                ids.append(r.json()["id"])
+            await _timed(lat["get"], errors, 200, client.get(f"/v1/jobs/{rng.choice(ids)}"))
 
-    await asyncio.gather(*(one(i) for i in range(clients)))
+    await _run_clients(api_url, clients, one)
     if errors:
         print(f"API errors: {len(errors)} (first: {errors[:3]})")
     return lat
@@ -221,40 +235,25 @@ async def sdk_clients(api_url: str, clients: int, duration_s: float, poll_s: flo
     delay its next request's schedule beyond the answer itself."""
     lat: dict[str, list[float]] = {"create": [], "get": []}
     errors: list[str] = []
-    # the clients exist and are connected before the clock starts: building 50 httpx clients
-    # (an SSL context each) blocks this event loop for about a second, which would show up as
-    # the first requests' latency although the API never saw them late
-    pool = [httpx.AsyncClient(base_url=api_url, timeout=60) for _ in range(clients)]
-    await asyncio.gather(*(c.get("/healthz") for c in pool))
-    end = time.perf_counter() + duration_s
+    end = 0.0
 
-    async def one(i: int) -> None:
+    async def one(i: int, client: httpx.AsyncClient) -> None:
+        nonlocal end
+        end = end or time.perf_counter() + duration_s  # the clock starts once all are connected
         rng = random.Random(seed * 1000 + i)
         await asyncio.sleep(rng.random() * poll_s)
-        client = pool[i]
-        try:
-            while time.perf_counter() < end:
-                t = time.perf_counter()
-                r = await client.post("/v1/jobs", json=spec)
-                lat["create"].append(1000 * (time.perf_counter() - t))
-                if r.status_code != 202:
-                    errors.append(f"create {r.status_code}")
-                    await asyncio.sleep(poll_s)
-                    continue
-                job_id = r.json()["id"]
-                nxt = t
-                for _ in range(rng.randint(1, 2 * polls - 1)):  # jobs of mixed lengths (mean ``polls`` reads)
-                    nxt += poll_s
-                    await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
-                    t = time.perf_counter()
-                    g = await client.get(f"/v1/jobs/{job_id}")
-                    lat["get"].append(1000 * (time.perf_counter() - t))
-                    if g.status_code != 200:
-                        errors.append(f"get {g.status_code}")
-        finally:
-            await client.aclose()
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            r = await _timed(lat["create"], errors, 202, client.post("/v1/jobs", json=spec))
+            if r.status_code != 202:
+                await asyncio.sleep(poll_s)
+                continue
+            job_id = r.json()["id"]
+            for k in range(rng.randint(1, 2 * polls - 1)):  # jobs of mixed lengths (mean ``polls`` reads)
+                await asyncio.sleep(max(0.0, t + (k + 1) * poll_s - time.perf_counter()))
+                await _timed(lat["get"], errors, 200, client.get(f"/v1/jobs/{job_id}"))
 
-    await asyncio.gather(*(one(i) for i in range(clients)))
+    await _run_clients(api_url, clients, one)
     if errors:
         print(f"API errors: {len(errors)} (first: {errors[:3]})")
     return lat

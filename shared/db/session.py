@@ -208,3 +208,22 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
             raise
         finally:
             session.close()
+
+
+@contextmanager
+def read_scope(url: str | None = None) -> Iterator[Session]:
+    """A session for reads only, with no transaction around them (the connection in autocommit):
+    no BEGIN and COMMIT round trips, each statement sees the data committed when it runs. For
+    the API's hot reads (``GET /v1/jobs/{id}``); anything that writes uses ``session_scope``.
+    SQLite (no round trips to save; one shared connection in memory) gets ``session_scope``."""
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        with session_scope(url) as session:
+            yield session
+        return
+    with translate_db_errors(), engine.connect() as conn:
+        session = get_sessionmaker(url)(bind=conn.execution_options(isolation_level="AUTOCOMMIT"))
+        try:
+            yield session
+        finally:
+            session.close()

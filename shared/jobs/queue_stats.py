@@ -17,7 +17,7 @@ import time
 from sqlalchemy import and_, func, or_, select
 
 from shared.db.orm import Job
-from shared.db.session import default_url, session_scope
+from shared.db.session import default_url, read_scope, session_scope
 from shared.jobs.status import JobStatus
 
 #: The recent mean duration of a method is the mean run time of its last RECENT_SAMPLE
@@ -38,7 +38,7 @@ def position(job: Job) -> int:
             or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)),
         ),
     )
-    with session_scope() as session:
+    with read_scope() as session:
         count = session.scalar(
             select(func.count())
             .select_from(Job)

@@ -52,7 +52,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from shared.db.orm import Job, new_id, utcnow
-from shared.db.session import session_scope
+from shared.db.session import read_scope, session_scope
 from shared.errors import (
     EngineError,
     IdempotencyKeyReused,
@@ -741,8 +741,8 @@ def pieces_summary(parent_id: str) -> PiecesSummary | None:
 
 def get_job_with_pieces(job_id: str, tenant: str | None = None) -> tuple[Job, PiecesSummary | None]:
     """``get_job`` and, for a job that is not itself a piece, ``pieces_summary``, in one session
-    (one pooled connection: what ``GET /v1/jobs/{id}`` reads)."""
-    with session_scope() as session:
+    (one pooled connection, no transaction: what ``GET /v1/jobs/{id}`` reads)."""
+    with read_scope() as session:
         job = session.get(Job, job_id)
         if job is None or (tenant is not None and job.tenant != tenant):
             raise NotFound(f"No job with id {job_id!r}.", job_id=job_id)
