@@ -162,16 +162,16 @@ class GatysParams(_OutputSize):
     init: Literal["content", "noise", "style", "adain"] = Field(
         "content",
         description="starting pixels: the content, seeded noise, the style(s), or the built-in AdaIN decoder's "
-        "rendering of the same content and styles (regions included), which reaches a given loss in fewer "
-        "iterations (docs/performance.md, quality per second)",
+        "rendering of the same content and styles (regions included), a start that already has the style's "
+        "colours (docs/performance.md, quality per second: what each start reaches and costs)",
     )
     style_scale: float = Field(1.0, ge=0.1, le=4.0, description="style image size relative to the output")
     preserve_color: Literal["none", "luminance", "histogram"] = "none"
     levels: int = Field(1, ge=1, le=4, description="coarse-to-fine resolution levels (1 = single scale)")
     coarse_steps: int | None = Field(
         None, ge=1, le=MAX_STEPS,
-        description="iterations at each coarser level when levels > 1 (default: steps); a level at half the "
-        "side costs about a quarter per iteration, so many coarse and few fine iterations is the cheap schedule",
+        description="iterations at each coarser level when levels > 1 (default: steps); an iteration at half the "
+        "side costs about a quarter of one at full size",
     )
     seed: int | None = Field(0, ge=0, le=MAX_SEED, description="random seed; same seed and device give the same pixels")
 
