@@ -66,6 +66,47 @@ def test_enqueue_sends_task_by_name_with_job_id(monkeypatch: pytest.MonkeyPatch,
     client.flushdb()
 
 
+def test_given_a_pooled_connection_when_redis_restarts_or_hangs_expect_a_send_or_a_fast_refusal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from shared.broker.client import SOCKET_TIMEOUT_S, enqueue_job, forget_clients, queue_lengths
+
+    # given a Redis of its own and one job sent (the client now holds a pooled connection)
+    server = RedisServer.start(tmp_path)
+    s = _settings(monkeypatch, server.url)
+    forget_clients()
+    try:
+        enqueue_job("job-1", "gpu", settings=s)
+        # when Redis restarts (the pooled connection is now dead) and a job is sent
+        server.process.stop()
+        server.process.start().wait_ready()
+        enqueue_job("job-2", "gpu", settings=s)
+        # expect it sent, on a new connection, with no refusal (no persistence: only job-2 is there)
+        assert queue_lengths(s)["gpu"] == 1
+        # and when Redis hangs, a refusal after one socket timeout, not several
+        pid = server.process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                enqueue_job("job-3", "gpu", settings=s)
+            took = time.monotonic() - t0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert took < SOCKET_TIMEOUT_S + 1.5
+        # and once it answers again, sends go through (job-3's push may have reached the paused
+        # server and run on resume: a refused send can still arrive, which the claim deduplicates)
+        enqueue_job("job-4", "gpu", settings=s)
+        assert queue_lengths(s)["gpu"] in (2, 3)
+    finally:
+        forget_clients()
+        server.stop()
+
+
 def test_managed_process_stop_kills_its_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     # The leader ignores SIGTERM and has a background child: stop() must still leave nothing.

@@ -5,8 +5,9 @@ sent by name (``RUN_JOB_TASK_NAME``, ``"stylefarm.run_job"``) with ``[job_id]`` 
 argument; each call gets a fresh task id, so a job enqueued twice (the sweeper re-sending
 a job that looks lost) still runs once: ``claim_job`` lets only the first message through.
 
-When Redis is unreachable or hung this fails fast (a few seconds: ``CONNECT_TIMEOUT_S`` to
-connect, ``SOCKET_TIMEOUT_S`` per answer, one retry) with ``BrokerUnavailable``
+Sends go over pooled connections. When Redis is unreachable or hung this fails fast (a few
+seconds: ``CONNECT_TIMEOUT_S`` to connect, ``SOCKET_TIMEOUT_S`` per answer, waited once; a
+pooled connection that a restarted Redis reset is retried once on a new one) with ``BrokerUnavailable``
 (retryable): the job stays ``queued`` and the sweeper (``worker.sweeper``) sends it within
 seconds of Redis's return.
 
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from typing import Any
 
 from celery import Celery
 
@@ -42,8 +45,6 @@ CONNECT_TIMEOUT_S = 3.0
 #: The client's commands are short (LPUSH, LLEN, LRANGE): a Redis that does not answer one
 #: within this is treated as down (the workers keep the longer timeout of their BRPOP loop).
 SOCKET_TIMEOUT_S = 3.0
-#: One retry of a failed publish (after a reconnect), then give up.
-PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 
 
 def client_app(settings: Settings | None = None) -> Celery:
@@ -86,23 +87,26 @@ def enqueue_job(job_id: str, queue: str, priority: int = 0, *, method: str | Non
     options: dict = {}
     if method in REGISTRY:
         options["soft_time_limit"], options["time_limit"] = REGISTRY[method].time_limits
+    def publish(conn: Any) -> None:
+        conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.5, timeout=CONNECT_TIMEOUT_S)
+        app.send_task(RUN_JOB_TASK_NAME, args=[job_id], task_id=task_id, queue=queue, routing_key=queue,
+                      priority=kombu_priority(priority), connection=conn, retry=False, **options)
+
     try:
-        # a pooled connection (Celery's broker pool): a new Redis connection per job cost the API a
-        # connect and a queue declaration on every submit; a stale one reconnects in publish's retry
+        # A pooled connection (Celery's broker pool): a new one per job cost the API a connect and
+        # a queue declaration on every submit. A pooled connection that fails is dropped (no network
+        # I/O); a quick failure (a restarted Redis reset it) is tried once more on a new connection,
+        # one that took the whole socket timeout (a hung Redis) is not waited for twice.
         with app.pool.acquire(block=True, timeout=CONNECT_TIMEOUT_S) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.5, timeout=CONNECT_TIMEOUT_S)
-            app.send_task(
-                RUN_JOB_TASK_NAME,
-                args=[job_id],
-                task_id=task_id,
-                queue=queue,
-                routing_key=queue,
-                priority=kombu_priority(priority),
-                connection=conn,
-                retry=True,
-                retry_policy=PUBLISH_RETRY_POLICY,
-                **options,
-            )
+            started = time.monotonic()
+            try:
+                publish(conn)
+            except Exception:
+                conn.collect()
+                if time.monotonic() - started >= 0.9 * SOCKET_TIMEOUT_S:
+                    raise
+                with app.connection_for_write() as fresh:
+                    publish(fresh)
     except BrokerUnavailable:
         raise
     except Exception as exc:  # kombu/redis raise many types; all mean "broker not reachable"
