@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alt-steps", type=int, default=None, help="iterations of the other strategies (default steps/2)")
     p.add_argument("--no-levels", action="store_true")
     p.add_argument("--no-masked", action="store_true")
+    p.add_argument("--masked-only", action="store_true", help="only the masked runs")
     p.add_argument("--no-adam", action="store_true")
     p.add_argument("--no-adain", action="store_true")
     p.add_argument("--bf16", action="store_true", help="also the coarse-to-fine schedule in bf16 (native bf16 only)")
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                   steps=half, levels=2, coarse_steps=steps,
                                                                   mode="joint"), "auto"),
     }
+    if a.masked_only:
+        specs = {}
     partial = a.out / "partial.jsonl"  # each finished run at once: a long run cut short keeps what it measured
     a.out.mkdir(parents=True, exist_ok=True)
     partial.write_text("")
