@@ -72,12 +72,20 @@ def encode_png(arr: Any) -> bytes:
     z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     data = z.compress(raw.data) + z.flush()
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
     color_type = 2 if a.ndim == 3 else 0  # truecolour or greyscale, 8 bits per sample
     header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type and data (PNG spec, section 5.3)."""
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
 class PngRowWriter:
@@ -93,16 +101,14 @@ class PngRowWriter:
         import struct
         import zlib
 
-        self._struct, self._zlib = struct, zlib
         self.width, self.height, self.rows = width, height, 0
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._z = zlib.compressobj(level)
-        self._file.write(b"\x89PNG\r\n\x1a\n")
+        self._file.write(PNG_SIGNATURE)
         self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
 
     def _chunk(self, kind: bytes, data: bytes) -> None:
-        self._file.write(self._struct.pack(">I", len(data)) + kind + data)
-        self._file.write(self._struct.pack(">I", self._zlib.crc32(kind + data) & 0xFFFFFFFF))
+        self._file.write(png_chunk(kind, data))
 
     def write(self, rows: Any) -> None:
         import numpy as np
