@@ -45,12 +45,18 @@ def cpu_info() -> dict[str, Any]:
 
 
 def machine(precision: str = "auto") -> dict[str, Any]:
-    """CPU flags, torch build, threads, the engine's chosen precision, load average now."""
+    """CPU flags, torch build, threads, the engine's chosen precision, load average now; and the
+    engine's process set-up as a CPU worker has it (``pick_device``: the malloc policy of
+    ``shared.engine.host_memory``), applied here before anything is timed, for ours and the
+    references alike (they share the process)."""
     import torch
 
-    from shared.engine.device import cpu_has_native_bf16, inference_dtype
+    from shared.engine.device import cpu_has_native_bf16, inference_dtype, pick_device
+    from shared.engine.host_memory import keep_freed_memory
 
+    pick_device("cpu")
     return {
+        "keeps_freed_memory": keep_freed_memory(),
         "cpu": cpu_info(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -66,6 +72,7 @@ def print_machine(m: dict[str, Any]) -> None:
     print(f"CPU: {m['cpu']['model']} ({m['cpu']['cores']} cores) | {flags}")
     print(f"torch {m['torch']}, {m['torch_threads']} thread(s), oneDNN native bf16: {m['onednn_native_bf16']}, "
           f"engine precision (auto): {m['engine_precision']} | load average {m['loadavg']}")
+    print(f"malloc keeps freed memory for reuse (shared.engine.host_memory): {m.get('keeps_freed_memory')}")
 
 
 # --- timing --------------------------------------------------------------------------------

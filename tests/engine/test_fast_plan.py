@@ -12,7 +12,9 @@ from shared.engine.methods import fast
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
 from shared.engine.nets.transformer_infer import (
     InferencePlan,
+    StatsTape,
     pad_channels_last,
+    phase_reflect_pad,
     space_to_depth_weight,
     subpixel_weight,
 )
@@ -55,6 +57,27 @@ def test_pad_channels_last_equals_aten_pad(pad: int, mode: str, channels_last: b
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("pad", [2, 4, 6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_phase_reflect_pad_equals_shuffle_pad_unshuffle(pad: int, dtype: torch.dtype) -> None:
+    # given a phase-domain map (4C channels) of a non-square full-resolution image
+    torch.manual_seed(3)
+    y = torch.randn(2, 12, 5, 7).to(dtype).contiguous(memory_format=torch.channels_last)  # X: (2, 3, 10, 14)
+    # when padded directly and through the full-resolution tensor
+    got = phase_reflect_pad(y, pad)
+    ref = F.pixel_unshuffle(F.pad(F.pixel_shuffle(y, 2), (pad,) * 4, mode="reflect"), 2)
+    # expect exactly the same values, channels-last out
+    assert torch.equal(got, ref)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_phase_reflect_pad_refuses_an_odd_or_too_large_pad() -> None:
+    y = torch.randn(1, 8, 3, 3)
+    for pad in (1, 6):  # odd; not below the full-resolution side (6)
+        with pytest.raises(ValueError):
+            phase_reflect_pad(y, pad)
+
+
 @pytest.mark.parametrize("k", [5, 9])
 def test_space_to_depth_weight_equals_the_direct_convolution(k: int) -> None:
     # given a random k x k kernel and an even-sized padded input
@@ -71,17 +94,23 @@ def test_space_to_depth_weight_equals_the_direct_convolution(k: int) -> None:
     assert torch.allclose(got[..., :h, :wd], ref[..., :h, :wd], atol=1e-10)
 
 
-def test_plan_matches_the_eager_network_in_fp32_and_bf16() -> None:
-    # given a randomly initialised default network (32-64-128, 9x9 last conv to 3 channels) and 2 styles
+@pytest.mark.parametrize(("config", "batch"), [
+    (TransformerConfig(n_styles=2), 2),  # a batch: the generic path
+    (TransformerConfig(n_styles=2), 1),  # one image: the upsampling layers in the phase domain, 9x9 pads by 4
+    (TransformerConfig(n_styles=2, up_channels=(8, 4), last_kernel=7), 1),  # odd pad 3: shuffle, pad, unshuffle
+    (TransformerConfig(n_styles=2, up_channels=(8, 4), last_kernel=5), 1),  # even pad 2, few phase channels
+])
+def test_plan_matches_the_eager_network_in_fp32_and_bf16(config: TransformerConfig, batch: int) -> None:
+    # given a randomly initialised network with non-trivial gamma/beta, 2 styles mixed, and images
     torch.manual_seed(2)
-    net = CINTransformer(TransformerConfig(n_styles=2)).eval().requires_grad_(False)
+    net = CINTransformer(config).eval().requires_grad_(False)
     with torch.no_grad():
         for p in net.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # non-trivial gamma/beta
-    x = torch.rand(2, 3, 40, 48)
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(batch, 3, 36, 44)
     vec = net.style_vector({0: 0.3, 1: 0.7})
     with torch.inference_mode():
-        ref = net(x, vec)  # (2, 3, 40, 48) eager fp32
+        ref = net(x, vec)  # (B, 3, 36, 44) eager fp32
         # when the plan runs in fp32 and bf16
         y32 = InferencePlan(net, torch.float32, "cpu")(x, vec)
         ybf = InferencePlan(net, torch.bfloat16, "cpu")(x, vec)
@@ -90,6 +119,28 @@ def test_plan_matches_the_eager_network_in_fp32_and_bf16() -> None:
     assert kinds == {"subpixel", "s2d"}
     assert _psnr(y32, ref) > 90.0
     assert _psnr(ybf, ref) >= 40.0
+
+
+def test_a_statistics_tape_replays_what_it_recorded() -> None:
+    # given a network and two different images
+    torch.manual_seed(6)
+    net = CINTransformer(TransformerConfig(n_styles=2)).eval().requires_grad_(False)
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32) * 0.5
+    vec = net.style_vector(1)
+    plan = InferencePlan(net, torch.float32, "cpu")
+    with torch.inference_mode():
+        # when a's statistics are recorded, then replayed while a itself runs again, and while b runs
+        tape = StatsTape()
+        ya = plan(a, vec, tape)
+        n_layers = len(plan.contract) + 2 * len(plan.res) + len(plan.expand)
+        again = plan(a, vec, StatsTape(tape.pairs))
+        b_own, b_with_a = plan(b, vec), plan(b, vec, StatsTape(tape.pairs))
+    # expect one (mean, var) per CIN layer, a unchanged by its own statistics, b changed by a's
+    assert len(tape.pairs) == n_layers
+    assert _psnr(again, ya) > 90.0
+    assert _psnr(b_with_a, b_own) < 40.0
+    with pytest.raises(ValueError), torch.inference_mode():
+        plan(torch.rand(2, 3, 32, 32), vec, StatsTape())
 
 
 def test_stylize_tensor_of_the_builtin_model_matches_its_eager_forward() -> None:

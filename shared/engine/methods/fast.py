@@ -50,7 +50,7 @@ from shared.engine.device import inference_dtype, pick_device
 from shared.engine.guided import guided_upsample, working_size
 from shared.engine.images import crop_to, decode_image, fit_size, pad_to_multiple, resize, to_image, to_tensor
 from shared.engine.nets.transformer import CINTransformer, TransformerConfig
-from shared.engine.nets.transformer_infer import InferencePlan
+from shared.engine.nets.transformer_infer import InferencePlan, StatsTape
 from shared.engine.results import RenderResult
 from shared.errors import InvalidSpec, ModelUnavailable
 from shared.jobs.specs import BUILTIN_FAST_MODEL, FastSpec
@@ -176,17 +176,19 @@ def stylize_tensor(
     image: torch.Tensor,
     style_weights: torch.Tensor,
     dtype: torch.dtype = torch.float32,
+    stats: StatsTape | None = None,
 ) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1], any H and W -> stylized (B, 3, H, W) fp32 in [0, 1].
 
     Pads to the network's multiple (reflection), runs the network's ``InferencePlan``
     (sub-pixel / space-to-depth convolutions, channels-last, in ``dtype``) under inference
-    mode, crops back. Several images of one size go through in one batch.
+    mode, crops back. Several images of one size go through in one batch. ``stats``: record
+    or replay one image's CIN statistics (``StatsTape``; tiled renders).
     """
     device = image.device
     with torch.inference_mode():
         x, hw = _pad_input(image.float(), net.config)  # (B, 3, H', W'); the plan makes it channels-last
-        y = inference_plan(net, dtype, device)(x, style_weights.to(device))  # (B, 3, H', W')
+        y = inference_plan(net, dtype, device)(x, style_weights.to(device), stats)  # (B, 3, H', W')
         return crop_to(y.float(), hw).contiguous()  # (B, 3, H, W)
 
 

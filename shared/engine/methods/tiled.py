@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -55,7 +53,7 @@ from shared.engine.images import (
 from shared.engine.losses import mean_std
 from shared.engine.methods.adain import _encode, _feature_mask, _target, load_decoder, style_stats
 from shared.engine.methods.fast import blend_strength, load_fast_model, preserve_color, style_vector, stylize_tensor
-from shared.engine.nets.transformer import CINTransformer, ConditionalInstanceNorm
+from shared.engine.nets.transformer_infer import StatsTape
 from shared.engine.nets.vgg import load_vgg19
 from shared.engine.results import RenderFile
 from shared.engine.tiles import Tile, assemble_bands, tile_grid
@@ -126,47 +124,7 @@ def _load(blob: bytes) -> Any:
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
-# --- fast: CIN statistics of the whole image ------------------------------------------------
-
-
-def _record(norm: ConditionalInstanceNorm, out: list[tuple[torch.Tensor, torch.Tensor]],
-            original: Callable[..., torch.Tensor], x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-    var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0)  # (B, C) each
-    out.append((mean[0].cpu(), var[0].cpu()))
-    return original(x, style_weights)
-
-
-def _replay(norm: ConditionalInstanceNorm, stats: Iterator[tuple[torch.Tensor, torch.Tensor]],
-            x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-    """CIN (Dumoulin et al. 2017, eq. 5) with the whole image's mean and variance."""
-    mean, var = next(stats)
-    b, c = x.shape[:2]
-    sw = style_weights.float()  # (B, S)
-    gamma = (sw.unsqueeze(-1) * norm.gamma.float()).sum(1).view(b, c, 1, 1)  # (B, C, 1, 1)
-    beta = (sw.unsqueeze(-1) * norm.beta.float()).sum(1).view(b, c, 1, 1)  # (B, C, 1, 1)
-    scale = gamma * torch.rsqrt(var.to(x.device).view(1, c, 1, 1) + norm.eps)  # (B, C, 1, 1)
-    shift = beta - mean.to(x.device).view(1, c, 1, 1) * scale  # (B, C, 1, 1)
-    return (x.float() * scale + shift).to(x.dtype)  # (B, C, H, W)
-
-
-@contextmanager
-def cin_statistics(net: CINTransformer, *, record: list | None = None, replay: list | None = None) -> Iterator[None]:
-    """While the block runs, every CIN layer of ``net`` either appends its (mean, var) (C,) to
-    ``record`` or normalises with the next pair of ``replay`` (in layer order). The network is
-    a per-process cache entry and a worker process runs one job at a time: patched for the
-    block only."""
-    norms = [m for m in net.modules() if isinstance(m, ConditionalInstanceNorm)]
-    stats = iter(replay) if replay is not None else None
-    try:
-        for norm in norms:
-            if record is not None:
-                norm.forward = partial(_record, norm, record, norm.forward)  # type: ignore[method-assign]
-            elif stats is not None:
-                norm.forward = partial(_replay, norm, stats)  # type: ignore[method-assign]
-        yield
-    finally:
-        for norm in norms:
-            norm.__dict__.pop("forward", None)
+# --- fast: CIN statistics of the whole image (recorded and replayed by the plan's StatsTape) ----
 
 
 def fast_split(spec: FastSpec, ctx: EngineContext) -> SplitPlan | None:
@@ -184,11 +142,10 @@ def fast_split(spec: FastSpec, ctx: EngineContext) -> SplitPlan | None:
     model = load_fast_model(spec.model, ctx, device)
     vec = style_vector(model, spec.style_weights())  # (S,)
     thumb = to_tensor(resize(content, stats_size(width, height, ctx)), device)  # (1, 3, h, w)
-    recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
-    with cin_statistics(model.net, record=recorded):
-        stylize_tensor(model.net, thumb, vec, dtype)
+    tape = StatsTape()  # records every CIN layer's (mean, var) of the whole image
+    stylize_tensor(model.net, thumb, vec, dtype, stats=tape)
     ctx.report(1, 1, stage="split")
-    return SplitPlan(_pieces(tiles, width, height), {STATS_BLOB: _save(recorded)})
+    return SplitPlan(_pieces(tiles, width, height), {STATS_BLOB: _save(tape.pairs)})
 
 
 def fast_piece(spec: FastSpec, piece: Piece, ctx: EngineContext) -> PieceResult:
@@ -199,14 +156,13 @@ def fast_piece(spec: FastSpec, piece: Piece, ctx: EngineContext) -> PieceResult:
     dtype = inference_dtype(device, ctx.precision)
     model = load_fast_model(spec.model, ctx, device)
     vec = style_vector(model, spec.style_weights())  # (S,)
-    stats = _load(ctx.read_shared(STATS_BLOB))
+    stats = StatsTape(_load(ctx.read_shared(STATS_BLOB)))
     content = decode_image(ctx.read_input(spec.content), what="content")
     box = context_box(tile, width, height, FAST_MARGIN, FAST_ALIGN)
     x = to_tensor(crop_resized(content, width, height, box), device)  # (1, 3, h, w)
     ctx.report(1, 3, stage="load")
     ctx.check_cancel()
-    with cin_statistics(model.net, replay=stats):
-        y = stylize_tensor(model.net, x, vec, dtype)  # (1, 3, h, w)
+    y = stylize_tensor(model.net, x, vec, dtype, stats=stats)  # (1, 3, h, w), whole-image statistics
     ctx.report(2, 3, stage="stylize")
     if spec.preserve_color:
         y = preserve_color(y, x)
