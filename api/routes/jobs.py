@@ -168,9 +168,13 @@ async def submit_job(
     spec = parse_spec(body)
     if webhook is not None:
         await run_in_threadpool(check_destination, webhook, settings)
-    await run_in_threadpool(_check_refs, tenant, spec, storage)
-    await run_in_threadpool(check_mask_shapes, tenant, spec)
-    await run_in_threadpool(_check_models, tenant, spec)
+
+    def check_references() -> None:  # one hop to the thread pool for the three lookups
+        _check_refs(tenant, spec, storage)
+        check_mask_shapes(tenant, spec)
+        _check_models(tenant, spec)
+
+    await run_in_threadpool(check_references)
     placement = placement_request_hash(spec, priority, queue, webhook)
     cost = estimate_cost(spec, queue).gpu_seconds
 
