@@ -302,9 +302,10 @@ class InferencePlan:
         if s.kind != "plain":
             return F.pixel_shuffle(cls._conv_phases(s, x), 2)  # (B, C_out, H', W')
         stride = s.layer.conv.stride[0]
-        if not x.is_contiguous(memory_format=torch.channels_last):  # the input image (3 channels, NCHW):
-            x = F.pad(x, (s.layer.pad,) * 4, mode="reflect")  # padded where that is a plain copy,
-            return F.conv2d(x.contiguous(memory_format=torch.channels_last), s.weight, None, stride)  # then one CL copy
+        if not x.is_contiguous(memory_format=torch.channels_last):  # NCHW: the input image (or a layer of
+            # < 16 channels, normalised in NCHW): padded where that is a plain copy, then one channels-last copy
+            x = F.pad(x, (s.layer.pad,) * 4, mode="reflect")  # (B, C_in, H + 2p, W + 2p)
+            return F.conv2d(x.contiguous(memory_format=torch.channels_last), s.weight, None, stride)
         if stride > 1 and x.device.type == "cpu" and x.numel() >= STRIP_PAD_MIN_NUMEL:
             return conv_reflect_padded(x, s.weight, stride, s.layer.pad)  # (B, C_out, H', W')
         x = pad_channels_last(x, s.layer.pad, "reflect")  # (B, C_in, H + 2p, W + 2p)
