@@ -57,6 +57,7 @@ def machine(precision: str = "auto") -> dict[str, Any]:
     pick_device("cpu")
     return {
         "keeps_freed_memory": keep_freed_memory(),
+        "blas_threads": _one_blas_thread(),
         "cpu": cpu_info(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -67,12 +68,32 @@ def machine(precision: str = "auto") -> dict[str, Any]:
     }
 
 
+def _one_blas_thread() -> int | None:
+    """Hold numpy's and scipy's BLAS (OpenBLAS; the L-BFGS-B of Gatys runs on it) to one thread,
+    like torch: one thread for everything, ours and the references (a farm's worker gets the same
+    from ``OMP_NUM_THREADS=1``). None when threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    import numpy  # noqa: F401
+    import scipy.optimize  # noqa: F401  (loads scipy's own OpenBLAS, so the limit covers it)
+
+    global _blas_limit
+    _blas_limit = threadpool_limits(1, user_api="blas")
+    return 1
+
+
+_blas_limit: Any = None  # kept alive: the limit lasts while the object does
+
+
 def print_machine(m: dict[str, Any]) -> None:
     flags = " ".join(f"{k}={'yes' if v else 'no'}" for k, v in m["cpu"]["flags"].items())
     print(f"CPU: {m['cpu']['model']} ({m['cpu']['cores']} cores) | {flags}")
     print(f"torch {m['torch']}, {m['torch_threads']} thread(s), oneDNN native bf16: {m['onednn_native_bf16']}, "
           f"engine precision (auto): {m['engine_precision']} | load average {m['loadavg']}")
-    print(f"malloc keeps freed memory for reuse (shared.engine.host_memory): {m.get('keeps_freed_memory')}")
+    print(f"malloc keeps freed memory for reuse (shared.engine.host_memory): {m.get('keeps_freed_memory')}; "
+          f"BLAS threads: {m.get('blas_threads') or 'not limited (no threadpoolctl)'}")
 
 
 # --- timing --------------------------------------------------------------------------------

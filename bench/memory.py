@@ -8,8 +8,9 @@ that job alone; ``base`` is the same process's resident set just before the job 
 torch, the networks loaded). The job's own memory, ``peak - base``, grows with the pixel
 count: the largest size within ``--limit-gib`` is extrapolated from a least-squares line
 ``peak = a + b * pixels`` through the measured sizes (said in the table: *extrapolated*,
-not rendered). Gatys jobs run 3 iterations here; their L-BFGS history (``history_size``
-pairs of two image-sized fp32 tensors, which a long run fills) is added analytically.
+not rendered). Gatys jobs run 3 iterations here. Their L-BFGS-B history (scipy's workspace,
+``gatys.LBFGS_HISTORY`` pairs of two image-sized float64 vectors, allocated zeroed up front
+and so resident only as a long run fills it) is added analytically.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_info, finish, table
+from shared.engine.methods.gatys import LBFGS_HISTORY  # L-BFGS-B correction pairs (scipy, float64)
 
 SIZES = {"fast": [256, 512, 1024, 2048], "adain": [256, 512, 1024], "optimize": [256, 512, 768],
          "masked": [256, 512]}
 QUICK = {"fast": [256, 512], "adain": [256, 512], "optimize": [256, 384], "masked": [256]}
-LBFGS_HISTORY = 50  # shared.engine.methods.gatys: torch.optim.LBFGS(history_size=50)
 
 
 def _rss_kib(field: str) -> int:
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             pixels = r["width"] * r["height"]
             history = 0.0
             if method in ("optimize", "masked"):
-                history = LBFGS_HISTORY * 2 * 3 * pixels * 4 / 2**20  # MiB, filled by a long run
+                history = LBFGS_HISTORY * 2 * 3 * pixels * 8 / 2**20  # MiB of float64 pairs, filled by a long run
             row = {"method": method, "size": size, "wxh": f"{r['width']}x{r['height']}", "base_mib": r["base_mib"],
                    "peak_mib": r["peak_mib"], "job_mib": r["peak_mib"] - r["base_mib"], "history_mib": history,
                    "peak_full_mib": r["peak_mib"] + history}
