@@ -18,7 +18,7 @@ nothing of the engine's networks or losses.
   clears the engine's style cache before every call; ``ours cached`` does not (the style
   statistics come from the cache: the style encode is skipped, said in the row).
 - ``optimize``: a Gatys loop with one loss evaluation per L-BFGS iteration against
-  ``run_engine`` on an ``OptimizeSpec`` (L-BFGS with a line search: ~1.2 evaluations per
+  ``run_engine`` on an ``OptimizeSpec`` (scipy's L-BFGS-B with its line search: ~1.1-1.2 evaluations per
   iteration), compared per evaluation (one VGG forward + backward). Whole runs of
   ``--iters`` iterations; ours keeps the style Gram targets in its cache after the warm-up.
 
@@ -271,7 +271,7 @@ def bench_optimize(size: int, iters: int, repeat: int, peak: dict) -> list[dict]
         inference_dtype(torch.device("cpu"), "auto")))
     ref_row = _row("optimize", size, "ref Gatys 1 eval/iter fp32 (per eval)", med["ref Gatys, 1 eval/iter, fp32"],
                    per_eval, "fp32", peak, {}, per=box["ref"][0])
-    ours_row = _row("optimize", size, f"ours L-BFGS+line search {ours_dtype} (per eval; Grams cached)", med["ours"],
+    ours_row = _row("optimize", size, f"ours L-BFGS-B {ours_dtype} (per eval; Grams cached)", med["ours"],
                     per_eval, ours_dtype, peak, {}, per=box["ours"][0])
     ours_row["ref_over_ours_cpu"] = ref_row["cpu_s"] / ours_row["cpu_s"]
     ref_row["ref_over_ours_cpu"] = None
