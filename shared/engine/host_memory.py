@@ -14,8 +14,10 @@ project's CPU machine (one thread, a process running only the 512 px bf16 ``fast
 
 - ``M_MMAP_THRESHOLD`` = ``MMAP_THRESHOLD_BYTES`` (32 MiB, the ceiling glibc's own adaptation
   stops at): blocks up to it come from the heap, where the next layer reuses them;
-- ``M_TRIM_THRESHOLD`` = ``TRIM_THRESHOLD_BYTES`` (256 MiB): the heap goes back to the OS only
-  when more than that is free at its top, so a process keeps at most that much idle memory.
+- ``M_TRIM_THRESHOLD`` = ``TRIM_THRESHOLD_BYTES`` (256 MiB): a heap goes back to the OS only
+  when more than that is free at its top, so the engine's thread keeps at most that much idle
+  memory (each malloc arena trims by itself: a process whose other threads allocate large
+  blocks too may keep that much per arena).
 
 Larger blocks (a 1024 px ``fast`` layer: 64 MB; VGG's fp32 activations at 512 px and up, which
 Gatys' autograd keeps by the dozen) are still mapped and unmapped per use. A 1 GiB threshold

@@ -89,8 +89,9 @@ def to_tensor(img: Image.Image, device: torch.device | str = "cpu") -> torch.Ten
     if arr.ndim == 2:
         arr = arr[:, :, None]
     t = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)  # (1, C, H, W) uint8, a view
-    # bytes to the device (a quarter of the float copy), then one pass there: the same float32 quotients
-    return to_device(t, device).to(torch.float32).div_(255.0)
+    # one pass on the CPU, whose division is exact (CUDA's scalar division multiplies by the
+    # reciprocal and can differ in the last bit): the same float32 quotients as numpy's
+    return to_device(t.to(torch.float32).div_(255.0), device)
 
 
 def to_image(t: torch.Tensor) -> Image.Image:
