@@ -46,15 +46,14 @@ def cpu_info() -> dict[str, Any]:
 
 def machine(precision: str = "auto") -> dict[str, Any]:
     """CPU flags, torch build, threads, the engine's chosen precision, load average now; and the
-    engine's process set-up as a CPU worker has it (``pick_device``: the malloc policy of
-    ``shared.engine.host_memory``), applied here before anything is timed, for ours and the
+    engine's process set-up as a CPU worker has it (the malloc policy that ``pick_device``
+    applies, ``shared.engine.host_memory``), applied here before anything is timed, for ours and the
     references alike (they share the process)."""
     import torch
 
-    from shared.engine.device import cpu_has_native_bf16, inference_dtype, pick_device
+    from shared.engine.device import cpu_has_native_bf16, inference_dtype
     from shared.engine.host_memory import keep_freed_memory
 
-    pick_device("cpu")
     return {
         "keeps_freed_memory": keep_freed_memory(),
         "blas_threads": _one_blas_thread(),

@@ -149,11 +149,19 @@ class ConditionalInstanceNorm(nn.Module):
                 training=True, momentum=0.0, eps=self.eps,
             )
             return y if b == 1 else y.reshape(b, c, h, w)  # (B, C, H, W)
-        x32 = x.float()  # (B, C, H, W)
-        var, mean = torch.var_mean(x32, dim=(2, 3), keepdim=True, correction=0)  # (B, C, 1, 1) each
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)  # (B, C, 1, 1) each
+        return self.with_statistics(x, mean, var, (gamma, beta))
+
+    def with_statistics(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                        affine: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """CIN of ``x`` (B, C, H, W) with the given ``mean`` and ``var`` (anything that views as
+        (B or 1, C, 1, 1)) and ``affine`` = ``self.affine(style_weights)``, computed in fp32."""
+        b, c = x.shape[:2]
+        gamma, beta = affine  # (B, C) each
+        mean, var = mean.to(x.device).reshape(-1, c, 1, 1), var.to(x.device).reshape(-1, c, 1, 1)
         scale = gamma.view(b, c, 1, 1) * torch.rsqrt(var + self.eps)  # (B, C, 1, 1)
         shift = beta.view(b, c, 1, 1) - mean * scale  # (B, C, 1, 1)
-        return (x32 * scale + shift).to(x.dtype)  # (B, C, H, W)
+        return (x.float() * scale + shift).to(x.dtype)  # (B, C, H, W)
 
 
 class ConvCIN(nn.Module):

@@ -224,13 +224,9 @@ class StatsTape:
             return norm(x, style_weights)
         if self._next >= len(self.pairs):
             raise ValueError(f"the statistics tape holds {len(self.pairs)} layers; the network has more")
-        mean, var = self.pairs[self._next]
+        mean, var = self.pairs[self._next]  # (C,) each
         self._next += 1
-        c = x.shape[1]
-        gamma, beta = norm.affine(style_weights)  # (1, C) each, fp32
-        scale = gamma.view(1, c, 1, 1) * torch.rsqrt(var.to(x.device).view(1, c, 1, 1) + norm.eps)  # (1, C, 1, 1)
-        shift = beta.view(1, c, 1, 1) - mean.to(x.device).view(1, c, 1, 1) * scale  # (1, C, 1, 1)
-        return (x.float() * scale + shift).to(x.dtype)  # (1, C, H, W)
+        return norm.with_statistics(x, mean, var, norm.affine(style_weights))  # (1, C, H, W)
 
 
 @dataclass(frozen=True)
