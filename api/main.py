@@ -7,6 +7,8 @@ the worker package: it only writes rows and queue messages.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.allowed_methods import OptionsMiddleware
 from api.deps import KeyCache
+from api.job_wakeups import JobWakeups
 from api.metrics import install_metrics
 from api.problems import Problem, document_validation_problems, install_problem_handlers
 from api.request_limits import BodyLimitMiddleware
@@ -82,7 +85,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             from shared.db.migrate import upgrade
 
             await run_in_threadpool(upgrade, settings.resolved_database_url)
-        yield
+        listener = asyncio.create_task(_app.state.job_wakeups.run(), name="job-wakeups")
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
     app = FastAPI(
         title="stylefarm",
@@ -92,6 +101,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.settings = settings
     app.state.storage = get_storage(settings)
+    app.state.job_wakeups = JobWakeups(settings.resolved_database_url)  # the event streams' notifications
     app.state.key_cache = KeyCache(ttl_s=settings.api_key_cache_s, touch_interval_s=settings.api_key_touch_interval_s)
     install_problem_handlers(app)
     app.add_middleware(OptionsMiddleware, routes=app.router.routes)

@@ -108,6 +108,25 @@ def run_to_result(farm: Any, spec: dict) -> dict:
             "engine_s": float((job.get("result") or {}).get("metrics", {}).get("seconds", float("nan")))}
 
 
+def client_wait_runs(farm: Any, spec: dict, n: int) -> list[float]:
+    """Finish-to-result of ``n`` jobs awaited the client library's way (``Client.wait``, which
+    watches the job's event stream, then ``result_bytes``): seconds from the row's
+    ``finished_at`` to the PNG in hand. One warm-up job first (its connection, the stream)."""
+    from shared.client import Client
+
+    out = []
+    with Client(farm.api_url, api_key="") as client:
+        for _ in range(n + 1):
+            job = client.submit(spec)
+            if client.wait(job.id, timeout=600).status != "succeeded":
+                raise RuntimeError(f"job {job.id} did not succeed")
+            client.result_bytes(job.id)
+            t_result = time.time()
+            row = farm.wait(job.id, interval=POLL_S, timeout=60)  # final already: the server's timestamps
+            out.append(t_result - _ts(row["timings"]["finished_at"]))
+    return out[1:]
+
+
 def latency_phase(farm: Any, tiny: int, content_tiny: str, content_512: str, n512: int) -> dict:
     spec_tiny = {"method": "fast", "content": content_tiny, "size": 32, "style": 1}
     spec_512 = {"method": "fast", "content": content_512, "size": 512, "style": 1}
@@ -115,6 +134,7 @@ def latency_phase(farm: Any, tiny: int, content_tiny: str, content_512: str, n51
         run_to_result(farm, spec_tiny)
         run_to_result(farm, spec_512)
     tiny_runs = [run_to_result(farm, spec_tiny) for _ in range(tiny)]
+    f2r_client = client_wait_runs(farm, spec_tiny, tiny)
     big_runs = [run_to_result(farm, spec_512) for _ in range(n512)]
     s2s = [r["started"] - r["created"] for r in tiny_runs]
     f2r = [r["result"] - r["finished"] for r in tiny_runs]
@@ -132,6 +152,8 @@ def latency_phase(farm: Any, tiny: int, content_tiny: str, content_512: str, n51
     return {
         "submit_to_start_ms": {"p50": 1000 * statistics.median(s2s), "p99": 1000 * pct(s2s, 99)},
         "finish_to_result_ms": {"p50": 1000 * statistics.median(f2r), "p99": 1000 * pct(f2r, 99)},
+        "finish_to_result_client_wait_ms": {"p50": 1000 * statistics.median(f2r_client),
+                                            "p99": 1000 * pct(f2r_client, 99)},
         "tiny_end_to_end_ms": {"p50": 1000 * statistics.median(tiny_e2e),
                                "engine_p50": 1000 * statistics.median(tiny_engine)},
         "fast512": {"end_to_end_s": statistics.median(big_e2e), "engine_s": statistics.median(big_engine),
@@ -352,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                         "queue, ~50 ms each, stay small against it)")
     p.add_argument("--quick", action="store_true", help="5 tiny, 2 x 512, 10 clients, 1000 rows, batch 4")
     p.add_argument("--api-only", action="store_true", help="only the API phase")
+    p.add_argument("--latency-only", action="store_true", help="only the latency phase (1.), one worker")
     p.add_argument("--backend", choices=["postgres-s3", "sqlite-local"], default="postgres-s3",
                    help="sqlite-local: where PostgreSQL is not installed (the API phase then does not run)")
     p.add_argument("--json", type=Path)
@@ -368,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         redis = RedisServer.start(base)
         if a.backend == "postgres-s3":
             pg, s3 = PostgresServer.start(), S3Server.start(base)
+        if a.backend == "postgres-s3" and not a.latency_only:
             # API under concurrency: no worker, so created jobs stay queued and nothing renders
             # tenant budgets out of the way: the API test creates thousands of queued jobs with no worker
             big = {"STYLEFARM_QUOTA_MAX_QUEUED_JOBS": "1000000", "STYLEFARM_QUOTA_MAX_JOBS_IN_FLIGHT": "1000000",
@@ -393,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         photo = farm.upload(_photo(), "astronaut.png")
         report["latency"] = latency_phase(farm, a.tiny, tiny, photo, a.n512)
         print(f"latency: {report['latency']}")
+        if a.latency_only:
+            return finish(report, [Goal("per-job overhead as a fraction of a 512 px fast job",
+                                        report["latency"]["fast512"]["overhead_fraction"], 0.05,
+                                        higher_is_better=False)], a.json)
         report["throughput"] = throughput_phase(farm, max(10, 2 * a.tiny), tiny)
         print(f"throughput: {report['throughput']}")
         report["loadavg_before_batch"] = [round(x, 2) for x in os.getloadavg()]
@@ -425,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                   f"{lat['submit_to_start_ms']['p99']:.0f} ms"},
         {"what": "finish-to-result, tiny job (p50 / p99)", "value": f"{lat['finish_to_result_ms']['p50']:.0f} / "
                                                                     f"{lat['finish_to_result_ms']['p99']:.0f} ms"},
+        {"what": "  the same through the client library's wait (event stream)",
+         "value": f"{lat['finish_to_result_client_wait_ms']['p50']:.0f} / "
+                  f"{lat['finish_to_result_client_wait_ms']['p99']:.0f} ms"},
         {"what": "tiny job end to end (engine part)", "value": f"{lat['tiny_end_to_end_ms']['p50']:.0f} ms "
                                                                f"({lat['tiny_end_to_end_ms']['engine_p50']:.0f} ms)"},
         {"what": "512 px fast: end to end / engine", "value": f"{lat['fast512']['end_to_end_s']:.3f} / "

@@ -3,7 +3,8 @@
 The configuration is the same dict the API's client app uses (``shared.broker.celery_config``).
 Start-up, in each pool process (``worker_process_init``): forget SQL connections and broker
 clients inherited from the parent, run the migrations (a no-op when at head; safe when several
-workers start at once), pick the device. Models load lazily on the first job of each
+workers start at once), pick the device, remove the job folders of killed pool processes
+(``worker.scratch``). Models load lazily on the first job of each
 method and stay cached in the process.
 
 The fleet registry (``worker.fleet``): the worker registers itself in Redis and heartbeats
@@ -65,13 +66,14 @@ def _on_worker_process_init(**_kwargs) -> None:
     from shared.broker.client import forget_clients
     from shared.db.migrate import upgrade
     from shared.db.session import dispose_engines
-    from worker import process_state
+    from worker import process_state, scratch
 
     dispose_engines(close=False)  # the main process's connections (its sweeper's) stay the main's
     forget_clients()
     settings = get_settings()
     upgrade(settings.resolved_database_url)
     process_state.init_process(settings.device)
+    scratch.sweep_orphans()  # job folders of pool processes that were killed (this one's predecessor)
 
 
 # --- the fleet registry (worker.fleet): who this worker is, its heartbeat, its current job ---

@@ -46,11 +46,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
-from pathlib import Path
 from typing import Any
 
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
@@ -80,7 +78,7 @@ from shared.jobs.status import JobStatus
 from shared.settings import get_settings
 from shared.storage import get_storage
 from shared.webhooks.dispatch import notify_final
-from worker import fanout, leave, process_state
+from worker import fanout, leave, process_state, scratch
 from worker.celery_app import app
 from worker.job_runtime import JobRuntime
 from worker.result_store import check_model_name_free, store_result, trained_model_name
@@ -256,8 +254,7 @@ def _execute_job(self: Task, job_id: str, parent: list[str]) -> str:
     try:
         with rt.keep_lease():
             spec = parse_spec(job.spec)
-            with tempfile.TemporaryDirectory(prefix=f"stylefarm-{job_id}-") as tmp, soft_time_limit(soft_s):
-                work_dir = Path(tmp)
+            with scratch.job_dir(job_id) as work_dir, soft_time_limit(soft_s):
                 trains = method is not None and method.trains
                 if trains:
                     check_model_name_free(job.tenant, trained_model_name(spec), job_id)

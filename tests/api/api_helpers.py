@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from archive_samples import zip_bytes  # noqa: F401  (re-exported for the API tests)
 from fastapi.testclient import TestClient
@@ -115,3 +119,71 @@ def stored_counts(settings: Settings) -> tuple[int, int, int]:
 def assert_nothing_queued(enqueued: EnqueueRecorder) -> None:
     """No job row was created and nothing was sent to the broker."""
     assert (_row_counts()[0], enqueued.calls) == (0, [])
+
+
+# --- the event stream, read from a real server (tests/api/test_api_events*.py) ---
+
+
+@dataclass
+class Event:
+    id: int
+    kind: str
+    data: dict[str, Any]
+
+
+class Stream:
+    """Reads one event stream in a thread; ``next()`` waits for the next event."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.events: queue.Queue[Event | None] = queue.Queue()
+        self.comments: list[str] = []
+        self.status_code = 0
+        self.content_type = ""
+        self.opened = threading.Event()
+        self.client = httpx.Client(timeout=httpx.Timeout(20, read=20))
+        self.thread = threading.Thread(target=self._read, args=(url, headers or {}), daemon=True)
+        self.thread.start()
+        assert self.opened.wait(10), "the stream did not open"
+
+    def _read(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with self.client.stream("GET", url, headers=headers) as response:
+                self.status_code, self.content_type = response.status_code, response.headers.get("content-type", "")
+                self.opened.set()
+                fields: dict[str, str] = {}
+                for line in response.iter_lines():
+                    if line.startswith(":"):
+                        self.comments.append(line)
+                    elif line:
+                        name, _, value = line.partition(":")
+                        fields[name] = value.removeprefix(" ")
+                    elif "data" in fields:
+                        self.events.put(Event(int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                        fields = {}
+                    else:
+                        fields = {}  # the retry: block
+        except httpx.HTTPError:
+            pass  # closed by close()
+        finally:
+            self.opened.set()
+            self.events.put(None)  # end of stream
+
+    def next(self, timeout: float = 10) -> Event | None:
+        """The next event, or None when the stream ended."""
+        return self.events.get(timeout=timeout)
+
+    def ended(self, timeout: float = 10) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def close(self) -> None:
+        self.client.close()
+        self.thread.join(10)
+
+
+def new_job(api_url: str) -> str:
+    with httpx.Client(base_url=api_url) as client:
+        content = client.post("/v1/inputs", files={"file": ("c.png", png_bytes(), "image/png")}).json()["id"]
+        response = client.post("/v1/jobs", json={"method": "fast", "content": content})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]

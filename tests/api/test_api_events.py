@@ -8,13 +8,8 @@ buffers whole responses, a stream needs a socket); the test plays the worker by 
 from __future__ import annotations
 
 import io
-import json
 import queue
-import threading
-from dataclasses import dataclass
-from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -24,74 +19,9 @@ from shared.jobs.outcomes import RenderKeys, RenderOutcome
 from shared.settings import Settings
 from shared.storage import get_storage, preview_key
 
-from api_helpers import EnqueueRecorder, assert_problem, make_client, png_bytes, upload_id
+from api_helpers import EnqueueRecorder, Stream, assert_problem, make_client, new_job, upload_id
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@dataclass
-class Event:
-    id: int
-    kind: str
-    data: dict[str, Any]
-
-
-class Stream:
-    """Reads one event stream in a thread; ``next()`` waits for the next event."""
-
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
-        self.events: queue.Queue[Event | None] = queue.Queue()
-        self.comments: list[str] = []
-        self.status_code = 0
-        self.content_type = ""
-        self.opened = threading.Event()
-        self.client = httpx.Client(timeout=httpx.Timeout(20, read=20))
-        self.thread = threading.Thread(target=self._read, args=(url, headers or {}), daemon=True)
-        self.thread.start()
-        assert self.opened.wait(10), "the stream did not open"
-
-    def _read(self, url: str, headers: dict[str, str]) -> None:
-        try:
-            with self.client.stream("GET", url, headers=headers) as response:
-                self.status_code, self.content_type = response.status_code, response.headers.get("content-type", "")
-                self.opened.set()
-                fields: dict[str, str] = {}
-                for line in response.iter_lines():
-                    if line.startswith(":"):
-                        self.comments.append(line)
-                    elif line:
-                        name, _, value = line.partition(":")
-                        fields[name] = value.removeprefix(" ")
-                    elif "data" in fields:
-                        self.events.put(Event(int(fields["id"]), fields["event"], json.loads(fields["data"])))
-                        fields = {}
-                    else:
-                        fields = {}  # the retry: block
-        except httpx.HTTPError:
-            pass  # closed by close()
-        finally:
-            self.opened.set()
-            self.events.put(None)  # end of stream
-
-    def next(self, timeout: float = 10) -> Event | None:
-        """The next event, or None when the stream ended."""
-        return self.events.get(timeout=timeout)
-
-    def ended(self, timeout: float = 10) -> bool:
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-    def close(self) -> None:
-        self.client.close()
-        self.thread.join(10)
-
-
-def new_job(api_url: str) -> str:
-    with httpx.Client(base_url=api_url) as client:
-        content = client.post("/v1/inputs", files={"file": ("c.png", png_bytes(), "image/png")}).json()["id"]
-        response = client.post("/v1/jobs", json={"method": "fast", "content": content})
-        assert response.status_code == 202, response.text
-        return response.json()["id"]
 
 
 def test_given_a_job_when_watched_expect_every_change_in_order_then_the_stream_ends(api_url: str) -> None:
