@@ -38,6 +38,8 @@ SQLITE_CHECK_S = 0.02  # seconds between reads of SQLite's data_version while st
 SQLITE_IDLE_S = 5.0  # the same while none is
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 15.0
+APPLICATION_NAME = "stylefarm-api-listen"  # how the session shows in pg_stat_activity
+PROBE_TIMEOUT_S = 5.0  # how long a new LISTEN session may take to receive its own NOTIFY
 
 
 def libpq_url(url: str) -> str:
@@ -49,6 +51,7 @@ class JobWakeups:
     """One LISTEN session per API process, and the streams' events by job id."""
 
     def __init__(self, database_url: str) -> None:
+        """``database_url``: the URL the LISTEN session uses (``Settings.resolved_listen_url``)."""
         self._url: str | None = None  # PostgreSQL: LISTEN
         self._sqlite_path: str | None = None  # SQLite: data_version
         if not is_sqlite(database_url):
@@ -92,34 +95,25 @@ class JobWakeups:
                 event.set()
 
     async def run(self) -> None:
-        """Wake streams until canceled (the lifespan's task)."""
-        if self._url is not None:
-            await self._listen_postgres(self._url)
-        elif self._sqlite_path is not None:
-            await self._watch_sqlite(self._sqlite_path)
-
-    async def _listen_postgres(self, url: str) -> None:
-        """LISTEN on one session, reconnecting after a lost one."""
-        import psycopg
-
+        """Wake streams until canceled (the lifespan's task). Never raises: whatever goes wrong,
+        the streams poll, and the wake-ups come back when the database does."""
         delay = RECONNECT_MIN_S
-        while True:
+        while self._url is not None or self._sqlite_path is not None:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                    # a silently dead peer ends the session within ~1 min instead of never
-                    keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self.connections += 1
-                    self.listening, delay = True, RECONNECT_MIN_S
-                    self.wake_all()  # changes made while nobody listened: read them now
-                    async for notice in conn.notifies():
-                        self.wake(notice.payload)
-            except (psycopg.Error, OSError) as exc:
-                if self.listening:
-                    log.warning("job notifications lost (%s); event streams only poll until the listener is back", exc)
+                if self._url is not None:
+                    if not await self._listen_postgres(self._url):
+                        return  # the session gets no notifications: polling it is (logged)
+                elif self._sqlite_path is not None:
+                    await self._watch_sqlite(self._sqlite_path)
+                delay = RECONNECT_MIN_S  # it ran (and ended): start again soon
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database error, or a bug: log, poll, retry
+                if self.listening or delay == RECONNECT_MIN_S:  # once per outage, not per retry
+                    log.warning("job wake-ups unavailable (%s: %s); event streams poll until they are back",
+                                type(exc).__name__, exc)
+                else:
+                    log.debug("job wake-ups: retrying after %s", exc)
             finally:
                 if self.listening:
                     self.listening = False
@@ -127,8 +121,37 @@ class JobWakeups:
             await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX_S, delay * 2)
 
+    async def _listen_postgres(self, url: str) -> bool:
+        """LISTEN on one session until it is lost (raises). False when the session receives no
+        notification at all, not even its own (a transaction-mode pooler such as PgBouncer
+        between the API and PostgreSQL: set ``STYLEFARM_DATABASE_LISTEN_URL``)."""
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME,
+            # a silently dead peer ends the session within ~1 min instead of never
+            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
+        )
+        async with conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            await conn.execute(f"NOTIFY {CHANNEL}, ''")  # to itself: proves this session receives them
+            probe = [n async for n in conn.notifies(timeout=PROBE_TIMEOUT_S, stop_after=1)]
+            if not probe:
+                log.warning("the database session of LISTEN %s received no notification within %.0f s (a "
+                            "transaction-mode pooler in front of PostgreSQL?); event streams poll. Point "
+                            "STYLEFARM_DATABASE_LISTEN_URL at PostgreSQL directly or at a session-mode pool.",
+                            CHANNEL, PROBE_TIMEOUT_S)
+                return False
+            self.connections += 1
+            self.listening = True
+            self.wake_all()  # changes made while nobody listened: read them now
+            async with contextlib.aclosing(conn.notifies()) as notices:  # closed: releases the connection's lock
+                async for notice in notices:
+                    self.wake(notice.payload)
+        return True
+
     async def _watch_sqlite(self, path: str) -> None:
-        """Wake streams when another connection committed to the SQLite file.
+        """Wake streams when another connection committed to the SQLite file (until an error).
 
         A stream must be woken by any commit made after its last read of its row, so each
         stream is compared against a ``data_version`` read *after* it registered: a stream
@@ -136,18 +159,14 @@ class JobWakeups:
         after that baseline); every stream is woken when the version moved."""
         import sqlite3
 
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # autocommit: no held snapshot
-        self.connections += 1
         active = self._active = asyncio.Event()
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # autocommit: no held snapshot
         try:
+            self.connections += 1
             version = None
             while True:
                 fresh, self._fresh = self._fresh, set()  # registered before this read
-                try:
-                    now = (await asyncio.to_thread(conn.execute, "PRAGMA data_version")).fetchone()[0]
-                except sqlite3.Error as exc:
-                    log.warning("cannot read SQLite's data_version (%s); event streams poll", exc)
-                    return
+                now = (await asyncio.to_thread(conn.execute, "PRAGMA data_version")).fetchone()[0]
                 self.listening = True
                 if version is not None and now != version:
                     self.wake_all()
@@ -162,6 +181,6 @@ class JobWakeups:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(active.wait(), timeout=SQLITE_IDLE_S)
         finally:
-            self.listening, self._active = False, None
-            self.wake_all()
+            self._active = None
+            self._fresh.update(e for watchers in self._watchers.values() for e in watchers)  # next baseline
             conn.close()

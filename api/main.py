@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.settings = settings
     app.state.storage = get_storage(settings)
-    app.state.job_wakeups = JobWakeups(settings.resolved_database_url)  # the event streams' notifications
+    app.state.job_wakeups = JobWakeups(settings.resolved_listen_url)  # the event streams' notifications
     app.state.key_cache = KeyCache(ttl_s=settings.api_key_cache_s, touch_interval_s=settings.api_key_touch_interval_s)
     install_problem_handlers(app)
     app.add_middleware(OptionsMiddleware, routes=app.router.routes)

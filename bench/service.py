@@ -6,7 +6,9 @@ Redis, the moto S3 server, the API under uvicorn, Celery prefork workers with on
 
 1. Latency of a tiny job (``fast``, 32 px), one at a time on one idle worker: submit-to-start
    (``started_at - created_at`` of the row) and finish-to-result (the client holds the PNG,
-   minus ``finished_at``; the client polls every 10 ms, which bounds that figure's resolution).
+   minus ``finished_at``; the client polls every 10 ms, which bounds that figure's resolution),
+   and the same finish-to-result for jobs awaited as users do, through the client library's
+   ``Client.wait`` (the job's event stream, woken by the database).
 2. Per-job overhead: a 512 px ``fast`` job end to end at the client (POST to PNG in hand)
    against the engine's own seconds for it (``metrics.seconds`` from the worker, load +
    network + image): ``overhead = end_to_end - engine``, as a fraction of ``engine``.
@@ -373,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="512 px jobs per worker-scaling batch (large enough that filling and draining the "
                         "queue, ~50 ms each, stay small against it)")
     p.add_argument("--quick", action="store_true", help="5 tiny, 2 x 512, 10 clients, 1000 rows, batch 4")
-    p.add_argument("--api-only", action="store_true", help="only the API phase")
-    p.add_argument("--latency-only", action="store_true", help="only the latency phase (1.), one worker")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--api-only", action="store_true", help="only the API phase")
+    only.add_argument("--latency-only", action="store_true", help="only the latency phase (1.), one worker")
     p.add_argument("--backend", choices=["postgres-s3", "sqlite-local"], default="postgres-s3",
                    help="sqlite-local: where PostgreSQL is not installed (the API phase then does not run)")
     p.add_argument("--json", type=Path)

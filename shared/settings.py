@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("STYLEFARM_DATABASE_URL", "DATABASE_URL"),
         description="SQLAlchemy URL; empty = SQLite under home",
     )
+    database_listen_url: str = Field(
+        "", validation_alias=AliasChoices("STYLEFARM_DATABASE_LISTEN_URL"),
+        description="PostgreSQL URL of the API's one LISTEN session (job event wake-ups); empty = "
+        "database_url. Behind a transaction-mode pooler (PgBouncer), which cannot LISTEN, point it at "
+        "PostgreSQL directly or at a session-mode pool",
+    )
 
     # --- broker ---
     broker_url: str = Field(
@@ -259,6 +265,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'stylefarm.db').resolve()}"
+
+    @property
+    def resolved_listen_url(self) -> str:
+        return self.database_listen_url or self.resolved_database_url
 
     @property
     def resolved_storage_dir(self) -> Path:

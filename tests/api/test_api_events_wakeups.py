@@ -9,6 +9,9 @@ which writes the job row as a worker process does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import threading
 import time
 import uuid
@@ -20,6 +23,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from api.job_wakeups import JobWakeups
 from api.routes import events
 from shared.cli.stack import free_port
 from shared.db import session as db_session
@@ -80,6 +84,7 @@ def test_given_a_watched_job_when_a_worker_commits_status_changes_expect_each_ev
     stream = Stream(f"{served.url}/v1/jobs/{job_id}/events")
     first = stream.next(timeout=PROMPT_S)
     assert first is not None and first.data["status"] == "queued"
+    time.sleep(0.2)  # past the stream's own first re-read, so only a wake-up can deliver what follows
     # when a worker claims the job, the client asks to cancel it and the worker stops
     token = store.claim_job(job_id, task_id="t1", worker="w1").fencing_token
     running = stream.next(timeout=PROMPT_S)
@@ -102,6 +107,7 @@ def test_given_a_running_job_when_it_succeeds_after_progress_expect_the_final_ev
     stream = Stream(f"{served.url}/v1/jobs/{job_id}/events")
     first = stream.next(timeout=PROMPT_S)
     assert first is not None and first.data["status"] == "running"
+    time.sleep(0.2)  # past the stream's own first re-read, so only a wake-up can deliver what follows
     store.record_progress(job_id, token=token, step=1, total=2, stage="render")
     # when it succeeds
     outcome = RenderOutcome(keys=RenderKeys(image=f"tenants/default/jobs/{job_id}/output.png"), width=8, height=8,
@@ -129,7 +135,7 @@ def test_given_the_listening_session_killed_expect_it_back_and_no_change_missed(
     with psycopg.connect(served.db_url, autocommit=True) as conn:
         killed = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query = 'LISTEN stylefarm_jobs' AND pid <> pg_backend_pid()").fetchall()
+            "AND application_name = 'stylefarm-api-listen'").fetchall()
     assert killed == [(True,)]
     # when the job changes right away, while the listener may still be down
     token = store.claim_job(job_id, task_id="t1", worker="w1").fencing_token
@@ -149,3 +155,47 @@ def test_given_the_listening_session_killed_expect_it_back_and_no_change_missed(
     assert event is not None and event.data["status"] == "canceled"
     assert stream.next(timeout=PROMPT_S) is None and stream.ended()
     stream.close()
+
+
+def _commit(db: Path) -> None:
+    """A write by another connection, as a worker process makes one."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+
+
+def test_given_sqlite_and_a_stream_registered_before_any_baseline_when_a_commit_comes_first_expect_woken(
+    tmp_path: Path,
+) -> None:
+    # given a SQLite file, and a stream that registered before the watcher read data_version at all
+    db = tmp_path / "w.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        wakeups = JobWakeups(f"sqlite:///{db}")
+        with wakeups.watch("j1") as woken:
+            _commit(db)  # when another connection commits before the watcher's first read
+            task = asyncio.create_task(wakeups.run())
+            try:
+                # expect the stream woken all the same (its read predates the watcher's baseline)
+                first = await _woken(woken, 2.0)
+                woken.clear()
+                # and not again while nothing changes; then woken by the next commit
+                idle = await _woken(woken, 0.3)
+                _commit(db)
+                second = await _woken(woken, 2.0)
+                return first, idle, second
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    assert asyncio.run(scenario()) == (True, False, True)
+
+
+async def _woken(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
