@@ -12,15 +12,20 @@ worker holds on the job while it runs.
 * Both caches stay within their ``Settings.*_cache_budget_bytes`` (least recently used
   entries evicted); every entry the job used is held until ``release_caches()``, which the
   task calls when the job ends.
-* ``progress``: throttled to ``Settings.progress_interval_s`` (the last step always goes
-  through); each write carries the claim's fencing token and renews the lease;
+* ``progress``: throttled to ``Settings.progress_interval_s``, counted from the claim (the
+  claim itself wrote the row): the last step always goes through once a progress write has,
+  or once the job has run that long, so a job that ends within one interval of its claim
+  writes no progress at all (its claim and its final status say everything a client polling
+  or watching it could have seen; most ``fast`` and ``adain`` jobs); each write carries the
+  claim's fencing token and renews the lease;
   ``record_progress`` answering True (cancel requested) is remembered. A preview
   image in the progress (optimize / masked, every ``Settings.preview_every`` of the steps)
   is uploaded to ``preview_key`` with the next write, which bumps ``preview_version``.
 * ``is_canceled``: True to stop the engine at its next step: the DB cancel flag (checked at
-  most every ``CANCEL_POLL_S``), a lost lease, or a graceful leave that hands the job back
-  (``worker.leave``, ``should_hand_back``); the soft time-limit deadline raises
-  ``TimeLimitExceeded`` inside the engine.
+  most every ``CANCEL_POLL_S``, the first time that long after the claim, which found none), a
+  lost lease, or a graceful leave that hands the job back (``worker.leave``,
+  ``should_hand_back``); the soft time-limit deadline raises ``TimeLimitExceeded`` inside the
+  engine.
 * ``keep_lease``: a heartbeat thread renews the lease every ``Settings.lease_renew_s`` while
   the job runs (also through long steps without progress: downloads, a slow first step);
   a refused renewal (``LeaseLost``: the sweeper requeued the job) stops the engine.
@@ -76,8 +81,10 @@ class JobRuntime:
     lease_lost: bool = False
     #: Graceful leave decided to hand the job back (requeue, not cancel).
     handing_back: bool = False
-    last_progress_write: float = 0.0
-    last_cancel_check: float = 0.0
+    #: monotonic time of the last progress write and cancel check; the claim counts as both
+    last_progress_write: float = field(default_factory=lambda: time.monotonic())
+    last_cancel_check: float = field(default_factory=lambda: time.monotonic())
+    progress_written: bool = False  # a progress write of this run went through
     last_progress: Progress | None = None
     #: (monotonic time, step) of the first and the latest progress report of this run: the rate
     #: behind the graceful-leave estimate.
@@ -137,8 +144,8 @@ class JobRuntime:
         final = p.total > 0 and p.step >= p.total
         if self.token is None or self.lease_lost:
             return
-        if not final and now - self.last_progress_write < self.settings.progress_interval_s:
-            return
+        if now - self.last_progress_write < self.settings.progress_interval_s and not (final and self.progress_written):
+            return  # within an interval: the next write (or the final status) says it
         with self.lock:
             self.last_progress_write = now
             preview = self.upload_preview()
@@ -152,6 +159,7 @@ class JobRuntime:
                 log.warning("job %s: progress write failed: %s", self.job_id, exc)
                 return
             worker_metrics.count_progress_write()
+            self.progress_written = True
             if stop:
                 self.cancel_seen = True
                 self.last_cancel_check = now

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,3 +189,28 @@ def new_job(api_url: str) -> str:
         response = client.post("/v1/jobs", json={"method": "fast", "content": content})
         assert response.status_code == 202, response.text
         return response.json()["id"]
+
+
+@contextlib.contextmanager
+def served_by_uvicorn(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free port in a thread (streams need a socket; the test
+    client buffers whole responses): its base URL; stopped, and the engines disposed, after."""
+    import uvicorn
+
+    from shared.cli.stack import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        db_session.configure(None)
+        db_session.dispose_engines()

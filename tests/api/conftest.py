@@ -3,21 +3,16 @@ the queue replaced by a recorder (the real-broker end-to-end tests live elsewher
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.routes import events
-from shared.cli.stack import free_port
-from shared.db import session as db_session
 from shared.settings import Settings
 
-from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, make_client, record_enqueues
+from api_helpers import MAX_PIXELS, MAX_UPLOAD, EnqueueRecorder, make_client, record_enqueues, served_by_uvicorn
 
 
 @pytest.fixture
@@ -48,18 +43,5 @@ def api_url(settings: Settings, enqueued: EnqueueRecorder, monkeypatch: pytest.M
 
     monkeypatch.setattr(events, "POLL_S", 0.02)
     monkeypatch.setattr(events, "KEEPALIVE_S", 0.3)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        db_session.configure(None)
-        db_session.dispose_engines()
+    with served_by_uvicorn(create_app(settings)) as url:
+        yield url

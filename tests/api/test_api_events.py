@@ -133,6 +133,7 @@ def test_given_preview_uploaded_by_worker_expect_served_until_replaced(client: T
                          token=token)
     from shared.engine.context import Progress
 
+    runtime.last_progress_write = 0.0  # an interval after the claim: past the progress throttle
     runtime.progress(Progress(step=1, total=10, preview=Image.new("RGB", (40, 30), (10, 200, 30))))
     # expect the PNG at /preview, its version in the job's links, and the key in storage
     response = client.get(f"/v1/jobs/{job_id}/preview")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,17 +20,14 @@ from typing import Any
 
 import psycopg
 import pytest
-import uvicorn
 
 from api.job_wakeups import JobWakeups
 from api.routes import events
-from shared.cli.stack import free_port
-from shared.db import session as db_session
 from shared.jobs import store
 from shared.jobs.outcomes import RenderKeys, RenderOutcome
 from shared.settings import Settings
 
-from api_helpers import EnqueueRecorder, Stream, new_job
+from api_helpers import EnqueueRecorder, Stream, new_job, served_by_uvicorn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,21 +57,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, enqueued: EnqueueReco
     else:
         db_url = f"sqlite:///{tmp_path / 'stylefarm.db'}"
     app = create_app(Settings(home=tmp_path, database_url=db_url, broker_url="redis://127.0.0.1:1/0"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    try:
-        yield Served(f"http://127.0.0.1:{port}", app, db_url)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        db_session.configure(None)
-        db_session.dispose_engines()
+    with served_by_uvicorn(app) as url:
+        yield Served(url, app, db_url)
 
 
 def test_given_a_watched_job_when_a_worker_commits_status_changes_expect_each_event_at_once(served: Served) -> None:

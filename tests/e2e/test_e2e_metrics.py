@@ -133,8 +133,9 @@ def test_api_and_worker_metrics_count_exactly_the_jobs_that_ran(
         ran_on = row["worker"].split("@")[0]
         assert delta(per_worker[ran_on], per_worker_before[ran_on], count, outcome=outcome) == 1, ran_on
     # a row's revision counts its every write: the claim, each progress write, the final status
+    # (a job that ends within one progress interval of its claim writes no progress: often 0 here)
     writes = sum(rows[j["id"]]["revision"] - 2 for j in (ok, bad))
-    assert writes >= 1
+    assert writes >= 0
     assert delta(workers, workers_before, "stylefarm_job_progress_writes_total", method="fast") == writes
     assert delta(workers, workers_before, "stylefarm_job_progress_writes_total") == writes
     assert delta(workers, workers_before, "stylefarm_job_peak_rss_bytes_count", method="fast") == 2
