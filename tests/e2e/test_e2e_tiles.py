@@ -35,12 +35,14 @@ TILE, OVERLAP, ALIGN = 1024, 64, 4  # Settings defaults; shared.engine.methods.t
 
 
 def _running_child(farm: Farm, children: list[str], deadline: float) -> str:
-    """A child that is running past its first progress report (mid-tile), polled fast."""
+    """A child that a worker claimed and has not finished (mid-tile), polled fast. (Not its
+    first progress report: a tile that ends within one progress interval of its claim writes
+    none, ``worker.job_runtime``.)"""
     while time.monotonic() < deadline:
         rows = farm.db_rows(children)
         for child_id in children:
             row = rows[child_id]
-            if row["status"] == "running" and row["step"] >= 1 and row["worker"]:
+            if row["status"] == "running" and row["worker"]:
                 return child_id
         time.sleep(0.05)
     raise AssertionError(f"no child ran: {farm.db_rows(children)}\n{farm.logs()}")
