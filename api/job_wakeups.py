@@ -28,23 +28,17 @@ from collections.abc import Iterator
 
 from sqlalchemy.engine import make_url
 
-from shared.db.session import is_sqlite, normalize_url
+from shared.db.session import is_sqlite, libpq_url
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "stylefarm_jobs"  # the trigger's channel (migration 0008_job_notify)
 CONNECT_TIMEOUT_S = 5
 SQLITE_CHECK_S = 0.02  # seconds between reads of SQLite's data_version while streams are open
-SQLITE_IDLE_S = 5.0  # the same while none is
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 15.0
 APPLICATION_NAME = "stylefarm-api-listen"  # how the session shows in pg_stat_activity
 PROBE_TIMEOUT_S = 5.0  # how long a new LISTEN session may take to receive its own NOTIFY
-
-
-def libpq_url(url: str) -> str:
-    """The libpq connection URL of a SQLAlchemy PostgreSQL URL (no ``+psycopg`` driver part)."""
-    return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class JobWakeups:
@@ -97,8 +91,10 @@ class JobWakeups:
     async def run(self) -> None:
         """Wake streams until canceled (the lifespan's task). Never raises: whatever goes wrong,
         the streams poll, and the wake-ups come back when the database does."""
+        if self._url is None and self._sqlite_path is None:
+            return  # an in-memory SQLite database: nothing to watch
         delay = RECONNECT_MIN_S
-        while self._url is not None or self._sqlite_path is not None:
+        while True:
             try:
                 if self._url is not None:
                     if not await self._listen_postgres(self._url):
@@ -176,10 +172,9 @@ class JobWakeups:
                 version = now
                 if self._watchers:
                     await asyncio.sleep(SQLITE_CHECK_S)
-                else:  # idle: wait for the first stream (or read now and then, to stay current)
+                else:  # idle until a stream registers (it is fresh: the next read wakes it)
                     active.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(active.wait(), timeout=SQLITE_IDLE_S)
+                    await active.wait()
         finally:
             self._active = None
             self._fresh.update(e for watchers in self._watchers.values() for e in watchers)  # next baseline

@@ -72,11 +72,13 @@ def pids_with_files(path: Path) -> set[int]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists; one of another user's, or a number no pid can be,
+    counts as alive (not ours to judge)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):
         return True
     return True
 

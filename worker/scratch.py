@@ -24,6 +24,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from shared.metrics import pid_alive
+
 log = logging.getLogger(__name__)
 
 PREFIX = "stylefarm-"
@@ -40,17 +42,6 @@ def job_dir(job_id: str) -> Iterator[Path]:
     """A new scratch folder for ``job_id`` that names this process, removed on exit."""
     with tempfile.TemporaryDirectory(prefix=f"{PREFIX}{job_id}-{host_tag()}-p{os.getpid()}-") as tmp:
         yield Path(tmp)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (one of another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):  # another user's; or no pid at all: not ours to judge
-        return True
-    return True
 
 
 def sweep_orphans(root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -71,7 +62,7 @@ def sweep_orphans(root: str | os.PathLike[str] | None = None) -> list[Path]:
             if path.is_symlink() or not path.is_dir():
                 continue
             pid = int(match["pid"])
-            if pid == os.getpid() or process_alive(pid):
+            if pid == os.getpid() or pid_alive(pid):
                 continue
             shutil.rmtree(path, ignore_errors=True)
             if not path.exists():

@@ -51,6 +51,12 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def libpq_url(url: str) -> str:
+    """The libpq connection URL of a PostgreSQL URL (no ``+psycopg`` driver part), for psycopg
+    connections made outside SQLAlchemy (the API's LISTEN session)."""
+    return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
 

@@ -11,6 +11,7 @@ import pytest
 
 from shared.db import session as db_session
 from shared.db.migrate import downgrade, upgrade
+from shared.db.session import libpq_url
 from shared.jobs import store
 from shared.jobs.methods import parse_spec
 
@@ -27,10 +28,6 @@ def pg(postgres_database: str) -> Iterator[str]:
     db_session.dispose_engines()
 
 
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 def notices(conn: psycopg.Connection, timeout: float = QUIET_S) -> list[str]:
     return [n.payload for n in conn.notifies(timeout=timeout, stop_after=1)]
 
@@ -38,7 +35,7 @@ def notices(conn: psycopg.Connection, timeout: float = QUIET_S) -> list[str]:
 def test_given_a_listener_when_a_job_moves_expect_status_changes_notified_and_progress_not(pg: str) -> None:
     # given a session listening on the channel, and a queued job
     job, _ = store.create_job("t1", SPEC)
-    with psycopg.connect(libpq(pg), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(pg), autocommit=True) as conn:
         conn.execute("LISTEN stylefarm_jobs")
         # when a worker claims it: expect its id
         token = store.claim_job(job.id, task_id="t", worker="w").fencing_token
@@ -59,7 +56,7 @@ def test_given_the_migration_undone_expect_no_trigger_and_no_notification(pg: st
     # given the schema one migration back
     downgrade(pg, "0007_queue_position")
     job, _ = store.create_job("t1", SPEC)
-    with psycopg.connect(libpq(pg), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(pg), autocommit=True) as conn:
         objects = conn.execute("SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = 'jobs_notify'), "
                                "(SELECT count(*) FROM pg_proc WHERE proname = 'stylefarm_notify_job')").fetchone()
         assert objects == (0, 0)
