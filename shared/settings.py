@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     tile_size: int = Field(
         1024, ge=128, le=2048,
         description="a render larger than this on its long side is split into tiles of at most this size, one child "
-        "job each (shared.engine.methods.tiled): what bounds one worker's memory (Gatys tiles need ~6.4-7.3 GiB "
+        "job each (shared.engine.methods.tiled): what bounds one worker's memory (Gatys tiles need ~6.0-6.8 GiB "
         "at 1024 px on a CPU; keep it below ~1600 px on 16 GiB workers: docs/performance.md, Memory)",
     )
     tile_overlap: int = Field(64, ge=16, le=512, description="least overlap of neighbouring tiles, blended feathered")
