@@ -20,7 +20,9 @@ network (BGR, 0-255 inputs), so features are in the hundreds; the defaults in
 ``shared.jobs.specs.GatysParams`` are tuned for exactly this normalization.
 
 Pixels stay in [0, 255] throughout: L-BFGS runs as bound-constrained L-BFGS-B (as in Gatys
-et al.'s own code), Adam is projected after every step. The losses a job reports are those
+et al.'s own code; ``shared.engine.lbfgsb``) on a CPU, and as a two-metric projected L-BFGS
+that keeps its state on the device (``shared.engine.projected_lbfgs``) on a GPU; Adam is
+projected after every step. The losses a job reports are those
 of the delivered 8-bit image, measured again after quantisation, so they describe the PNG.
 
 Everything a job needs (targets, masks, init, colour handling, the L-BFGS/Adam loop,
@@ -55,6 +57,7 @@ from shared.engine.images import (
 from shared.engine.lbfgsb import minimize_box
 from shared.engine.losses import content_loss, gram_matrix, resize_mask, style_loss, total_variation
 from shared.engine.nets.vgg import LAYER_INDEX, VGG19Features, load_vgg19
+from shared.engine.projected_lbfgs import minimize_box_on_device
 from shared.engine.style_cache import get_or_compute, sha256_bytes, style_cache
 from shared.errors import EngineError, InvalidImage, InvalidMask
 from shared.jobs.specs import MAX_SIDE, GatysParams, StyleRef
@@ -265,7 +268,9 @@ def optimize_pixels(x0: torch.Tensor, objective: LossFn, params: GatysParams, ct
     lo, hi = PIXEL_RANGE
     x0 = x0.detach().clamp(lo, hi).contiguous()  # (1, 3, H, W)
     steps = params.steps if steps is None else steps
-    if params.optimizer == "lbfgs":
+    if params.optimizer == "lbfgs" and lbfgs_on_device(x0.device):
+        x, last = _run_projected_lbfgs(x0, objective, steps, ctx, counter, stage)
+    elif params.optimizer == "lbfgs":
         x, last = _run_lbfgsb(x0, objective, steps, ctx, counter, stage)
     else:
         x = x0.clone().requires_grad_(True)
@@ -356,6 +361,45 @@ def _run_lbfgsb(x0: torch.Tensor, objective: LossFn, steps: int, ctx: EngineCont
         track.reported += 1
     last["evaluations"] = int(res.nfev)
     return x, last
+
+
+def lbfgs_on_device(device: torch.device) -> bool:
+    """Whether ``optimizer="lbfgs"`` runs the device-resident projected L-BFGS
+    (``shared.engine.projected_lbfgs``) rather than SciPy's L-BFGS-B on the host: on a GPU, where
+    the host's step and the gradient's round trip would leave the device idle most of the time."""
+    return device.type == "cuda"
+
+
+def _run_projected_lbfgs(x0: torch.Tensor, objective: LossFn, steps: int, ctx: EngineContext,
+                         counter: StepCounter, stage: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """The same job as ``_run_lbfgsb`` with every vector on the pixels' device (two-metric
+    projection; the module says why). Reports the losses of each accepted point."""
+    lo, hi = PIXEL_RANGE
+    seen: dict[str, Any] = {"parts": {"loss": math.nan}, "x": x0}
+    accepted: dict[str, float] = {}
+
+    def fun(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        ctx.check_cancel()
+        xg = x.detach().requires_grad_(True)  # (1, 3, H, W); the optimizer's own tensor stays out of autograd
+        total, parts = objective(xg)
+        (grad,) = torch.autograd.grad(total, xg)
+        parts["loss"] = float(total.detach())
+        seen["parts"], seen["x"] = parts, x
+        return parts["loss"], grad.detach()
+
+    def callback() -> None:  # an iteration's accepted point is its last evaluation
+        accepted.clear()
+        accepted.update(seen["parts"])
+        _report(ctx, counter, stage, accepted, seen["x"])
+
+    res = minimize_box_on_device(fun, x0, lo, hi, maxiter=steps, maxfun=3 * steps, m=LBFGS_HISTORY,
+                                 callback=callback)
+    if not accepted:  # no iteration was accepted: the losses of the start
+        accepted.update(seen["parts"])
+    for _ in range(res.nit, steps):  # stopped early (no descent left): the rest count as done
+        _report(ctx, counter, stage, accepted, res.x)
+    accepted["evaluations"] = res.nfev
+    return res.x, dict(accepted)
 
 
 # --- init ------------------------------------------------------------------------------
