@@ -14,9 +14,12 @@ box ``[lo, hi]`` holds for every variable, so the set-up is three ``numpy.full``
 
 The iteration itself is SciPy's: the same compiled routine, called with the same workspace and
 the same stopping rules as ``minimize`` (``maxiter``, ``maxfun``, ``ftol=0``, ``gtol=0``), so
-the iterates are identical (``tests/engine/test_lbfgsb.py`` compares them). ``setulb`` is not
-public SciPy API; where the installed SciPy's routine has another interface (before 1.15 it
-was Fortran with string task codes), :func:`minimize_box` falls back to ``minimize``.
+the iterates are identical (``tests/engine/test_lbfgsb.py`` compares them), and so are the
+evaluations: a point asked for twice is answered from the last evaluation, as ``minimize``'s
+memo does. ``setulb`` is not public SciPy API and trusts its arrays' sizes, so it is driven
+only on the SciPy versions whose routine was read (1.15-1.17: the C translation; before 1.15 it
+was Fortran with string task codes); on any other :func:`minimize_box` falls back to
+``minimize``.
 """
 
 from __future__ import annotations
@@ -56,13 +59,15 @@ def _compiled_setulb() -> Callable | None:
         return None
     major, minor = (int(p) for p in scipy.__version__.split(".")[:2])
     setulb = getattr(_lbfgsb, "setulb", None)
-    if (major, minor) < (1, 15) or setulb is None:
+    # The routine trusts the sizes of the arrays it is given: only versions whose interface and
+    # workspace sizes were read are driven (1.15-1.17: the C translation); any other falls back.
+    if not (1, 15) <= (major, minor) < (1, 18) or setulb is None:
         return None
     target = np.array([3.0, -2.0])  # the minimum of |x - target|^2 over [-1, 1]^2 is (1, -1)
     try:
         res = _drive(setulb, lambda x: (float(((x - target) ** 2).sum()), 2 * (x - target)), np.zeros(2),
                      -1.0, 1.0, maxiter=20, maxfun=60, m=5, callback=None, maxls=20)
-    except (TypeError, ValueError):
+    except Exception:  # any failure of the probe means: use minimize
         return None
     return setulb if np.allclose(res.x, [1.0, -1.0]) else None
 
@@ -95,13 +100,19 @@ def _drive(setulb: Callable, fun: FunAndGrad, x0: np.ndarray, lo: float, hi: flo
     lsave, isave, dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29, np.float64)
     factr = pgtol = 0.0
     nit = nfev = 0
+    last_x: np.ndarray | None = None  # the last evaluated point, with its f and g
+    last_f, last_g = f, g
     while True:
         setulb(m, x, low, upp, nbd, f, g, factr, pgtol, wa, iwa, task, lsave, isave, dsave, maxls, ln_task)
         if task[0] == _FG:  # the routine wants f and g at x
+            if last_x is not None and np.array_equal(x, last_x):
+                f, g = last_f.copy(), last_g.copy()  # asked again at the same point (a stalled line search):
+                continue  # minimize answers from its memo without evaluating, and so does this loop
             fx, gx = fun(x.copy())
             nfev += 1
             f = np.array(fx, dtype=np.float64)
             g = np.asarray(gx, dtype=np.float64).ravel()
+            last_x, last_f, last_g = x.copy(), f.copy(), g.copy()
         elif task[0] == _NEW_X:  # an iteration ended
             nit += 1
             if callback is not None:

@@ -58,6 +58,55 @@ def test_iterates_equal_scipy_minimize(maxiter: int, maxfun: int, m: int) -> Non
     assert len(iterations) == ref_iterations == res.nit
 
 
+@pytest.mark.parametrize("kind", ["noisy", "nan"])
+def test_a_point_asked_for_twice_is_not_evaluated_again(kind: str) -> None:
+    # given objectives on which the line search stalls and asks for the same point again:
+    # one with noise in its value, one that turns NaN away from the start
+    def make():
+        rng = np.random.default_rng(0)
+        calls: list[int] = []
+
+        def fun(v: np.ndarray) -> tuple[float, np.ndarray]:
+            calls.append(1)
+            if kind == "nan" and v[0] < 100:
+                return float("nan"), 2 * v
+            return float((v**2).sum() + (1e-3 * rng.normal() if kind == "noisy" else 0.0)), 2 * v
+
+        return fun, calls
+
+    x0 = np.full(50, 128.0)
+    fun_a, calls_a = make()
+    res = lbfgsb.minimize_box(fun_a, x0, LO, HI, maxiter=30, maxfun=90, m=20)
+    # when SciPy's minimize runs the same problem
+    fun_b, calls_b = make()
+    ref, _ = scipy_reference(fun_b, x0, 30, 90, 20)
+    # expect the same iterations and the same (few) evaluations, not one per repeated request
+    assert (res.nit, res.nfev, len(calls_a)) == (ref.nit, ref.nfev, len(calls_b))
+    assert len(calls_a) <= 3
+    np.testing.assert_array_equal(res.x, np.clip(ref.x, LO, HI))
+
+
+def test_a_routine_that_fails_the_probe_is_not_driven(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a SciPy whose compiled routine takes other arguments
+    from scipy.optimize import _lbfgsb
+
+    def other_interface(*args: object) -> None:
+        raise TypeError("setulb() takes 18 positional arguments")
+
+    monkeypatch.setattr(_lbfgsb, "setulb", other_interface)
+    lbfgsb._compiled_setulb.cache_clear()
+    try:
+        # when the driver checks it, and then minimizes a problem (SciPy's own routine back in place)
+        found = lbfgsb._compiled_setulb()
+        monkeypatch.undo()
+        fun, x0, _ = problem(n=40)
+        res = lbfgsb.minimize_box(fun, x0, LO, HI, maxiter=5, maxfun=15, m=5)
+    finally:
+        lbfgsb._compiled_setulb.cache_clear()
+    # expect it refused, and minimize did the work
+    assert found is None and res.driver == "minimize"
+
+
 def test_reaches_the_box_constrained_minimum() -> None:
     # given a separable quadratic whose target lies partly outside the box
     target = np.array([-40.0, 12.5, 300.0, 128.0, 255.0, 0.0])

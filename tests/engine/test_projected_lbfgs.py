@@ -57,7 +57,7 @@ def test_stays_in_the_box_descends_and_keeps_its_limits() -> None:
     x0.view(-1)[:3] = torch.tensor([-30.0, 400.0, 1e9])
     iterations: list[int] = []
     # when minimized for 30 iterations
-    res = minimize_box_on_device(fun, x0, LO, HI, maxiter=30, maxfun=90, m=20, callback=lambda: iterations.append(1))
+    res = minimize_box_on_device(fun, x0, LO, HI, maxiter=30, maxfun=90, m=20, callback=lambda k: iterations.append(k))
     # expect every evaluation inside the box, one callback per iteration, the limits kept
     assert all(float(x.min()) >= LO and float(x.max()) <= HI for x in seen)
     assert len(iterations) == res.nit <= 30 and res.nfev <= 90
@@ -70,16 +70,16 @@ def test_accepted_losses_fall_and_match_scipy_l_bfgs_b() -> None:
 
     fun, x0, _ = coupled()
     accepted: list[float] = []
-    last: dict[str, float] = {}
+    values: list[float] = []  # f of every evaluation, in order
 
     def recording(x: torch.Tensor) -> tuple[float, torch.Tensor]:
         f, g = fun(x)
-        last["f"] = f
+        values.append(f)
         return f, g
 
     # when minimized on the tensors' device
     res = minimize_box_on_device(recording, x0, LO, HI, maxiter=60, maxfun=180, m=20,
-                                 callback=lambda: accepted.append(last["f"]))
+                                 callback=lambda k: accepted.append(values[k - 1]))
     ref = minimize(lambda v: (fun(torch.from_numpy(v).reshape(x0.shape).float())[0],
                               fun(torch.from_numpy(v).reshape(x0.shape).float())[1].double().numpy().ravel()),
                    x0.double().numpy().ravel(), jac=True, method="L-BFGS-B", bounds=Bounds(LO, HI),
@@ -117,7 +117,7 @@ def test_a_gatys_job_on_the_device_path_gets_as_low_as_l_bfgs_b(engine_ctx, monk
     # expect one report per iteration, a valid image, and a loss close to L-BFGS-B's: on these
     # tiny synthetic images it ends 0.96-1.09x L-BFGS-B's loss (its weaker handling of pixels that
     # reach a bound; without bounds the two agree within 0.2 %), where a gradient method without
-    # curvature pairs ends at 5-7x and Adam at 7-13x
+    # curvature pairs ends at 4-6x and Adam at 7-13x
     assert len(ctx.reports) == 40 and ctx.reports[-1].step == 40
     arr = np.asarray(device.image)
     assert arr.shape == np.asarray(host.image).shape and arr.std() > 5
@@ -142,3 +142,52 @@ def test_only_a_gpu_takes_the_device_path() -> None:
     # expect the device-resident optimizer on CUDA and SciPy's L-BFGS-B on the CPU
     assert gatys.lbfgs_on_device(torch.device("cuda")) is True
     assert gatys.lbfgs_on_device(torch.device("cpu")) is False
+
+
+def rugged_objective():
+    """A LossFn over (1, 3, 6, 6) pixels: a bowl plus ripples that its gradient does not see (a
+    deterministic function of x, detached), so line searches fail now and then."""
+    target = torch.linspace(-60.0, 320.0, 108).reshape(1, 3, 6, 6)
+
+    def objective(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        bowl = ((x - target) ** 2).sum()
+        ripples = 3e4 * torch.sin(x.detach().sum() * 7.0)
+        total = bowl + ripples
+        return total, {"content": float(bowl.detach()), "style": float(ripples), "tv": 0.0}
+
+    return objective
+
+
+def walled_objective():
+    """A LossFn whose gradient points downhill but whose value jumps up anywhere but at the start
+    (mid-grey): no line search can succeed, so the optimizer returns the start."""
+    target = torch.zeros(1, 3, 6, 6)
+
+    def objective(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        bowl = ((x - target) ** 2).sum()
+        wall = 1e9 * float(bool((x.detach() != 128.0).any()))
+        return bowl + wall, {"content": float(bowl.detach()), "style": wall, "tv": 0.0}
+
+    return objective
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize(("kind", "steps"), [("rugged", 1), ("rugged", 2), ("rugged", 25), ("walled", 5)])
+def test_the_losses_returned_are_those_of_the_pixels_returned(engine_ctx, monkeypatch, device_path, kind,
+                                                              steps) -> None:
+    # given a rugged objective (one step leaves room for 3 evaluations only) or one on which no
+    # step succeeds, and either L-BFGS path
+    from shared.jobs.specs import GatysParams
+
+    monkeypatch.setattr(gatys, "lbfgs_on_device", lambda device: device_path)
+    objective = rugged_objective() if kind == "rugged" else walled_objective()
+    ctx = engine_ctx()
+    x0 = torch.full((1, 3, 6, 6), 128.0)
+    # when the pixels are optimized
+    x, last = gatys.optimize_pixels(x0, objective, GatysParams(steps=steps), ctx, gatys.StepCounter(steps), "t")
+    # expect the losses handed back, and the last progress report's, to be those of x itself
+    total, parts = objective(x)
+    assert last["loss"] == pytest.approx(float(total), rel=1e-6)
+    assert last["content"] == pytest.approx(parts["content"], rel=1e-6)
+    assert ctx.reports[-1].loss == pytest.approx(float(total), rel=1e-6)
+    assert len(ctx.reports) == steps and float(x.min()) >= 0.0 and float(x.max()) <= 255.0

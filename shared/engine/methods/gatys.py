@@ -310,17 +310,30 @@ def _run_adam(x: torch.Tensor, objective: LossFn, params: GatysParams, steps: in
 
 @dataclass
 class _LbfgsbTrack:
-    """The latest evaluation (its losses and pixels) and the iterations reported so far."""
+    """The latest evaluation (its losses and pixels), the start's, the last accepted point's, and
+    the iterations reported so far."""
 
     last: dict[str, float] | None = None
     x: torch.Tensor | None = None  # (1, 3, H, W), 0-255, detached
+    start: tuple[dict[str, float], torch.Tensor] | None = None
+    accepted: tuple[dict[str, float], torch.Tensor] | None = None
     reported: int = 0
+
+    def losses_of(self, x: torch.Tensor, objective: LossFn) -> dict[str, float]:
+        """The losses of the pixels the optimizer returned: those of its last accepted point or its
+        start (after a failed line search the routine goes back to one), else measured anew."""
+        for known in (self.accepted, self.start):
+            if known is not None and torch.equal(known[1], x):
+                return dict(known[0])
+        with torch.no_grad():
+            total, parts = objective(x)
+        return {**parts, "loss": float(total)}
 
 
 def _run_lbfgsb(x0: torch.Tensor, objective: LossFn, steps: int, ctx: EngineContext,
                 counter: StepCounter, stage: str) -> tuple[torch.Tensor, dict[str, float]]:
     """L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995, "A Limited Memory Algorithm for Bound Constrained
-    Optimization", SIAM J. Sci. Comput.; SciPy's Fortran code) with every pixel in ``PIXEL_RANGE``.
+    Optimization", SIAM J. Sci. Comput.; SciPy's compiled routine) with every pixel in ``PIXEL_RANGE``.
 
     Gatys et al.'s own implementation used L-BFGS-B with these bounds. Pixels at a bound whose
     gradient points outwards are held there while the rest move; curvature pairs stay valid
@@ -345,17 +358,21 @@ def _run_lbfgsb(x0: torch.Tensor, objective: LossFn, steps: int, ctx: EngineCont
         (grad,) = torch.autograd.grad(total, x)
         parts["loss"] = float(total.detach())
         track.last, track.x = parts, x.detach()
+        if track.start is None:
+            track.start = (parts, track.x)
         return parts["loss"], grad.detach().double().cpu().numpy().ravel()
 
-    def callback() -> None:
-        if track.last is not None and track.x is not None and track.reported < steps:
-            _report(ctx, counter, stage, track.last, track.x)
-            track.reported += 1
+    def callback() -> None:  # an iteration's accepted point is the last evaluation of its line search
+        if track.last is not None and track.x is not None:
+            track.accepted = (track.last, track.x)
+            if track.reported < steps:
+                _report(ctx, counter, stage, track.last, track.x)
+                track.reported += 1
 
     v0 = x0.detach().double().cpu().numpy().ravel()
     res = minimize_box(fun, v0, lo, hi, maxiter=steps, maxfun=3 * steps, m=LBFGS_HISTORY, callback=callback)
     x = torch.from_numpy(res.x).to(device=device, dtype=torch.float32).view(shape)  # (1, 3, H, W)
-    last = dict(track.last or {"loss": math.nan})
+    last = track.losses_of(x, objective)
     while track.reported < steps:  # stopped early (no descent left): the rest count as done
         _report(ctx, counter, stage, last, x)
         track.reported += 1
@@ -375,8 +392,8 @@ def _run_projected_lbfgs(x0: torch.Tensor, objective: LossFn, steps: int, ctx: E
     """The same job as ``_run_lbfgsb`` with every vector on the pixels' device (two-metric
     projection; the module says why). Reports the losses of each accepted point."""
     lo, hi = PIXEL_RANGE
-    seen: dict[str, Any] = {"parts": {"loss": math.nan}, "x": x0}
-    accepted: dict[str, float] = {}
+    evaluated: dict[int, tuple[dict[str, float], torch.Tensor]] = {}  # evaluation number -> (losses, pixels)
+    start: dict[str, float] = {}
 
     def fun(x: torch.Tensor) -> tuple[float, torch.Tensor]:
         ctx.check_cancel()
@@ -384,22 +401,29 @@ def _run_projected_lbfgs(x0: torch.Tensor, objective: LossFn, steps: int, ctx: E
         total, parts = objective(xg)
         (grad,) = torch.autograd.grad(total, xg)
         parts["loss"] = float(total.detach())
-        seen["parts"], seen["x"] = parts, x
-        return parts["loss"], grad.detach()
+        calls[0] += 1
+        evaluated[calls[0]] = (parts, x)  # numbered as the optimizer numbers its evaluations
+        if not start:
+            start.update(parts)
+        return parts["loss"], grad.detach().contiguous()
 
-    def callback() -> None:  # an iteration's accepted point is its last evaluation
+    calls = [0]
+    accepted: dict[str, float] = {}
+
+    def callback(k: int) -> None:
+        parts, x = evaluated[k]
         accepted.clear()
-        accepted.update(seen["parts"])
-        _report(ctx, counter, stage, accepted, seen["x"])
+        accepted.update(parts)
+        _report(ctx, counter, stage, accepted, x)
+        evaluated.clear()  # every earlier point and every rejected trial is spent
 
     res = minimize_box_on_device(fun, x0, lo, hi, maxiter=steps, maxfun=3 * steps, m=LBFGS_HISTORY,
                                  callback=callback)
-    if not accepted:  # no iteration was accepted: the losses of the start
-        accepted.update(seen["parts"])
+    last = dict(accepted or start)  # no iteration accepted: the losses of the start, which is returned
     for _ in range(res.nit, steps):  # stopped early (no descent left): the rest count as done
-        _report(ctx, counter, stage, accepted, res.x)
-    accepted["evaluations"] = res.nfev
-    return res.x, dict(accepted)
+        _report(ctx, counter, stage, last, res.x)
+    last["evaluations"] = res.nfev
+    return res.x, last
 
 
 # --- init ------------------------------------------------------------------------------
