@@ -18,7 +18,7 @@ inner products per iteration, never a vector. The CPU keeps
 L-BFGS-B, whose pictures the tests and benchmarks were measured with (``gatys.lbfgs_on_device``).
 
 How close (docs/performance.md, the GPU path): a 512 px, 300-iteration ``optimize`` job on a
-photo ends at 1.0003x L-BFGS-B's loss with the same picture; on tiny synthetic images,
+photo ends at 0.9997x L-BFGS-B's loss with the same picture; on tiny synthetic images,
 0.96-1.09x. L-BFGS-B's generalized Cauchy point fixes the variables that reach a bound during
 a step; the two-metric split only holds those already at one (without bounds the two agree).
 
