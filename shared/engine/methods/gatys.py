@@ -393,33 +393,28 @@ def _run_projected_lbfgs(x0: torch.Tensor, objective: LossFn, steps: int, ctx: E
     projection; the module says why). Reports the losses of each accepted point."""
     lo, hi = PIXEL_RANGE
     evaluated: dict[int, tuple[dict[str, float], torch.Tensor]] = {}  # evaluation number -> (losses, pixels)
-    start: dict[str, float] = {}
+    calls = 0
 
     def fun(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        nonlocal calls
         ctx.check_cancel()
         xg = x.detach().requires_grad_(True)  # (1, 3, H, W); the optimizer's own tensor stays out of autograd
         total, parts = objective(xg)
         (grad,) = torch.autograd.grad(total, xg)
         parts["loss"] = float(total.detach())
-        calls[0] += 1
-        evaluated[calls[0]] = (parts, x)  # numbered as the optimizer numbers its evaluations
-        if not start:
-            start.update(parts)
+        calls += 1
+        evaluated[calls] = (parts, x)  # numbered as the optimizer numbers its evaluations
         return parts["loss"], grad.detach().contiguous()
-
-    calls = [0]
-    accepted: dict[str, float] = {}
 
     def callback(k: int) -> None:
         parts, x = evaluated[k]
-        accepted.clear()
-        accepted.update(parts)
-        _report(ctx, counter, stage, accepted, x)
+        _report(ctx, counter, stage, parts, x)
         evaluated.clear()  # every earlier point and every rejected trial is spent
+        evaluated[k] = (parts, x)
 
     res = minimize_box_on_device(fun, x0, lo, hi, maxiter=steps, maxfun=3 * steps, m=LBFGS_HISTORY,
                                  callback=callback)
-    last = dict(accepted or start)  # no iteration accepted: the losses of the start, which is returned
+    last = dict(evaluated[res.k][0])  # the losses of the pixels returned (the start's if no step was accepted)
     for _ in range(res.nit, steps):  # stopped early (no descent left): the rest count as done
         _report(ctx, counter, stage, last, res.x)
     last["evaluations"] = res.nfev
