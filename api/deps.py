@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from shared.errors import Unauthorized
 from shared.jobs import api_keys
@@ -19,13 +20,13 @@ from shared.storage import Storage
 
 log = logging.getLogger("stylefarm.api")
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """The ``Settings`` the app was created with."""
     settings: Settings = request.app.state.settings  # Starlette's app.state is untyped
     return settings
 
 
-def get_app_storage(request: Request) -> Storage:
+async def get_app_storage(request: Request) -> Storage:
     """The app's storage backend (created once per app)."""
     storage: Storage = request.app.state.storage
     return storage
@@ -58,6 +59,28 @@ class KeyCache:
             cached = self._any = (now, api_keys.any_keys())
         return cached[1]
 
+    def any_keys_known(self) -> bool | None:
+        """``any_keys()`` when it needs no SQL, else None."""
+        cached = self._any
+        if cached is None or (not cached[1] and time.monotonic() - cached[0] >= self.ttl_s):
+            return None
+        return cached[1]
+
+    def tenant_known(self, key: str) -> tuple[bool, str | None]:
+        """``(True, tenant_of(key))`` when that needs no SQL (a fresh entry and no use of the
+        key to record now), else ``(False, None)``."""
+        digest = api_keys.hash_key(key)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None or now - entry[0] >= self.ttl_s:
+                return False, None
+            self._entries.move_to_end(digest)
+            _, tenant, key_id = entry
+        if key_id is not None and now - self._touched.get(key_id, -1e18) >= self.touch_interval_s:
+            return False, None
+        return True, tenant
+
     def tenant_of(self, key: str) -> str | None:
         digest = api_keys.hash_key(key)
         now = time.monotonic()
@@ -86,7 +109,7 @@ class KeyCache:
         return tenant
 
 
-def get_key_cache(request: Request) -> KeyCache:
+async def get_key_cache(request: Request) -> KeyCache:
     """The app's ``KeyCache`` (one per app)."""
     cache: KeyCache = request.app.state.key_cache
     return cache
@@ -100,7 +123,7 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str | No
     return x_api_key or None
 
 
-def get_tenant(
+async def get_tenant(
     settings: Annotated[Settings, Depends(get_app_settings)],
     cache: Annotated[KeyCache, Depends(get_key_cache)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
@@ -112,10 +135,17 @@ def get_tenant(
     single machine) or a key stored hashed in SQL (``stylefarm keys create``; revoked ones are
     refused). With no keys at all, in development only, everyone is ``settings.default_tenant``;
     production always needs a key.
+
+    Async, so a request whose answer the ``KeyCache`` holds costs no thread hop; SQL (a cache
+    miss, recording a key's use) runs in the thread pool, never on the event loop.
     """
     env_keys = settings.api_key_tenants()
-    if not env_keys and settings.env == "development" and not cache.any_keys():
-        return settings.default_tenant
+    if not env_keys and settings.env == "development":
+        any_keys = cache.any_keys_known()
+        if any_keys is None:
+            any_keys = await run_in_threadpool(cache.any_keys)
+        if not any_keys:
+            return settings.default_tenant
     presented = _presented_key(authorization, x_api_key)
     if not presented:
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.")
@@ -124,7 +154,9 @@ def get_tenant(
         if hmac.compare_digest(key.encode(), presented.encode()):
             tenant = key_tenant
     if tenant is None:
-        tenant = cache.tenant_of(presented)
+        known, tenant = cache.tenant_known(presented)
+        if not known:
+            tenant = await run_in_threadpool(cache.tenant_of, presented)
     if tenant is None:
         raise Unauthorized("The API key is not valid (unknown or revoked).")
     return tenant

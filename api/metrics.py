@@ -219,15 +219,15 @@ def route_template(scope: Scope, templates: RouteTemplates) -> str:
     return templates.match(scope["path"]) or UNMATCHED_ROUTE
 
 
-def _tenant_of(settings: Settings, scope: Scope) -> str | None:
+async def _tenant_of(settings: Settings, scope: Scope) -> str | None:
     """The caller's tenant for the log context (through the app's ``KeyCache``, so no extra SQL
-    per request), None when its key is missing or wrong."""
+    per request; a miss is looked up off the event loop), None when its key is missing or wrong."""
     cache = getattr(getattr(scope.get("app"), "state", None), "key_cache", None)
     if cache is None:
         return None
     headers = Headers(scope=scope)
     try:
-        return get_tenant(settings, cache, headers.get("authorization"), headers.get("x-api-key"))
+        return await get_tenant(settings, cache, headers.get("authorization"), headers.get("x-api-key"))
     except Exception:
         return None
 
@@ -262,7 +262,7 @@ class MetricsMiddleware:
                     body.extend(message.get("body", b"")[: MAX_PROBLEM_BODY - len(body)])
             await send(message)
 
-        token = logs.bind(tenant=_tenant_of(self.settings, scope))
+        token = logs.bind(tenant=await _tenant_of(self.settings, scope))
         try:
             await self.app(scope, receive, observing_send)
         finally:

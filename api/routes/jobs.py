@@ -232,9 +232,10 @@ def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     """Status, progress, timings, error and result summary of a job; a queued job's
     ``position`` and ``estimated_start_s``; a job split into pieces: ``pieces`` (done / total,
     the children's ids), its progress the mean of theirs."""
-    job, pieces = store.get_job_with_pieces(job_id, tenant)
-    position, estimated_start_s = queue_placement(job, settings)
-    return job_out(job, _base(settings), position=position, estimated_start_s=estimated_start_s, pieces=pieces)
+    read = store.read_job(job_id, tenant)
+    position, estimated_start_s = queue_placement(read.job, settings, read.position)
+    return job_out(read.job, _base(settings), position=position, estimated_start_s=estimated_start_s,
+                   pieces=read.pieces)
 
 
 def _cancel(job_id: str, tenant: str, settings: SettingsDep) -> JobOut:

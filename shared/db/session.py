@@ -18,6 +18,7 @@ answers 503. Engines for an explicit URL (migrations) have no statement timeout.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,7 +140,13 @@ def _engine_key(url: str | None) -> tuple[str, int]:
     if url:
         return normalize_url(url), 0
     default = default_url()
-    return default, _default_statement_timeout_ms if make_url(default).get_backend_name() == "postgresql" else 0
+    return default, _default_statement_timeout_ms if _backend_name(default) == "postgresql" else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _backend_name(url: str) -> str:
+    """The URL's backend (parsing a URL costs more than a short query's own Python: cached)."""
+    return make_url(url).get_backend_name()
 
 
 def _cached_engine(key: tuple[str, int]) -> Engine:

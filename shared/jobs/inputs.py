@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from shared.db.orm import Input, utcnow
-from shared.db.session import session_scope
+from shared.db.session import read_scope, session_scope
 from shared.errors import NotFound
 from shared.jobs.tenants import check_tenant
 
@@ -68,7 +68,7 @@ def find_inputs(tenant: str, sha256s: Iterable[str]) -> dict[str, Input]:
     wanted = list(dict.fromkeys(sha256s))
     if not wanted:
         return {}
-    with session_scope() as session:
+    with read_scope() as session:
         rows = session.scalars(select(Input).where(Input.tenant == tenant, Input.sha256.in_(wanted)))
         return {r.sha256: r for r in rows}
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db.orm import ModelRow, new_id, utcnow
-from shared.db.session import session_scope
+from shared.db.session import read_scope, session_scope
 from shared.errors import Conflict, NotFound
 from shared.jobs.tenants import check_tenant
 
@@ -100,13 +100,14 @@ def list_models(tenant: str) -> list[ModelRow]:
 
 def get_model(id_or_name: str, tenant: str) -> ModelRow:
     """A model visible to ``tenant`` by id or by name (the tenant's own name shadows a
-    global one), or ``NotFound``."""
-    with session_scope() as session:
-        model = session.get(ModelRow, id_or_name)
-        if model is not None and model.tenant not in (None, tenant):
-            model = None
-        if model is None:
-            model = _model_by_name(session, id_or_name, tenant) or _model_by_name(session, id_or_name, None)
-    if model is None:
+    global one), or ``NotFound``. One read: every visible row with that id or name, then the
+    id first, the tenant's name second, the global name last."""
+    with read_scope() as session:
+        rows = list(session.scalars(select(ModelRow).where(
+            or_(ModelRow.id == id_or_name, ModelRow.name == id_or_name),
+            or_(ModelRow.tenant.is_(None), ModelRow.tenant == tenant),
+        )))
+    ranked = sorted(rows, key=lambda m: (m.id != id_or_name, m.tenant is None))
+    if not ranked:
         raise NotFound(f"No model {id_or_name!r}; GET /v1/models lists the available ones.", model_id=id_or_name)
-    return model
+    return ranked[0]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, func, literal, or_, select
+from sqlalchemy.orm import aliased
 
 from shared.db.orm import Job
 from shared.db.session import default_url, read_scope, session_scope
@@ -29,22 +31,43 @@ _means: dict[tuple[str, str], tuple[float, float | None]] = {}
 _means_lock = threading.Lock()
 
 
-def position(job: Job) -> int:
-    """How many queued jobs of ``job``'s queue a worker takes before it."""
-    ahead = or_(
-        Job.priority > job.priority,
+def _ahead(other: Any, job: Any) -> ColumnElement[bool]:
+    """``other`` is taken before ``job`` within one queue: a higher priority, or the same
+    priority and created before it (the id breaks ties). ``job`` is a loaded row (its values)
+    or a table in the same statement (a correlated subquery)."""
+    return or_(
+        other.priority > job.priority,
         and_(
-            Job.priority == job.priority,
-            or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id)),
+            other.priority == job.priority,
+            or_(other.created_at < job.created_at, and_(other.created_at == job.created_at, other.id < job.id)),
         ),
     )
+
+
+def _queued_ahead_count(other: Any, job: Any) -> Select[int]:
+    # the status as a literal, so the planner can use the partial index on queued jobs
+    # (ix_jobs_queued_order) even in a prepared statement's generic plan
+    return (
+        select(func.count())
+        .select_from(other)
+        .where(other.status == literal(JobStatus.QUEUED.value, literal_execute=True),
+               other.queue == job.queue, other.id != job.id, _ahead(other, job))
+    )
+
+
+def position(job: Job) -> int:
+    """How many queued jobs of ``job``'s queue a worker takes before it."""
     with read_scope() as session:
-        count = session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.status == JobStatus.QUEUED.value, Job.queue == job.queue, Job.id != job.id, ahead)
-        )
+        count = session.scalar(_queued_ahead_count(Job, job))
     return int(count or 0)
+
+
+def position_column() -> ScalarSelect[int]:
+    """``position`` as a column of a statement that selects ``Job`` (correlated to its row):
+    read with the job in one round trip (``shared.jobs.store.read_job``). Meant for a queued
+    job; wrap it in a ``CASE`` on the status so other jobs do not pay for the count."""
+    other = aliased(Job)
+    return _queued_ahead_count(other, Job).correlate(Job).scalar_subquery()
 
 
 def counts_by_queue() -> dict[str, dict[str, int]]:

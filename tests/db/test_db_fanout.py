@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import InvalidTransition, LeaseLost
-from shared.jobs import store
+from shared.errors import InvalidTransition, LeaseLost, NotFound
+from shared.jobs import queue_stats, store
 from shared.jobs.status import JobStatus
 
 from harness import race
@@ -210,3 +210,30 @@ def test_given_a_piece_failed_unsettled_when_swept_expect_parent_failed(db_url: 
     parent = store.get_job(parent_id)
     assert parent.status == "failed" and parent.error["piece_index"] == 0
     assert store.get_job(children[1]).status == "canceled"
+
+
+def test_given_jobs_in_line_and_a_split_parent_when_read_expect_position_and_pieces_in_one_read(db_url: str) -> None:
+    # given queued jobs on two queues and priorities, a running one, and a parent split in three
+    small = {"method": "fast", "content": "c" * 64, "size": 64}
+    a, _ = store.create_job("t1", small)
+    b, _ = store.create_job("t1", small, priority=5)
+    c, _ = store.create_job("t2", small)
+    other, _ = store.create_job("t1", small, queue="cpu")
+    running, _ = store.create_job("t1", small)
+    assert store.claim_job(running.id, task_id="r", worker="w0") is not None
+    parent_id, children = split_parent(3)
+    # when each is read the way GET /v1/jobs/{id} reads it
+    reads = {j: store.read_job(j) for j in (a.id, b.id, c.id, other.id, running.id, parent_id, children[0])}
+    # expect the queued jobs' places (priority first, then age; per queue; any tenant), as the
+    # separate count gives them, and None for jobs not queued
+    for job_id in (a.id, b.id, c.id, other.id, children[0]):
+        assert reads[job_id].position == queue_stats.position(store.get_job(job_id))
+    assert [reads[j].position for j in (b.id, a.id, c.id, other.id)] == [0, 1, 2, 0]
+    assert reads[running.id].position is None and reads[parent_id].position is None
+    # expect the parent's pieces (and none for a piece or a plain job)
+    pieces = reads[parent_id].pieces
+    assert pieces is not None and (pieces.total, pieces.done, pieces.children) == (3, 0, children)
+    assert reads[children[0]].pieces is None and reads[a.id].pieces is None
+    # expect another tenant's job to be missing
+    with pytest.raises(NotFound):
+        store.read_job(a.id, tenant="t2")
