@@ -66,42 +66,52 @@ class KeyCache:
             return None
         return cached[1]
 
-    def tenant_known(self, key: str) -> tuple[bool, str | None]:
-        """``(True, tenant_of(key))`` when that needs no SQL (a fresh entry and no use of the
-        key to record now), else ``(False, None)``."""
-        digest = api_keys.hash_key(key)
-        now = time.monotonic()
+    def _fresh_entry(self, digest: str, now: float) -> tuple[str | None, str | None] | None:
+        """(tenant, key id) of a cached answer younger than ``ttl_s``, else None."""
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None or now - entry[0] >= self.ttl_s:
-                return False, None
+                return None
             self._entries.move_to_end(digest)
-            _, tenant, key_id = entry
-        if key_id is not None and now - self._touched.get(key_id, -1e18) >= self.touch_interval_s:
+            return entry[1], entry[2]
+
+    def _touch_due(self, key_id: str | None, now: float, claim: bool) -> bool:
+        """Whether the key's use is to be recorded now; with ``claim`` the caller records it
+        (checked and marked under the lock, so concurrent requests record it once)."""
+        if key_id is None:
+            return False
+        with self._lock:
+            due = now - self._touched.get(key_id, -1e18) >= self.touch_interval_s
+            if due and claim:
+                self._touched[key_id] = now
+        return due
+
+    def tenant_known(self, key: str) -> tuple[bool, str | None]:
+        """``(True, tenant_of(key))`` when that needs no SQL (a fresh entry and no use of the
+        key to record now), else ``(False, None)``."""
+        now = time.monotonic()
+        entry = self._fresh_entry(api_keys.hash_key(key), now)
+        if entry is None or self._touch_due(entry[1], now, claim=False):
             return False, None
-        return True, tenant
+        return True, entry[0]
 
     def tenant_of(self, key: str) -> str | None:
+        """The tenant of ``key`` (None: unknown or revoked), from the cache or SQL; records the
+        key's use at most once per ``touch_interval_s``. May run SQL: call it off the event loop."""
         digest = api_keys.hash_key(key)
         now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is not None and now - entry[0] < self.ttl_s:
-                self._entries.move_to_end(digest)
-                _, tenant, key_id = entry
-            else:
-                entry = None
+        entry = self._fresh_entry(digest, now)
         if entry is None:
             row = api_keys.lookup(key)
             valid = row is not None and row.revoked_at is None
-            tenant, key_id = (row.tenant, row.id) if valid and row is not None else (None, None)
+            entry = (row.tenant, row.id) if valid and row is not None else (None, None)
             with self._lock:
-                self._entries[digest] = (now, tenant, key_id)
+                self._entries[digest] = (now, *entry)
                 self._entries.move_to_end(digest)
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
-        if key_id is not None and now - self._touched.get(key_id, -1e18) >= self.touch_interval_s:
-            self._touched[key_id] = now
+        tenant, key_id = entry
+        if key_id is not None and self._touch_due(key_id, now, claim=True):
             try:
                 api_keys.touch(key_id, self.touch_interval_s)
             except Exception as exc:  # bookkeeping: never fail the request for it

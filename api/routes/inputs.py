@@ -73,7 +73,7 @@ async def upload_input(
     data = await _read_capped(file, limit)
     sha256 = hashlib.sha256(data).hexdigest()
 
-    existing = inputs.find_inputs(tenant, [sha256]).get(sha256)
+    existing = (await run_in_threadpool(inputs.find_inputs, tenant, [sha256])).get(sha256)
     if existing is not None:
         # The same bytes again also repair a stored object that went missing (the key is
         # the content's hash, so the bytes are the ones inspected at the first upload).
@@ -91,7 +91,8 @@ async def upload_input(
     # Bytes first, row second: a row never points at a missing object (an orphan object
     # after a crash is harmless, the next identical upload overwrites it).
     await run_in_threadpool(storage.put_bytes, key, data, info.content_type)
-    row, created = inputs.add_input(
+    row, created = await run_in_threadpool(
+        inputs.add_input,
         tenant,
         sha256=sha256,
         key=key,

@@ -136,7 +136,7 @@ def job_out(
 ) -> JobOut:
     """The public view of a job; ``base`` prefixes links (empty = root-relative); a queued
     job's place in line when the caller computed it (``api.routes.fleet.queue_placement``);
-    a split job's ``pieces`` when the caller read them (``store.pieces_summary``): a waiting
+    a split job's ``pieces`` when the caller read them (``store.read_job``, ``store.pieces_summary``): a waiting
     parent's progress is then the mean of its children's."""
     now = utcnow()
     queued_until = job.started_at or (now if job.status == "queued" else None)

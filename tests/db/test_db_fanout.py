@@ -215,6 +215,8 @@ def test_given_a_piece_failed_unsettled_when_swept_expect_parent_failed(db_url: 
 def test_given_jobs_in_line_and_a_split_parent_when_read_expect_position_and_pieces_in_one_read(db_url: str) -> None:
     # given queued jobs on two queues and priorities, a running one, and a parent split in three
     small = {"method": "fast", "content": "c" * 64, "size": 64}
+    early, _ = store.create_job("t1", small, priority=9)  # urgent and oldest, but running: not in line
+    assert store.claim_job(early.id, task_id="e", worker="w0") is not None
     a, _ = store.create_job("t1", small)
     b, _ = store.create_job("t1", small, priority=5)
     c, _ = store.create_job("t2", small)
@@ -223,12 +225,16 @@ def test_given_jobs_in_line_and_a_split_parent_when_read_expect_position_and_pie
     assert store.claim_job(running.id, task_id="r", worker="w0") is not None
     parent_id, children = split_parent(3)
     # when each is read the way GET /v1/jobs/{id} reads it
-    reads = {j: store.read_job(j) for j in (a.id, b.id, c.id, other.id, running.id, parent_id, children[0])}
+    reads = {j: store.read_job(j, tenant="t1" if j != c.id else "t2")
+             for j in (a.id, b.id, c.id, other.id, running.id, parent_id, *children)}
     # expect the queued jobs' places (priority first, then age; per queue; any tenant), as the
     # separate count gives them, and None for jobs not queued
     for job_id in (a.id, b.id, c.id, other.id, children[0]):
         assert reads[job_id].position == queue_stats.position(store.get_job(job_id))
+    # (the children, created together, wait behind b, a and c on the parent's queue, in id
+    # order; running, waiting and other queues' jobs are not in line)
     assert [reads[j].position for j in (b.id, a.id, c.id, other.id)] == [0, 1, 2, 0]
+    assert sorted(reads[j].position for j in children) == [3, 4, 5]  # type: ignore[type-var]
     assert reads[running.id].position is None and reads[parent_id].position is None
     # expect the parent's pieces (and none for a piece or a plain job)
     pieces = reads[parent_id].pieces

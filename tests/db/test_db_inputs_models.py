@@ -68,6 +68,23 @@ def test_given_global_and_tenant_models_expect_visibility_rules(db_url: str) -> 
     assert model_registry.get_model("shared", "t2").id == glob.id
 
 
+def test_given_a_name_that_is_another_models_id_expect_the_id_first_and_hidden_ids_refused(db_url: str) -> None:
+    # given a global model, a tenant's model NAMED like the global one's id, and another
+    # tenant's model
+    glob = register("shared-net")
+    mine = register(glob.id, tenant="t1")
+    theirs = register("private", tenant="t2")
+    # when looked up by that string, expect the model with that id (ids come before names),
+    # and by the tenant's other spelling its own model
+    assert model_registry.get_model(glob.id, "t1").id == glob.id
+    assert model_registry.get_model(mine.id, "t1").id == mine.id
+    # expect another tenant's model invisible by id and by name
+    for ref in (theirs.id, "private"):
+        with pytest.raises(NotFound):
+            model_registry.get_model(ref, "t1")
+    assert model_registry.get_model(theirs.id, "t2").id == theirs.id
+
+
 def test_given_training_job_when_succeeded_with_model_expect_link(db_url: str) -> None:
     job, _ = store.create_job("t1", {"method": "fast", "content": SHA})
     claimed = store.claim_job(job.id, task_id="t", worker="w")

@@ -77,6 +77,45 @@ def test_last_used_is_written_at_most_once_per_interval(db_url: str) -> None:
     assert api_keys.find_key(row.id).last_used_at == t0 + timedelta(seconds=61)
 
 
+def test_key_cache_answers_from_memory_and_records_a_use_once_under_concurrency(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.deps import KeyCache
+
+    # given a stored key and the API's cache, its SQL calls counted (and still made)
+    _, key = api_keys.create_key("t1", "ci")
+    calls = {"lookup": 0, "touch": 0}
+    for name in calls:
+        real = getattr(api_keys, name)
+
+        def counted(*a: object, _real=real, _name=name, **kw: object) -> object:
+            calls[_name] += 1
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(api_keys, name, counted)
+    cache = KeyCache(ttl_s=60, touch_interval_s=60)
+    # expect nothing known before the first lookup (the API then goes to the thread pool)
+    assert cache.tenant_known(key) == (False, None)
+    # when 8 threads resolve the key at once
+    barrier = threading.Barrier(8)
+    seen: list[str | None] = []
+
+    def resolve() -> None:
+        barrier.wait()
+        seen.append(cache.tenant_of(key))
+
+    threads = [threading.Thread(target=resolve) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # expect the tenant for all, the key's use recorded once, and later answers from memory
+    assert seen == ["t1"] * 8 and calls["touch"] == 1 and calls["lookup"] >= 1
+    lookups = calls["lookup"]
+    assert cache.tenant_known(key) == (True, "t1") and cache.tenant_known("sf_unknown") == (False, None)
+    assert cache.tenant_of(key) == "t1" and calls == {"lookup": lookups, "touch": 1}
+
+
 def test_a_key_for_an_invalid_tenant_is_refused(db_url: str) -> None:
     with pytest.raises(ValueError):
         api_keys.create_key("../etc", "x")
