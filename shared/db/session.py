@@ -226,10 +226,11 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 @contextmanager
 def read_scope(url: str | None = None) -> Iterator[Session]:
     """A session for reads only, with no transaction around them (the connection in autocommit):
-    no BEGIN and COMMIT round trips, each statement sees the data committed when it runs. For
-    hot reads of one consistent statement each (``GET /v1/jobs/{id}``, a submit's input and
-    model lookups, a worker's model lookup); anything that writes, or needs several reads to
-    agree, uses ``session_scope``.
+    no BEGIN and COMMIT round trips (two of PostgreSQL's statements per read), each statement
+    sees the data committed when it runs. For reads of one statement (a job, its revision, a
+    page of jobs, an input, a model: what the API's polls, event streams and submits and the
+    workers read); anything that writes, or needs several reads to agree, uses
+    ``session_scope``.
     SQLite (no round trips to save; one shared connection in memory) gets ``session_scope``."""
     engine = get_engine(url)
     if engine.dialect.name != "postgresql":

@@ -56,7 +56,7 @@ def add_input(
 
 def get_input(sha256: str, tenant: str) -> Input:
     """The tenant's input with this id (sha256 hex), or ``NotFound``."""
-    with session_scope() as session:
+    with read_scope() as session:
         row = session.scalars(select(Input).where(Input.tenant == tenant, Input.sha256 == sha256)).one_or_none()
     if row is None:
         raise NotFound(f"No input with id {sha256!r}; upload it with POST /v1/inputs first.", input_id=sha256)

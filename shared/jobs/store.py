@@ -319,7 +319,7 @@ def create_job(
 
 def get_job(job_id: str, tenant: str | None = None) -> Job:
     """The job, or ``NotFound``; with ``tenant`` another tenant's job is also NotFound."""
-    with session_scope() as session:
+    with read_scope() as session:
         job = session.get(Job, job_id)
         if job is None or (tenant is not None and job.tenant != tenant):
             raise NotFound(f"No job with id {job_id!r}.", job_id=job_id)
@@ -329,7 +329,7 @@ def get_job(job_id: str, tenant: str | None = None) -> Job:
 def job_revision(job_id: str) -> int | None:
     """The job's ``revision`` (+1 on every write of its row), None when there is no such job:
     one primary-key read, for pollers that fetch the whole row only when it moved."""
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalar(select(Job.revision).where(Job.id == job_id))
 
 
@@ -385,7 +385,7 @@ def list_jobs(
             or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
         )
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    with session_scope() as session:
+    with read_scope() as session:
         jobs = list(session.scalars(query))
     next_cursor = None
     if len(jobs) > limit:
@@ -718,7 +718,7 @@ def split_job(job_id: str, pieces: list[NewPiece], *, token: int) -> list[Job]:
 
 def children_of(parent_id: str) -> list[Job]:
     """The child jobs of ``parent_id`` in piece order (empty for a job that was not split)."""
-    with session_scope() as session:
+    with read_scope() as session:
         rows = list(session.scalars(select(Job).where(Job.parent_id == parent_id)))
     return sorted(rows, key=lambda j: (j.piece or {}).get("index", 0))
 
@@ -737,7 +737,7 @@ class PiecesSummary:
 
 def pieces_summary(parent_id: str) -> PiecesSummary | None:
     """The parent's pieces (one small indexed read), ``None`` when it has none."""
-    with session_scope() as session:
+    with read_scope() as session:
         return _pieces_summary(session, parent_id)
 
 
