@@ -45,18 +45,36 @@ def png_bytes(image_or_array: Any) -> bytes:
     return buf.getvalue()
 
 
+def deflate_fast(data: Any) -> bytes:
+    """A zlib stream (RFC 1950/1951) of ``data`` at a fast setting: Intel ISA-L's deflate at its
+    level 1 when the ``isal`` package is installed (the worker extra), else zlib's run-length
+    strategy at level 1. Any inflater reads either.
+
+    On the Up-filtered bytes of a 512 px stylization (786 KB): ISA-L 2.6 ms for 531 KiB, zlib
+    7.5 ms for 524 KiB (libdeflate at level 1: 6.1 ms; ISA-L's level 0: 2.0 ms but 784 KiB).
+    """
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        import zlib
+
+        z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+        return z.compress(data) + z.flush()
+    return bytes(isal_zlib.compress(data, 1))
+
+
 def encode_png(arr: Any) -> bytes:
     """A PNG of (H, W, 3) or (H, W) uint8: every row with the "Up" filter (one vectorized
-    subtraction), deflated with zlib's run-length strategy at level 1 (PNG spec, W3C 2003,
-    sections 9.2 and 11.2).
+    subtraction), deflated fast (``deflate_fast``: ISA-L, else zlib's run-length strategy at
+    level 1) (PNG spec, W3C 2003, sections 9.2 and 11.2).
 
     Stylized pictures are fine-grained texture in which deflate's string matching finds little:
-    on a 512 px ``fast`` result this is 3x faster than Pillow at level 1 (7.7 ms vs 23.5 ms of
-    CPU) for a file of the same size (539 vs 547 KiB); flat areas still shrink (runs of zero
-    differences). Lossless: decoding gives ``arr`` back exactly.
+    on a 512 px ``fast`` result, with zlib, this is 3x faster than Pillow at level 1 (7.7 ms vs
+    23.5 ms of CPU) for a file of the same size (539 vs 547 KiB), and ISA-L is ~3x faster again
+    for a file ~1 % larger; flat areas still shrink (runs of zero differences). Lossless:
+    decoding gives ``arr`` back exactly.
     """
     import struct
-    import zlib
 
     import numpy as np
 
@@ -69,8 +87,7 @@ def encode_png(arr: Any) -> bytes:
     raw[:, 0] = 2  # "Up": the difference to the row above (the first row's "above" is zeros)
     raw[0, 1:] = flat[0]
     np.subtract(flat[1:], flat[:-1], out=raw[1:, 1:])  # modulo 256, as the filter is defined
-    z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    data = z.compress(raw.data) + z.flush()
+    data = deflate_fast(raw.data)
 
     color_type = 2 if a.ndim == 3 else 0  # truecolour or greyscale, 8 bits per sample
     header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)

@@ -1,5 +1,6 @@
 """The PNG encoder every result goes through (``shared.imaging.encode_png``): lossless, read
-by the decoders clients use, and no larger than Pillow's on a stylized picture."""
+by the decoders clients use, and no larger than Pillow's on a stylized picture; with ISA-L's
+deflate and with zlib's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import pytest
 from PIL import Image
 
 from shared.imaging import encode_png, png_bytes
+
+
+@pytest.fixture(params=["isal", "zlib"], autouse=True)
+def deflater(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with both deflaters: ISA-L (the worker's) and zlib (where isal is missing)."""
+    if request.param == "isal":
+        pytest.importorskip("isal")
+    else:
+        monkeypatch.setitem(__import__("sys").modules, "isal", None)  # import isal: ImportError
+    return str(request.param)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 1), (7, 13, 3), (5, 3), (97, 64, 3), (40, 33)])
