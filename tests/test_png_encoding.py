@@ -20,6 +20,9 @@ def deflater(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         pytest.importorskip("isal")
     else:
         monkeypatch.setitem(__import__("sys").modules, "isal", None)  # import isal: ImportError
+    # the zlib header's level bits tell which one deflated (ISA-L writes 78 5E, zlib level 1 78 01)
+    idat = encode_png(np.zeros((2, 2, 3), np.uint8))[41:43]
+    assert idat == (b"\x78\x5e" if request.param == "isal" else b"\x78\x01"), idat
     return str(request.param)
 
 
