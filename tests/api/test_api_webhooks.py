@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook, WebhookVerificationError
 
 import shared.webhooks.dispatch
+from shared.db.orm import utcnow
 from shared.errors import WebhookDestinationRefused
 from shared.jobs import store
 from shared.jobs.outcomes import RenderKeys, RenderOutcome
@@ -198,16 +199,20 @@ def test_given_receiver_always_failing_expect_failed_after_max_attempts(
     finish(job_id)
     msg_id = f"evt_{job_id}_succeeded"
 
-    waits = []
+    backoffs: list[tuple[float, float] | None] = []  # each attempt's next one, seconds after its start / end
     for _ in range(settings.webhook_max_attempts):
+        began = utcnow()
         attempt = deliver(job_id, msg_id, settings)
+        ended = utcnow()
         assert attempt is not None
-        waits.append(attempt.retry_in_s)
+        due = attempt.record.next_attempt_at
+        backoffs.append(None if due is None else ((due - began).total_seconds(), (due - ended).total_seconds()))
         time.sleep(attempt.retry_in_s or 0)
 
-    # expect the backoff to double, then no retry after the last attempt
-    assert waits[2] is None and waits[0] is not None and waits[1] is not None
-    assert 0.4 < waits[0] <= 0.5 < waits[1] <= 1.0
+    # expect the backoff to double (0.5 s, then 1 s after the failed answer: between the attempt's
+    # start and end plus the backoff, whatever the machine's stalls), then no retry after the last
+    assert backoffs[0] is not None and backoffs[1] is not None and backoffs[2] is None
+    assert backoffs[0][0] >= 0.5 >= backoffs[0][1] and backoffs[1][0] >= 1.0 >= backoffs[1][1], backoffs
     webhook = client.get(f"/v1/jobs/{job_id}").json()["webhook"]
     assert webhook["state"] == "failed" and webhook["attempts"] == 3 and webhook["next_attempt_at"] is None
     assert "gave up after 3 attempts" in webhook["last_error"]
