@@ -53,11 +53,11 @@ class KeyCache:
     def any_keys(self) -> bool:
         """Whether SQL holds any key (then every request needs one). Once true it stays true:
         revoked keys keep their rows, so revoking the last key never opens the API."""
-        now = time.monotonic()
-        cached = self._any
-        if cached is None or (not cached[1] and now - cached[0] >= self.ttl_s):
-            cached = self._any = (now, api_keys.any_keys())
-        return cached[1]
+        known = self.any_keys_known()
+        if known is None:
+            self._any = (time.monotonic(), api_keys.any_keys())
+            known = self._any[1]
+        return known
 
     def any_keys_known(self) -> bool | None:
         """``any_keys()`` when it needs no SQL, else None."""

@@ -101,13 +101,11 @@ def _serving(workers: list[fleet.WorkerRecord], queue: str) -> list[fleet.Worker
     return [w for w in workers if queue in w.queues and w.state != "stopping"]
 
 
-def queue_placement(job: Job, settings: Settings, position: int | None = None) -> tuple[int | None, float | None]:
-    """(position, estimated_start_s) of a queued job; (None, None) for any other status.
-    ``position``: the job's, when the caller has read it with the job (``store.read_job``)."""
-    if job.status != JobStatus.QUEUED:
+def queue_placement(job: Job, position: int | None, settings: Settings) -> tuple[int | None, float | None]:
+    """(position, estimated_start_s) of a queued job whose ``position`` was read with it
+    (``store.read_job``); (None, None) for any other status."""
+    if job.status != JobStatus.QUEUED or position is None:
         return None, None
-    if position is None:
-        position = queue_stats.position(job)
     workers = fleet.fleet_cache.get(settings.broker_url)
     if workers is None:
         return position, None

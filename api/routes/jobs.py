@@ -233,7 +233,7 @@ def read_job(job_id: str, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     ``position`` and ``estimated_start_s``; a job split into pieces: ``pieces`` (done / total,
     the children's ids), its progress the mean of theirs."""
     read = store.read_job(job_id, tenant)
-    position, estimated_start_s = queue_placement(read.job, settings, read.position)
+    position, estimated_start_s = queue_placement(read.job, read.position, settings)
     return job_out(read.job, _base(settings), position=position, estimated_start_s=estimated_start_s,
                    pieces=read.pieces)
 

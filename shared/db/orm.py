@@ -147,7 +147,7 @@ class Job(Base):
         # message). Status only: an index on the lease column would make every renewal
         # rewrite an index entry (and no longer be a PostgreSQL HOT update).
         Index("ix_jobs_status", "status"),
-        # A queued job's position (``shared.jobs.queue_stats.position``): the queued jobs of one
+        # A queued job's position (``shared.jobs.queue_stats.position_column``): the queued jobs of one
         # queue in the order workers take them. Partial, so it holds only the waiting jobs.
         Index(
             "ix_jobs_queued_order",

@@ -15,11 +15,11 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, literal, or_, select
 from sqlalchemy.orm import aliased
 
 from shared.db.orm import Job
-from shared.db.session import default_url, read_scope, session_scope
+from shared.db.session import default_url, session_scope
 from shared.jobs.status import JobStatus
 
 #: The recent mean duration of a method is the mean run time of its last RECENT_SAMPLE
@@ -33,8 +33,7 @@ _means_lock = threading.Lock()
 
 def _ahead(other: Any, job: Any) -> ColumnElement[bool]:
     """``other`` is taken before ``job`` within one queue: a higher priority, or the same
-    priority and created before it (the id breaks ties). ``job`` is a loaded row (its values)
-    or a table in the same statement (a correlated subquery)."""
+    priority and created before it (the id breaks ties)."""
     return or_(
         other.priority > job.priority,
         and_(
@@ -44,30 +43,22 @@ def _ahead(other: Any, job: Any) -> ColumnElement[bool]:
     )
 
 
-def _queued_ahead_count(other: Any, job: Any) -> Select[int]:
+def position_column() -> ScalarSelect[int]:
+    """A queued job's position, how many queued jobs of its queue a worker takes before it,
+    as a column of a statement that selects ``Job`` (correlated to its row): read with the job
+    in one round trip (``shared.jobs.store.read_job``). Meant for a queued job; wrap it in a
+    ``CASE`` on the status so other jobs do not pay for the count."""
+    other = aliased(Job)
     # the status as a literal, so the planner can use the partial index on queued jobs
     # (ix_jobs_queued_order) even in a prepared statement's generic plan
     return (
         select(func.count())
         .select_from(other)
         .where(other.status == literal(JobStatus.QUEUED.value, literal_execute=True),
-               other.queue == job.queue, other.id != job.id, _ahead(other, job))
+               other.queue == Job.queue, other.id != Job.id, _ahead(other, Job))
+        .correlate(Job)
+        .scalar_subquery()
     )
-
-
-def position(job: Job) -> int:
-    """How many queued jobs of ``job``'s queue a worker takes before it."""
-    with read_scope() as session:
-        count = session.scalar(_queued_ahead_count(Job, job))
-    return int(count or 0)
-
-
-def position_column() -> ScalarSelect[int]:
-    """``position`` as a column of a statement that selects ``Job`` (correlated to its row):
-    read with the job in one round trip (``shared.jobs.store.read_job``). Meant for a queued
-    job; wrap it in a ``CASE`` on the status so other jobs do not pay for the count."""
-    other = aliased(Job)
-    return _queued_ahead_count(other, Job).correlate(Job).scalar_subquery()
 
 
 def counts_by_queue() -> dict[str, dict[str, int]]:

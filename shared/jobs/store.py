@@ -744,7 +744,7 @@ def pieces_summary(parent_id: str) -> PiecesSummary | None:
 @dataclass(frozen=True)
 class JobRead:
     """What ``GET /v1/jobs/{id}`` shows beside the row: the pieces of a job split into
-    pieces, a queued job's place in line (``shared.jobs.queue_stats.position``)."""
+    pieces, a queued job's place in line (``shared.jobs.queue_stats.position_column``)."""
 
     job: Job
     pieces: PiecesSummary | None
