@@ -200,6 +200,10 @@ class Settings(BaseSettings):
     dataset_cache_budget_bytes: int = Field(
         16 << 30, gt=0, description="disk for extracted dataset archives and synced prefix datasets"
     )
+    input_cache_bytes: int = Field(
+        64 << 20, ge=0, description="memory per worker process for recently read inputs' bytes (content-addressed, "
+        "so a copy is never stale; the input's SQL row is still checked for every job); 0 = off",
+    )
 
     # --- webhooks (shared.webhooks): a job's signed POST when it ends ---
     webhook_allow_hosts: str = Field(

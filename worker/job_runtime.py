@@ -3,7 +3,9 @@ SQL / blob storage (the files it downloads are cached by ``worker.caches``), and
 worker holds on the job while it runs.
 
 * ``read_input(ref)``: the input row (tenant, sha256) -> its storage key -> bytes (memoized
-  for the job, a style used twice is fetched once).
+  for the job, a style used twice is fetched once; across jobs, the process keeps recently
+  read inputs in memory within ``Settings.input_cache_bytes``, ``worker.input_cache``: the
+  row is still read every time).
 * ``resolve_model(ref)``: the models row (id or name) -> a local file cached by checksum
   under ``Settings.resolved_model_cache_dir`` (downloaded once per machine, atomically).
 * ``dataset_dir(ref)``: an archive input (zip / tar[.gz|.bz2|.xz]) downloaded and extracted
@@ -57,6 +59,7 @@ from shared.storage import Storage, checkpoint_key, dataset_prefix, preview_key
 from worker import leave
 from worker import metrics as worker_metrics
 from worker.caches import DiskCache, cached_download, extract_archive_cached, sync_prefix_cached
+from worker.input_cache import process_cache
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -94,6 +97,7 @@ class JobRuntime:
     pending_preview: Image.Image | None = None
     pending_checkpoint: Path | None = None  # written by the engine, held back by the upload throttle
     inputs: dict[str, bytes] = field(default_factory=dict)
+    input_seconds: float = 0.0  # wall time in read_input: the result's ``metrics.input_seconds``
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache_holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -101,8 +105,18 @@ class JobRuntime:
     def read_input(self, ref: str) -> bytes:
         if ref in self.inputs:
             return self.inputs[ref]
-        row = inputs.get_input(ref, self.tenant)
-        data = self.storage.get_bytes(row.key)
+        started = time.perf_counter()
+        try:
+            row = inputs.get_input(ref, self.tenant)  # every time: whether this job may use it is SQL's to say
+            if self.settings.input_cache_bytes > 0:
+                cache = process_cache(self.settings.input_cache_bytes)
+                data, from_memory = cache.get_or_fetch(row.key, self.storage.get_bytes)
+            else:
+                data, from_memory = self.storage.get_bytes(row.key), False
+            worker_metrics.count_input_read(from_memory)
+        finally:
+            with self.lock:
+                self.input_seconds += time.perf_counter() - started
         self.inputs[ref] = data
         return data
 

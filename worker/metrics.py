@@ -21,6 +21,8 @@ Per job (``stylefarm.run_job`` tasks; ``task_started`` / ``task_finished`` run o
   ``stylefarm_job_retries_total{method, problem_type}``: from the problem the job's row holds.
 * ``stylefarm_job_progress_writes_total{method}``: progress rows written
   (``worker.job_runtime``).
+* ``stylefarm_worker_input_reads_total{source}``: inputs read by jobs, ``memory`` when the
+  process still had the bytes (``worker.input_cache``), ``storage`` otherwise.
 * ``stylefarm_job_peak_rss_bytes{method}``: the pool process's resident-memory high-water
   mark during the job (reset when the job starts, through ``/proc/self/clear_refs``; where
   that is not allowed, the process's peak so far), and
@@ -73,6 +75,7 @@ class Instruments:
     failures: Any
     retries: Any
     progress_writes: Any
+    input_reads: Any
     peak_rss: Any
     peak_cuda: Any
     jobs_running: Any
@@ -105,6 +108,10 @@ def instruments() -> Instruments:
         ),
         progress_writes=Counter(
             "stylefarm_job_progress_writes_total", "Progress rows written", ["method"], registry=None
+        ),
+        input_reads=Counter(
+            "stylefarm_worker_input_reads_total", "Inputs read by jobs, by where the bytes came from", ["source"],
+            registry=None,
         ),
         peak_rss=histogram(
             "stylefarm_job_peak_rss_bytes",
@@ -309,6 +316,11 @@ def _problem_type(job_id: str | None) -> str:
         return problem_type_label(store.get_job(job_id).error)
     except Exception:
         return UNKNOWN
+
+
+def count_input_read(from_memory: bool) -> None:
+    """A job read an input: from the process's memory (``worker.input_cache``) or from storage."""
+    instruments().input_reads.labels("memory" if from_memory else "storage").inc()
 
 
 def count_progress_write() -> None:

@@ -288,7 +288,9 @@ def _execute_job(self: Task, job_id: str, parent: list[str]) -> str:
                     outcome = store_result(rt, spec, result)
         assert outcome is not None
         seconds = round(time.monotonic() - started, 3)
-        outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name})
+        # the engine's metrics.seconds includes waiting for its inputs: say how much of it that was
+        metrics = {**outcome.metrics, "input_seconds": round(rt.input_seconds, 4)}
+        outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name, "metrics": metrics})
         model_id = outcome.model_id if isinstance(outcome, TrainOutcome) else None
         status = _finish("succeeded", store.succeed_job, job_id, outcome.model_dump(mode="json"), model_id, token=token)
         jlog.info("%s in %.1fs", status, time.monotonic() - started)

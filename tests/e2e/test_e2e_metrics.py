@@ -139,6 +139,9 @@ def test_api_and_worker_metrics_count_exactly_the_jobs_that_ran(
     assert delta(workers, workers_before, "stylefarm_job_progress_writes_total", method="fast") == writes
     assert delta(workers, workers_before, "stylefarm_job_progress_writes_total") == writes
     assert delta(workers, workers_before, "stylefarm_job_peak_rss_bytes_count", method="fast") == 2
+    # one input each; the damaged one is new to every worker, content_png may be in memory already
+    assert delta(workers, workers_before, "stylefarm_worker_input_reads_total") == 2
+    assert delta(workers, workers_before, "stylefarm_worker_input_reads_total", source="storage") >= 1
     rss = delta(workers, workers_before, "stylefarm_job_peak_rss_bytes_sum", method="fast") / 2
     assert 50 * MiB < rss < 64 * 1024 * MiB, f"peak RSS of a fast job: {rss / MiB:.0f} MiB"
     assert total(workers, "stylefarm_job_peak_cuda_allocated_bytes_count") == 0  # a CPU farm
