@@ -29,6 +29,7 @@ from api.request_limits import BodyLimitMiddleware
 from api.routes import events, fleet, health, inputs, jobs, models, webhooks
 from shared.db import session as db_session
 from shared.logs import configure_logging
+from shared.process_gc import freeze_startup_objects
 from shared.settings import Settings, get_settings
 from shared.storage import get_storage
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             from shared.db.migrate import upgrade
 
             await run_in_threadpool(upgrade, settings.resolved_database_url)
+        freeze_startup_objects()  # full GC pauses of ~0.1 s otherwise (shared.process_gc)
         listener = asyncio.create_task(_app.state.job_wakeups.run(), name="job-wakeups")
         try:
             yield

@@ -127,3 +127,15 @@ def job_db(tmp_path: Path) -> Iterator[str]:
     yield url
     db_session.configure(None)
     db_session.dispose_engines()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_input_cache() -> Iterator[None]:
+    """Each test starts with an empty worker input cache (``worker.input_cache`` keeps one per
+    process, and this process runs every in-process test)."""
+    import sys
+
+    module = sys.modules.get("worker.input_cache")
+    if module is not None:
+        module._cache = None
+    yield

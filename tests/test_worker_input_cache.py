@@ -7,56 +7,58 @@ import threading
 from worker.input_cache import InputBytesCache, process_cache
 
 
-class Fetches:
-    """A storage stand-in that counts what it was asked for (the bytes name the key)."""
-
-    def __init__(self, size: int = 10) -> None:
-        self.size = size
-        self.asked: list[str] = []
-
-    def __call__(self, key: str) -> bytes:
-        self.asked.append(key)
-        return key.encode()[:1] * self.size
+def fill(cache: InputBytesCache, *keys: str, size: int = 10) -> None:
+    """Read each key as a job would: from memory when kept, else 'fetched' and put."""
+    for key in keys:
+        if cache.get(key) is None:
+            cache.put(key, key.encode()[:1] * size)
 
 
-def test_given_key_read_twice_expect_one_fetch_and_same_bytes() -> None:
-    cache, fetch = InputBytesCache(100), Fetches()
-    first, first_hit = cache.get_or_fetch("a", fetch)
-    again, again_hit = cache.get_or_fetch("a", fetch)
-    assert first == again == b"a" * 10 and (first_hit, again_hit) == (False, True)
-    assert fetch.asked == ["a"] and (cache.hits, cache.misses) == (1, 1)
+def test_given_key_put_expect_same_bytes_back_and_hits_counted() -> None:
+    cache = InputBytesCache(100)
+    assert cache.get("a") is None
+    cache.put("a", b"a" * 10)
+    assert cache.get("a") == b"a" * 10
+    assert (cache.hits, cache.misses) == (1, 1)
 
 
 def test_given_full_budget_expect_least_recently_used_evicted_and_size_within_budget() -> None:
     # given a budget of four 10-byte inputs, holding a, b, c, d, with a read again last
-    cache, fetch = InputBytesCache(40), Fetches()
-    for key in ("a", "b", "c", "d", "a"):
-        cache.get_or_fetch(key, fetch)
+    cache = InputBytesCache(40)
+    fill(cache, "a", "b", "c", "d", "a")
     # when a fifth arrives
-    cache.get_or_fetch("e", fetch)
+    fill(cache, "e")
     # expect b (the least recently used) gone, the rest kept, and the budget held
     assert "b" not in cache and all(k in cache for k in ("a", "c", "d", "e"))
     assert cache.size_bytes == 40
-    cache.get_or_fetch("b", fetch)
-    assert fetch.asked == ["a", "b", "c", "d", "e", "b"]
 
 
-def test_given_input_over_a_quarter_of_the_budget_expect_served_but_not_kept() -> None:
-    cache, fetch = InputBytesCache(39), Fetches(size=10)
-    cache.get_or_fetch("small", fetch)  # 10 bytes: 10 * 4 > 39, not kept
-    assert "small" not in cache and cache.size_bytes == 0
+def test_given_input_over_a_quarter_of_the_budget_expect_not_kept() -> None:
+    small_budget = InputBytesCache(39)
+    small_budget.put("x", b"x" * 10)  # 10 * 4 > 39
+    assert "x" not in small_budget and small_budget.size_bytes == 0
     big_budget = InputBytesCache(40)
-    big_budget.get_or_fetch("small", fetch)
-    assert "small" in big_budget and big_budget.size_bytes == 10
+    big_budget.put("x", b"x" * 10)
+    assert "x" in big_budget and big_budget.size_bytes == 10
+
+
+def test_given_same_key_put_twice_expect_it_counted_once() -> None:
+    # two threads that missed the same key both put it
+    cache = InputBytesCache(100)
+    cache.put("a", b"a" * 10)
+    cache.put("a", b"a" * 10)
+    assert cache.size_bytes == 10 and cache.get("a") == b"a" * 10
 
 
 def test_given_threads_reading_keys_expect_size_equal_to_the_kept_entries() -> None:
-    cache, fetch = InputBytesCache(200), Fetches()
+    cache = InputBytesCache(200)
 
     def reader(offset: int) -> None:
         for i in range(300):
             key = chr(ord("a") + (i * 7 + offset) % 26)
-            assert cache.get_or_fetch(key, fetch)[0] == key.encode() * 10
+            fill(cache, key)
+            got = cache.get(key)
+            assert got is None or got == key.encode() * 10  # evicted meanwhile, or the right bytes
 
     threads = [threading.Thread(target=reader, args=(n,)) for n in range(6)]
     for t in threads:
@@ -70,23 +72,3 @@ def test_given_threads_reading_keys_expect_size_equal_to_the_kept_entries() -> N
 def test_given_same_budget_expect_one_cache_per_process_and_a_new_budget_a_new_one() -> None:
     assert process_cache(1000) is process_cache(1000)
     assert process_cache(2000) is not process_cache(1000)
-
-
-def test_given_two_threads_missing_the_same_key_expect_both_served_and_it_counted_once() -> None:
-    # given a fetch that waits until both threads are inside it (both missed the key)
-    cache, fetch = InputBytesCache(100), Fetches()
-    both_in = threading.Barrier(2, timeout=10)
-
-    def slow_fetch(key: str) -> bytes:
-        both_in.wait()
-        return fetch(key)
-
-    got: list[bytes] = []
-    threads = [threading.Thread(target=lambda: got.append(cache.get_or_fetch("a", slow_fetch)[0])) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    # expect both answered, two fetches, and the key's bytes counted once
-    assert got == [b"a" * 10] * 2 and fetch.asked == ["a", "a"]
-    assert "a" in cache and cache.size_bytes == 10

@@ -1,8 +1,10 @@
 """The worker process's memory cache of uploaded inputs' bytes, within a byte budget.
 
 An input is stored under a key named by its content (the tenant and the sha256 of its
-bytes, ``shared.jobs.inputs``), so the bytes under a key never change, and a cached copy is
-always the right one. What the cache saves is the storage ``GET`` of a photo that the
+bytes, ``shared.jobs.inputs``), so the right bytes under a key never change. The worker keeps
+a copy only after checking that its sha256 is the one the input's row names
+(``JobRuntime.read_input``): bytes damaged in storage are used once, as before, and not kept,
+so a repaired object is read again. What the cache saves is the storage ``GET`` of a photo that the
 process's last jobs already read: one photo tried in several styles, a batch of
 fan-out pieces of one image, a client re-running a job. It never decides whether a job may
 use an input: the job's SQL lookup of the tenant's input row (``inputs.get_input``) runs
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 
 
 class InputBytesCache:
@@ -41,24 +42,21 @@ class InputBytesCache:
         with self._lock:
             return key in self._entries
 
-    def get_or_fetch(self, key: str, fetch: Callable[[str], bytes]) -> tuple[bytes, bool]:
-        """``(bytes, True)`` from memory, else ``(fetch(key), False)`` (kept when they fit the
-        budget).
-
-        The fetch runs outside the lock: two threads missing the same key both fetch it,
-        which is correct (same bytes) and rarer than a lock held across a download."""
+    def get(self, key: str) -> bytes | None:
+        """The kept bytes of ``key`` (now the most recently used), or None."""
         with self._lock:
             data = self._entries.get(key)
-            if data is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return data, True
-            self.misses += 1
-        data = fetch(key)
-        self._put(key, data)
-        return data, False
+            if data is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return data
 
-    def _put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> None:
+        """Keep ``data`` under ``key`` unless it is over a quarter of the budget, evicting the
+        least recently used entries beyond the budget. Two threads that missed the same key
+        both put it: the second replaces the first (the same bytes)."""
         if len(data) * 4 > self.budget_bytes:
             return
         with self._lock:
@@ -67,7 +65,7 @@ class InputBytesCache:
                 self._size -= len(old)
             self._entries[key] = data
             self._size += len(data)
-            while self._size > self.budget_bytes:
+            while self._size > self.budget_bytes and self._entries:
                 _, evicted = self._entries.popitem(last=False)
                 self._size -= len(evicted)
 

@@ -39,6 +39,7 @@ worker holds on the job while it runs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -97,7 +98,7 @@ class JobRuntime:
     pending_preview: Image.Image | None = None
     pending_checkpoint: Path | None = None  # written by the engine, held back by the upload throttle
     inputs: dict[str, bytes] = field(default_factory=dict)
-    input_seconds: float = 0.0  # wall time in read_input: the result's ``metrics.input_seconds``
+    input_seconds: float = 0.0  # this attempt's wall time in read_input: the result's ``metrics.input_seconds``
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache_holds: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -108,12 +109,12 @@ class JobRuntime:
         started = time.perf_counter()
         try:
             row = inputs.get_input(ref, self.tenant)  # every time: whether this job may use it is SQL's to say
-            if self.settings.input_cache_bytes > 0:
-                cache = process_cache(self.settings.input_cache_bytes)
-                data, from_memory = cache.get_or_fetch(row.key, self.storage.get_bytes)
-            else:
-                data, from_memory = self.storage.get_bytes(row.key), False
-            worker_metrics.count_input_read(from_memory)
+            cache = process_cache(self.settings.input_cache_bytes) if self.settings.input_cache_bytes > 0 else None
+            kept = cache.get(row.key) if cache is not None else None
+            data = kept if kept is not None else self.storage.get_bytes(row.key)
+            if cache is not None and kept is None and hashlib.sha256(data).hexdigest() == row.sha256:
+                cache.put(row.key, data)  # only the bytes the row names: a damaged object is not kept
+            worker_metrics.count_input_read(from_memory=kept is not None)
         finally:
             with self.lock:
                 self.input_seconds += time.perf_counter() - started

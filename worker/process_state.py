@@ -14,6 +14,7 @@ import socket
 import threading
 
 from shared.jobs.methods import REGISTRY
+from shared.process_gc import freeze_startup_objects
 
 log = logging.getLogger("stylefarm.worker")
 
@@ -82,3 +83,6 @@ def warm_up(method: str) -> None:
                 except Exception as exc:  # warm-up is an optimization only
                     log.warning("warm-up of %s failed: %s", method, exc)
         _warmed.add(method)
+        # torch and the networks stay for the process's life: out of the full collections'
+        # walk (~0.2 s each with torch imported; shared.process_gc)
+        freeze_startup_objects()

@@ -288,7 +288,8 @@ def _execute_job(self: Task, job_id: str, parent: list[str]) -> str:
                     outcome = store_result(rt, spec, result)
         assert outcome is not None
         seconds = round(time.monotonic() - started, 3)
-        # the engine's metrics.seconds includes waiting for its inputs: say how much of it that was
+        # the attempt's time in read_input (inside the engine's metrics.seconds for fast and adain,
+        # which read their inputs after starting their clock; bench/service.py takes it off)
         metrics = {**outcome.metrics, "input_seconds": round(rt.input_seconds, 4)}
         outcome = outcome.model_copy(update={"seconds": seconds, "worker": worker_name, "metrics": metrics})
         model_id = outcome.model_id if isinstance(outcome, TrainOutcome) else None

@@ -67,8 +67,6 @@ def test_optimize_progress_rises_and_result_downloads(farm: Farm, content_png: b
     assert running == sorted(running), f"progress went backwards: {running}"
     assert done["progress"]["fraction"] == 1.0
     assert done["result"]["width"] == 64 and done["result"]["height"] == 48
-    metrics = done["result"]["metrics"]  # the worker says how much of the engine's time was its inputs' reads
-    assert 0 < metrics["input_seconds"] < metrics["seconds"]
 
     img = Image.open(io.BytesIO(farm.result_png(job["id"])))
     assert img.format == "PNG" and img.size == (64, 48)

@@ -88,6 +88,8 @@ def test_api_and_worker_metrics_count_exactly_the_jobs_that_ran(
     done_bad = farm.wait(bad["id"], timeout=180, seen=polls_bad)
     assert done_ok["status"] == "succeeded", done_ok["error"]
     assert done_bad["status"] == "failed" and done_bad["error"]["type"].endswith("/invalid-image"), done_bad["error"]
+    metrics = done_ok["result"]["metrics"]  # fast reads its input inside its clock; the worker says how long
+    assert 0 < metrics["input_seconds"] < metrics["seconds"]
 
     # --- the API: jobs from SQL, queues from Redis, the requests of this test ---
     # past the cache of the first scrape: the API read its data before that scrape's answer came
