@@ -9,6 +9,10 @@ after start-up (FastAPI, pydantic, SQLAlchemy, boto3), and a full collection of 
 ``bench/service.py`` run the API ran two full collections, of 125 and 171 ms, the size of the
 create requests' p99.
 
+Callers: the API once its start-up is done (``api.main``); a worker pool process after the
+first job of each method has ended (``worker.process_state.freeze_after_job``, on Celery's
+``task_postrun``: torch, the engine module and the networks that job loaded).
+
 ``gc.freeze()`` (Python 3.7+) moves every object alive into a permanent generation that
 collections skip. Start-up objects (modules, classes, routes, schemas, networks) live as long
 as the process anyway, so freezing them after start-up costs nothing but the cycles among
@@ -23,8 +27,8 @@ import gc
 
 def freeze_startup_objects() -> int:
     """Collect once, then move every object alive out of future collections; returns how
-    many objects are frozen in all (``gc.get_freeze_count``). Call it after start-up work and
-    again after a large lazy import (a worker's first job of a method)."""
+    many objects are frozen in all (``gc.get_freeze_count``). Call it after start-up work, and
+    again after a large lazy import has settled (after a worker's first job of a method)."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

@@ -139,3 +139,15 @@ def _fresh_input_cache() -> Iterator[None]:
     if module is not None:
         module._cache = None
     yield
+
+
+@pytest.fixture(autouse=True)
+def _thaw_frozen_objects() -> Iterator[None]:
+    """The API's start-up freezes every object alive (``shared.process_gc``): in this process
+    that is the test's own app, client and fixtures too. Thaw them after each test, so they
+    are collected as before and nothing frozen outlives its test."""
+    import gc
+
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()

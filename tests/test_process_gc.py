@@ -38,3 +38,23 @@ def test_given_objects_alive_at_start_up_when_frozen_expect_collections_skip_the
     # and an object made afterwards is tracked (and collected) as before
     later = Node()
     assert id(later) in {id(o) for o in gc.get_objects()}
+
+
+def test_given_a_method_warmed_up_when_its_first_job_ends_expect_one_freeze_then_none(
+        thawed_after: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker import process_state
+
+    # given a pool process whose first fast job warmed the method up
+    monkeypatch.setattr(process_state, "_warmed", set())
+    monkeypatch.setattr(process_state, "_freeze_pending", False)
+    gc.unfreeze()
+    process_state.warm_up("fast")
+    assert gc.get_freeze_count() == 0  # nothing frozen during the job itself
+    # when that job ends, expect its objects frozen once
+    process_state.freeze_after_job()
+    assert gc.get_freeze_count() > 0
+    # and when the next job of the same method ends, nothing more
+    gc.unfreeze()
+    process_state.warm_up("fast")
+    process_state.freeze_after_job()
+    assert gc.get_freeze_count() == 0

@@ -121,6 +121,13 @@ def _fleet_job_finished(task=None, args=None, **_kwargs) -> None:
     _fleet_job(task, args, started=False)
 
 
+@signals.task_postrun.connect
+def _freeze_after_first_job(**_kwargs: Any) -> None:
+    from worker import process_state
+
+    process_state.freeze_after_job()
+
+
 # --- the sweeper and graceful leave (main process) ----------------------------------------
 
 _sweeper: Any = None  # worker.sweeper.SweeperThread once the worker is ready

@@ -53,11 +53,15 @@ class InputBytesCache:
             self.hits += 1
             return data
 
+    def keeps(self, size: int) -> bool:
+        """Whether an input of ``size`` bytes would be kept (at most a quarter of the budget)."""
+        return size * 4 <= self.budget_bytes
+
     def put(self, key: str, data: bytes) -> None:
         """Keep ``data`` under ``key`` unless it is over a quarter of the budget, evicting the
         least recently used entries beyond the budget. Two threads that missed the same key
         both put it: the second replaces the first (the same bytes)."""
-        if len(data) * 4 > self.budget_bytes:
+        if not self.keeps(len(data)):
             return
         with self._lock:
             old = self._entries.pop(key, None)

@@ -112,7 +112,8 @@ class JobRuntime:
             cache = process_cache(self.settings.input_cache_bytes) if self.settings.input_cache_bytes > 0 else None
             kept = cache.get(row.key) if cache is not None else None
             data = kept if kept is not None else self.storage.get_bytes(row.key)
-            if cache is not None and kept is None and hashlib.sha256(data).hexdigest() == row.sha256:
+            if (cache is not None and kept is None and cache.keeps(len(data))
+                    and hashlib.sha256(data).hexdigest() == row.sha256):
                 cache.put(row.key, data)  # only the bytes the row names: a damaged object is not kept
             worker_metrics.count_input_read(from_memory=kept is not None)
         finally:
