@@ -154,15 +154,26 @@ class JobWakeups:
         registered since the previous read is woken by the next one (and then reads its row
         after that baseline); every stream is woken when the version moved."""
         import sqlite3
+        from concurrent.futures import ThreadPoolExecutor
 
         active = self._active = asyncio.Event()
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # autocommit: no held snapshot
+        # One thread owns the connection: every read, and the close, run on it in order. A
+        # cancelled await (the app shutting down) leaves its read running in the thread; a
+        # close from the loop meanwhile would free the connection under it (a segfault).
+        owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-wakeups")
+        conn = await asyncio.get_running_loop().run_in_executor(
+            owner, lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # autocommit
+        )
+
+        def data_version() -> int:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
         try:
             self.connections += 1
             version = None
             while True:
                 fresh, self._fresh = self._fresh, set()  # registered before this read
-                now = (await asyncio.to_thread(conn.execute, "PRAGMA data_version")).fetchone()[0]
+                now = await asyncio.get_running_loop().run_in_executor(owner, data_version)
                 self.listening = True
                 if version is not None and now != version:
                     self.wake_all()
@@ -178,4 +189,5 @@ class JobWakeups:
         finally:
             self._active = None
             self._fresh.update(e for watchers in self._watchers.values() for e in watchers)  # next baseline
-            conn.close()
+            owner.submit(conn.close)  # after any read still running
+            owner.shutdown(wait=False)

@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             from shared.db.migrate import upgrade
 
             await run_in_threadpool(upgrade, settings.resolved_database_url)
-        freeze_startup_objects()  # full GC pauses of ~0.1 s otherwise (shared.process_gc)
+        if settings.gc_freeze:
+            freeze_startup_objects()  # full GC pauses of ~0.1 s otherwise (shared.process_gc)
         listener = asyncio.create_task(_app.state.job_wakeups.run(), name="job-wakeups")
         try:
             yield

@@ -178,6 +178,11 @@ class Settings(BaseSettings):
         None, description="json (one object per line) or text; unset: text in development, json in production"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    gc_freeze: bool = Field(
+        True, description="move start-up objects out of the garbage collector's full walks (shared.process_gc): the "
+        "API once it has started, a worker process after the first job of each method. Off only where one process "
+        "starts many apps (the test suite's in-process API tests)",
+    )
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="port of the worker's Prometheus /metrics (served by its main process); 0 = off"
     )

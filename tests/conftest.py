@@ -32,6 +32,10 @@ import pytest
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="stylefarm-test-home-"))
 os.environ["STYLEFARM_HOME"] = str(_SESSION_HOME)
+# Hundreds of in-process API apps start in this one process: each freeze's full collection
+# (shared.process_gc) would walk everything alive here. The farms' processes (tests/harness.py
+# does not pass STYLEFARM_* on) freeze as in production; tests/test_process_gc.py tests it.
+os.environ["STYLEFARM_GC_FREEZE"] = "0"
 
 from harness import (  # noqa: E402 - after STYLEFARM_HOME is set (tests/ is on sys.path)
     Farm,

@@ -125,7 +125,8 @@ def _fleet_job_finished(task=None, args=None, **_kwargs) -> None:
 def _freeze_after_first_job(**_kwargs: Any) -> None:
     from worker import process_state
 
-    process_state.freeze_after_job()
+    if get_settings().gc_freeze:
+        process_state.freeze_after_job()
 
 
 # --- the sweeper and graceful leave (main process) ----------------------------------------

@@ -182,3 +182,37 @@ async def _woken(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+SHUTDOWN_SCRIPT = """
+import asyncio, contextlib, sqlite3, sys
+from api.job_wakeups import JobWakeups
+
+path = sys.argv[1]
+sqlite3.connect(path).execute("CREATE TABLE IF NOT EXISTS t (x)").connection.commit()
+
+async def start_and_stop(spins: int) -> None:
+    wakeups = JobWakeups(f"sqlite:///{path}")
+    task = asyncio.create_task(wakeups.run())
+    for _ in range(spins):  # cancel at a different point each time: often while a read runs
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+for i in range(60):
+    asyncio.run(start_and_stop(i % 6))
+print("ok")
+"""
+
+
+def test_given_sqlite_wakeups_when_cancelled_mid_read_many_times_expect_no_crash(tmp_path: Path) -> None:
+    """The API's shutdown cancels the SQLite watcher, often while a ``data_version`` read runs in
+    a thread: the connection must not be closed under that read (it crashed the process with a
+    segfault). In a child process, so a crash fails this test and not the whole run."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SHUTDOWN_SCRIPT, str(tmp_path / "db.sqlite")],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])

@@ -142,3 +142,16 @@ def test_openapi_declares_every_problem_status_and_content_type(client: TestClie
     for path in ("/v1/jobs/{job_id}/result", "/v1/models/{model_id}/thumbnails/{style}"):
         responses = paths[path]["get"]["responses"]
         assert "image/png" in responses["200"]["content"] and "Location" in responses["307"]["headers"]
+
+
+@pytest.mark.parametrize("gc_freeze", [True, False])
+def test_given_gc_freeze_setting_when_the_app_starts_expect_start_up_objects_frozen_or_not(
+        settings: Settings, gc_freeze: bool) -> None:
+    import gc
+
+    # given the setting (on in production; the test process turns it off for its many apps)
+    gc.unfreeze()
+    # when the app has started, expect its start-up objects out of the collector's walks, or not
+    for _client in make_client(settings.model_copy(update={"gc_freeze": gc_freeze})):
+        assert (gc.get_freeze_count() > 0) is gc_freeze
+    # (tests/conftest.py thaws them after the test)
