@@ -157,23 +157,30 @@ class JobWakeups:
         from concurrent.futures import ThreadPoolExecutor
 
         active = self._active = asyncio.Event()
-        # One thread owns the connection: every read, and the close, run on it in order. A
-        # cancelled await (the app shutting down) leaves its read running in the thread; a
-        # close from the loop meanwhile would free the connection under it (a segfault).
+        # One thread owns the connection: its connect, every read and the close run on it in
+        # order. A cancelled await (the app shutting down) leaves its call running in the
+        # thread; a close from the loop meanwhile would free the connection under it (a segfault).
         owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-wakeups")
-        conn = await asyncio.get_running_loop().run_in_executor(
-            owner, lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # autocommit
-        )
+        loop = asyncio.get_running_loop()
+        opened: list[sqlite3.Connection] = []
+
+        def connect() -> None:
+            opened.append(sqlite3.connect(path, isolation_level=None))  # autocommit: no held snapshot
 
         def data_version() -> int:
-            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+            return int(opened[0].execute("PRAGMA data_version").fetchone()[0])
+
+        def close() -> None:
+            for conn in opened:
+                conn.close()
 
         try:
+            await loop.run_in_executor(owner, connect)
             self.connections += 1
             version = None
             while True:
                 fresh, self._fresh = self._fresh, set()  # registered before this read
-                now = await asyncio.get_running_loop().run_in_executor(owner, data_version)
+                now = await loop.run_in_executor(owner, data_version)
                 self.listening = True
                 if version is not None and now != version:
                     self.wake_all()
@@ -189,5 +196,5 @@ class JobWakeups:
         finally:
             self._active = None
             self._fresh.update(e for watchers in self._watchers.values() for e in watchers)  # next baseline
-            owner.submit(conn.close)  # after any read still running
+            owner.submit(close)  # after any connect or read still running
             owner.shutdown(wait=False)

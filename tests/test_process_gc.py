@@ -58,3 +58,19 @@ def test_given_a_method_warmed_up_when_its_first_job_ends_expect_one_freeze_then
     process_state.warm_up("fast")
     process_state.freeze_after_job()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("gc_freeze", [True, False])
+def test_given_the_setting_when_a_first_job_ends_expect_the_worker_to_freeze_or_not(
+        thawed_after: None, monkeypatch: pytest.MonkeyPatch, gc_freeze: bool) -> None:
+    from shared.settings import Settings
+    from worker import celery_app, process_state
+
+    # given a pool process whose first job of a method has just ended
+    monkeypatch.setattr(process_state, "_freeze_pending", True)
+    monkeypatch.setattr(celery_app, "get_settings", lambda: Settings(gc_freeze=gc_freeze))
+    gc.unfreeze()
+    # when Celery's task_postrun handler runs
+    celery_app._freeze_after_first_job()
+    # expect a freeze only with the setting on
+    assert (gc.get_freeze_count() > 0) is gc_freeze

@@ -194,6 +194,8 @@ sqlite3.connect(path).execute("CREATE TABLE IF NOT EXISTS t (x)").connection.com
 async def start_and_stop(spins: int) -> None:
     wakeups = JobWakeups(f"sqlite:///{path}")
     task = asyncio.create_task(wakeups.run())
+    while wakeups.connections == 0:  # connected (in its thread); its first read is about to start
+        await asyncio.sleep(0)
     for _ in range(spins):  # cancel at a different point each time: often while a read runs
         await asyncio.sleep(0)
     task.cancel()
