@@ -502,6 +502,9 @@ def worker_process(env: Mapping[str, str], *, name: str, log_dir: Path, queues: 
     metrics_url = None
     if metrics_port:
         wenv.update({"STYLEFARM_WORKER_METRICS_PORT": str(metrics_port), "STYLEFARM_WORKER_METRICS_HOST": "127.0.0.1"})
+        # its samples beside its log, emptied at each start: a worker killed without its
+        # shutdown (a test's SIGKILL) leaves them in the stack's folder, not in /tmp
+        wenv["PROMETHEUS_MULTIPROC_DIR"] = str(log_dir.parent / "metrics" / name)
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     proc = ManagedProcess(
         name, argv, env=wenv, cwd=REPO_ROOT, log_path=log_path, ready_timeout=180, stop_timeout=15, tier=1,
