@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,14 +15,7 @@ class Node:
         self.me = self  # a reference cycle: tracked by the cyclic collector
 
 
-@pytest.fixture
-def thawed_after() -> Iterator[None]:
-    yield
-    gc.unfreeze()  # this test process goes on collecting as before
-
-
-def test_given_objects_alive_at_start_up_when_frozen_expect_collections_skip_them_but_not_later_ones(
-        thawed_after: None) -> None:
+def test_given_objects_alive_at_start_up_when_frozen_expect_collections_skip_them_but_not_later_ones() -> None:
     # given a long-lived object of start-up, and garbage made before the freeze
     started = Node()
     garbage = Node()
@@ -41,7 +33,7 @@ def test_given_objects_alive_at_start_up_when_frozen_expect_collections_skip_the
 
 
 def test_given_a_method_warmed_up_when_its_first_job_ends_expect_one_freeze_then_none(
-        thawed_after: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from worker import process_state
 
     # given a pool process whose first fast job warmed the method up
@@ -62,7 +54,7 @@ def test_given_a_method_warmed_up_when_its_first_job_ends_expect_one_freeze_then
 
 @pytest.mark.parametrize("gc_freeze", [True, False])
 def test_given_the_setting_when_a_first_job_ends_expect_the_worker_to_freeze_or_not(
-        thawed_after: None, monkeypatch: pytest.MonkeyPatch, gc_freeze: bool) -> None:
+        monkeypatch: pytest.MonkeyPatch, gc_freeze: bool) -> None:
     from shared.settings import Settings
     from worker import celery_app, process_state
 

@@ -1,9 +1,9 @@
 """The worker process's memory cache of uploaded inputs' bytes, within a byte budget.
 
 An input is stored under a key named by its content (the tenant and the sha256 of its
-bytes, ``shared.jobs.inputs``), so the right bytes under a key never change. The worker keeps
+bytes, ``shared.jobs.inputs``), so the right bytes under a key never change. The cache keeps
 a copy only after checking that its sha256 is the one the input's row names
-(``JobRuntime.read_input``): bytes damaged in storage are used once, as before, and not kept,
+(``InputBytesCache.read``): bytes damaged in storage are used once, as before, and not kept,
 so a repaired object is read again. What the cache saves is the storage ``GET`` of a photo that the
 process's last jobs already read: one photo tried in several styles, a batch of
 fan-out pieces of one image, a client re-running a job. It never decides whether a job may
@@ -19,8 +19,10 @@ large upload does not flush every small one. Each Celery pool process has its ow
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 
 class InputBytesCache:
@@ -56,6 +58,18 @@ class InputBytesCache:
     def keeps(self, size: int) -> bool:
         """Whether an input of ``size`` bytes would be kept (at most a quarter of the budget)."""
         return size * 4 <= self.budget_bytes
+
+    def read(self, key: str, sha256: str, fetch: Callable[[str], bytes]) -> tuple[bytes, bool]:
+        """``(bytes, True)`` kept from an earlier read, else ``(fetch(key), False)``; fetched
+        bytes are kept only when they hash to ``sha256`` (the input's row), so bytes damaged in
+        storage are served as they are, once, and a repaired object is fetched again."""
+        kept = self.get(key)
+        if kept is not None:
+            return kept, True
+        data = fetch(key)
+        if self.keeps(len(data)) and hashlib.sha256(data).hexdigest() == sha256:
+            self.put(key, data)
+        return data, False
 
     def put(self, key: str, data: bytes) -> None:
         """Keep ``data`` under ``key`` unless it is over a quarter of the budget, evicting the

@@ -39,7 +39,6 @@ worker holds on the job while it runs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -109,13 +108,12 @@ class JobRuntime:
         started = time.perf_counter()
         try:
             row = inputs.get_input(ref, self.tenant)  # every time: whether this job may use it is SQL's to say
-            cache = process_cache(self.settings.input_cache_bytes) if self.settings.input_cache_bytes > 0 else None
-            kept = cache.get(row.key) if cache is not None else None
-            data = kept if kept is not None else self.storage.get_bytes(row.key)
-            if (cache is not None and kept is None and cache.keeps(len(data))
-                    and hashlib.sha256(data).hexdigest() == row.sha256):
-                cache.put(row.key, data)  # only the bytes the row names: a damaged object is not kept
-            worker_metrics.count_input_read(from_memory=kept is not None)
+            if self.settings.input_cache_bytes > 0:
+                cache = process_cache(self.settings.input_cache_bytes)
+                data, from_memory = cache.read(row.key, row.sha256, self.storage.get_bytes)
+            else:
+                data, from_memory = self.storage.get_bytes(row.key), False
+            worker_metrics.count_input_read(from_memory)
         finally:
             with self.lock:
                 self.input_seconds += time.perf_counter() - started
